@@ -1,0 +1,57 @@
+"""The ``Authorization: Bearer`` check used by every ``/v1`` route.
+
+Every request reads the key row, so a revoked key stops working at once in every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+
+from aistats_gateway.auth import keys
+from aistats_gateway.auth.tables import ApiKey
+from aistats_gateway.http.errors import APIError
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `aistats_v1_sk_<id>_<secret>`")
+# Hash compared when the key id is unknown, so both paths cost the same.
+_DUMMY_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    workspace_id: str
+    name: str
+
+
+def _unauthorized(message: str) -> APIError:
+    return APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def require_key(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise _unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+    parsed = keys.parse(credentials.credentials.strip())
+    if parsed is None:
+        raise _unauthorized("Incorrect API key provided.")
+    state = request.app.state.gateway
+    async with state.sessions() as s:
+        row = (
+            await s.execute(
+                select(ApiKey.secret_hash, ApiKey.workspace_id, ApiKey.name, ApiKey.revoked_at).where(
+                    ApiKey.id == parsed.key_id
+                )
+            )
+        ).first()
+    ok = keys.verify(state.settings.pepper, parsed.secret, row.secret_hash if row else _DUMMY_HASH)
+    if row is None or not ok:
+        raise _unauthorized("Incorrect API key provided.")
+    if row.revoked_at is not None:
+        raise _unauthorized("This API key has been revoked.")
+    request.state.key_id = parsed.key_id
+    return Principal(parsed.key_id, row.workspace_id, row.name)

@@ -1,0 +1,263 @@
+"""Filtering and rendering the catalogue for ``/v1/models``, ``/v1/videos/models`` and ``/v1/batches/models``.
+
+Responses are rendered to JSON bytes once per (snapshot, normalised query) and cached in the
+snapshot, so a repeated query costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aistats_gateway.catalogue.schema import ENDPOINTS, ORGANISATIONS
+from aistats_gateway.catalogue.service import (
+    ModelEntry,
+    ProviderOffer,
+    Snapshot,
+    detail_dict,
+    is_active,
+    offer_supports,
+    price_rules,
+)
+from aistats_gateway.http.errors import bad_request
+
+# Other spellings of gateway endpoint names accepted in filters.
+ENDPOINT_ALIASES: dict[str, str] = {
+    "video.generate": "video.generation", "video.generations": "video.generation", "videos": "video.generation",
+    "/v1/videos": "video.generation", "batches": "batch", "/v1/batches": "batch",
+    "chat/completions": "chat.completions", "/v1/chat/completions": "chat.completions",
+    "audio/speech": "audio.speech", "audio/transcriptions": "audio.transcription",
+    "audio.transcriptions": "audio.transcription", "images/generations": "images.generations",
+    "/v1/embeddings": "embeddings", "/v1/moderations": "moderations",
+}
+_CACHE_LIMIT = 1024
+
+
+def split_values(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated query values, trimmed, empties dropped, order kept."""
+    out: list[str] = []
+    for v in values or []:
+        for part in v.split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def endpoints_param(values: list[str] | None, param: str) -> frozenset[str]:
+    out = set()
+    for v in split_values(values):
+        canonical = v if v in ENDPOINTS else ENDPOINT_ALIASES.get(v)
+        if canonical is None:
+            raise bad_request(f"Invalid value {v!r} for '{param}'; allowed: {', '.join(ENDPOINTS)}.", param)
+        out.add(canonical)
+    return frozenset(out)
+
+
+def organisations_param(values: list[str] | None) -> frozenset[str]:
+    out = set()
+    for v in split_values(values):
+        if v not in ORGANISATIONS:
+            raise bad_request(f"Invalid value {v!r} for 'organisation'; allowed: {', '.join(ORGANISATIONS)}.",
+                              "organisation")
+        out.add(v)
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class ModelQuery:
+    providers: frozenset[str] = frozenset()
+    organisations: frozenset[str] = frozenset()
+    include_endpoints: frozenset[str] = frozenset()
+    exclude_endpoints: frozenset[str] = frozenset()
+    input_types: frozenset[str] = frozenset()
+    output_types: frozenset[str] = frozenset()
+    include_rumoured: bool = True
+    include_deprecated: bool = True
+    include_retired: bool = True
+    include_data: bool = True
+    include_gateway: bool = True
+    limit: int = 50
+    offset: int = 0
+
+
+def _matches(e: ModelEntry, q: ModelQuery) -> bool:
+    status = e.spec.status
+    if (status == "rumoured" and not q.include_rumoured) or (status == "deprecated" and not q.include_deprecated) \
+            or (status == "retired" and not q.include_retired):
+        return False
+    if q.providers and not (e.provider_ids & q.providers):
+        return False
+    if q.organisations and e.spec.organisation not in q.organisations:
+        return False
+    if q.include_endpoints and not (e.endpoint_set & q.include_endpoints):
+        return False
+    if q.exclude_endpoints and (e.endpoint_set & q.exclude_endpoints):
+        return False
+    if q.input_types and not (e.input_set & q.input_types):
+        return False
+    if q.output_types and not (e.output_set & q.output_types):
+        return False
+    return True
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _offer_active(o: ProviderOffer, endpoint: str, now: dt.datetime) -> bool:
+    f, t = o.spec.effective_from, o.spec.effective_to
+    if (f and f > now) or (t and t <= now):
+        return False
+    return is_active(o, endpoint)
+
+
+def _render_model(e: ModelEntry, q: ModelQuery, now: dt.datetime) -> dict[str, Any]:
+    m = e.spec
+    out: dict[str, Any] = {
+        "model_id": m.model_id,
+        "name": m.name,
+        "release_date": m.release_date.isoformat() if m.release_date else None,
+        "announcement_date": m.announcement_date.isoformat() if m.announcement_date else None,
+        "status": m.status,
+        "organisation": m.organisation,
+        "aliases": list(m.aliases),
+    }
+    if q.include_gateway:
+        out["endpoints"] = list(e.endpoints)
+        rows = []
+        for o in e.offers:
+            for ep in o.spec.endpoints:
+                params = o.spec.parameters.get(ep) or {}  # type: ignore[call-overload]
+                rows.append({
+                    "api_provider_id": o.provider_id,
+                    "api_provider_name": o.name,
+                    "link": o.link,
+                    "country_code": o.country_code,
+                    "endpoint": ep,
+                    "provider_model_slug": o.spec.provider_model_slug,
+                    "is_active_gateway": _offer_active(o, ep, now),
+                    "input_modalities": list(o.spec.input_modalities),
+                    "output_modalities": list(o.spec.output_modalities),
+                    "effective_from": _iso(o.spec.effective_from),
+                    "effective_to": _iso(o.spec.effective_to),
+                    "alpha": o.spec.alpha,
+                    "supported_parameters": [n for n, d in params.items() if d.supported],
+                    "supported_parameters_detail": {n: detail_dict(d) for n, d in params.items()},
+                    "pricing": price_rules(o),
+                })
+        out["providers"] = rows
+    if q.include_data:
+        out["input_types"] = list(m.input_types)
+        out["output_types"] = list(m.output_types)
+    return out
+
+
+def list_models(snap: Snapshot, q: ModelQuery) -> bytes:
+    key = ("models", q)
+    cached = snap.cache.get(key)
+    if cached is not None:
+        return cached
+    matches = [e for e in snap.models if _matches(e, q)]
+    now = dt.datetime.now(dt.timezone.utc)
+    page = [_render_model(e, q, now) for e in matches[q.offset:q.offset + q.limit]]
+    body = orjson.dumps({"ok": True, "limit": q.limit, "offset": q.offset, "models": page, "total": len(matches)})
+    _store(snap, key, body)
+    return body
+
+
+def _store(snap: Snapshot, key: Any, body: bytes) -> None:
+    if len(snap.cache) >= _CACHE_LIMIT:
+        aliases = snap.cache.get("__aliases__")
+        snap.cache.clear()
+        if aliases is not None:
+            snap.cache["__aliases__"] = aliases
+    snap.cache[key] = body
+
+
+# ---- capability lists (videos/batches) ------------------------------------------------------
+
+
+def _merge_detail(target: dict[str, Any], d: dict[str, Any], provider_id: str) -> None:
+    if "values" in d:
+        values = target.setdefault("values", [])
+        for v in d["values"]:
+            if v not in values:
+                values.append(v)
+    for key, pick in (("minimum", min), ("maximum", max)):
+        if key in d:
+            target[key] = pick(target[key], d[key]) if key in target else d[key]
+    for key in ("type", "default", "description"):
+        if key in d and key not in target:
+            target[key] = d[key]
+    if d.get("aliases"):
+        aliases = target.setdefault("aliases", [])
+        aliases.extend(a for a in d["aliases"] if a not in aliases)
+    target["supported"] = target.get("supported", False) or d["supported"]
+    target.setdefault("providers", [])
+    if provider_id not in target["providers"]:
+        target["providers"].append(provider_id)
+
+
+def _render_capability(e: ModelEntry, offers: list[ProviderOffer], endpoint: str) -> dict[str, Any]:
+    now = dt.datetime.now(dt.timezone.utc)
+    names: list[str] = []
+    merged: dict[str, dict[str, Any]] = {}
+    providers = []
+    for o in offers:
+        params = o.spec.parameters.get(endpoint) or {}  # type: ignore[call-overload]
+        pnames = [n for n, d in params.items() if d.supported]
+        pdetail = {n: detail_dict(d) for n, d in params.items()}
+        for n in pnames:
+            if n not in names:
+                names.append(n)
+        for n, d in pdetail.items():
+            _merge_detail(merged.setdefault(n, {}), d, o.provider_id)
+        providers.append({
+            "id": o.provider_id,
+            "provider_model_slug": o.spec.provider_model_slug,
+            "is_active_gateway": _offer_active(o, endpoint, now),
+            "alpha": o.spec.alpha,
+            "supported_params": pnames,
+            "supported_parameters": list(pnames),
+            "supported_params_detail": pdetail,
+            "supported_parameters_detail": pdetail,
+            "pricing": price_rules(o),
+        })
+    detail = {n: {"supported": d.pop("supported"), **d} for n, d in merged.items()}
+    return {
+        "model": e.spec.model_id,
+        "name": e.spec.name,
+        "status": e.spec.status,
+        "input_types": list(e.spec.input_types),
+        "output_types": list(e.spec.output_types),
+        "supported_params": names,
+        "supported_parameters": list(names),
+        "supported_params_detail": detail,
+        "supported_parameters_detail": detail,
+        "providers": providers,
+        "pricing": {"currency": "usd", "providers": {p["id"]: p["pricing"] for p in providers}},
+    }
+
+
+def capability_list(snap: Snapshot, endpoint: str, params: list[str]) -> bytes:
+    key = ("capabilities", endpoint, tuple(params))
+    cached = snap.cache.get(key)
+    if cached is not None:
+        return cached
+    data = []
+    for e in snap.models:
+        if e.spec.status != "active" or endpoint not in e.endpoint_set:
+            continue
+        offers = [o for o in e.offers if endpoint in o.spec.endpoints
+                  and all(offer_supports(o, endpoint, p) for p in params)]
+        if offers:
+            data.append(_render_capability(e, offers, endpoint))
+    body = orjson.dumps({"object": "list", "data": data})
+    _store(snap, key, body)
+    return body

@@ -1,0 +1,303 @@
+"""The ``aistats-gateway`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aistats_gateway.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="aistats-gateway: a self-hostable AI Stats Gateway.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+catalogue_app = typer.Typer(help="Validate and sync the model catalogue.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(catalogue_app, name="catalogue")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
+DatabaseURL = Annotated[Optional[str], typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        s = load_settings(**overrides)
+        s.ensure_data_dir()
+        return s
+    except ConfigError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _migrate(settings: Settings) -> None:
+    from aistats_gateway.db.migrate import upgrade
+
+    try:
+        upgrade(settings.db_url)
+    except Exception as e:  # noqa: BLE001 - shown to the operator
+        err.print(f"[red]error:[/red] cannot migrate the database at {_safe_url(settings.db_url)}: {e}")
+        raise typer.Exit(1) from None
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _run(coro_fn: Any, settings: Settings) -> Any:
+    from aistats_gateway.db.engine import create_engine, session_factory
+
+    async def main() -> Any:
+        engine = create_engine(settings.db_url, pool_size=2)
+        try:
+            return await coro_fn(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _usd_to_nanos(value: str) -> int:
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        err.print(f"[red]error:[/red] --credits {value!r} is not an amount in USD (e.g. 10 or 2.50)")
+        raise typer.Exit(2) from None
+    if d < 0 or not d.is_finite():
+        err.print("[red]error:[/red] --credits must be a non-negative amount")
+        raise typer.Exit(2)
+    return int(d * 1_000_000_000)
+
+
+# ---- serve ----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes")] = 1,
+    bootstrap_key: Annotated[bool, typer.Option(
+        "--bootstrap-key", help="Create and print a first API key when none exists")] = False,
+) -> None:
+    """Migrate the database, then serve the API."""
+    settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    from aistats_gateway import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    _migrate(settings)
+    if bootstrap_key:
+        _bootstrap(settings)
+    # Worker processes (and reloads) read their configuration from the environment.
+    os.environ["AISTATS_DATA_DIR"] = str(settings.data_dir.resolve())
+    os.environ["AISTATS_DATABASE_URL"] = settings.db_url
+    os.environ["AISTATS_HOST"] = settings.host
+    os.environ["AISTATS_PORT"] = str(settings.port)
+    _ = settings.pepper, settings.signing_key  # generate secrets once, before workers start
+
+    import uvicorn
+
+    err.print(f"[green]aistats-gateway[/green] listening on http://{settings.host}:{settings.port} "
+              f"(database: {_safe_url(settings.db_url)})")
+    uvicorn.run(
+        "aistats_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+        workers=workers, loop="uvloop", http="httptools", log_config=None, access_log=False,
+        proxy_headers=True, server_header=False,
+    )
+
+
+def _bootstrap(settings: Settings) -> None:
+    from aistats_gateway.auth import service
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s, s.begin():
+            if await service.count_active(s) > 0:
+                return None
+            return await service.create_key(s, settings.pepper, "first key", credits_nanos=10_000_000_000)
+
+    created = _run(work, settings)
+    if created is None:
+        return
+    base = f"http://{settings.host}:{settings.port}"
+    err.print("")
+    err.print("[bold]Created your first API key[/bold] (shown once; keep it):")
+    err.print(f"  [cyan]{created.key}[/cyan]")
+    err.print("Try it:")
+    err.print(f'  curl {base}/v1/models?limit=3 -H "Authorization: Bearer {created.key}"')
+    err.print(f'  curl "{base}/v1/videos/models?params=size,duration_seconds" -H "Authorization: Bearer {created.key}"')
+    err.print("")
+
+
+@app.command()
+def migrate(data_dir: DataDir = None, database_url: DatabaseURL = None) -> None:
+    """Apply database migrations and exit."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    out.print("database is up to date")
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="A label for the key")],
+    credits: Annotated[Optional[str], typer.Option("--credits", help="Credits in USD for its workspace")] = None,
+    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Existing workspace id")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """Create an API key; the secret is printed once."""
+    if not name.strip() or len(name) > 200:
+        err.print("[red]error:[/red] --name must be 1..200 characters")
+        raise typer.Exit(2)
+    nanos = _usd_to_nanos(credits) if credits is not None else 0
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    from aistats_gateway.auth import service
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s, s.begin():
+            return await service.create_key(s, settings.pepper, name.strip(), workspace_id=workspace,
+                                            credits_nanos=nanos)
+
+    try:
+        created = _run(work, settings)
+    except LookupError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps({"id": created.id, "name": created.name, "key": created.key,
+                                     "workspace_id": created.workspace_id}) + "\n")
+        return
+    out.print(f"id:        {created.id}")
+    out.print(f"workspace: {created.workspace_id}")
+    out.print(f"key:       [bold]{created.key}[/bold]")
+    out.print("Store the key now; it cannot be shown again.")
+
+
+@keys_app.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """List keys (never their secrets)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    from aistats_gateway.auth import service
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s:
+            return await service.list_keys(s)
+
+    rows = _run(work, settings)
+    if as_json:
+        sys.stdout.write(json.dumps([{
+            "id": r.id, "name": r.name, "workspace_id": r.workspace_id, "created_at": r.created_at.isoformat(),
+            "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None} for r in rows]) + "\n")
+        return
+    table = Table("id", "name", "workspace", "created", "status")
+    for r in rows:
+        table.add_row(r.id, r.name, r.workspace_id, r.created_at.strftime("%Y-%m-%d %H:%M"),
+                      f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL = None) -> None:
+    """Revoke a key; it stops working at once in every server process."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    from aistats_gateway.auth import service
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s, s.begin():
+            return await service.revoke(s, key_id)
+
+    if not _run(work, settings):
+        err.print(f"[red]error:[/red] no key with id {key_id}")
+        raise typer.Exit(1)
+    out.print(f"revoked {key_id}")
+
+
+# ---- catalogue ------------------------------------------------------------------------------
+
+
+@catalogue_app.command("validate")
+def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Default: the shipped file")] = None) -> None:
+    """Validate a catalogue file; errors name the entry and the field."""
+    from aistats_gateway.catalogue import loader
+
+    try:
+        if file is None:
+            cat, _ = loader.build(None)
+            label = str(loader.shipped_path())
+        else:
+            overlay, _ = loader.load_file(file)
+            cat, _ = loader.build(overlay, str(file))
+            label = str(file)
+    except loader.CatalogueError as e:
+        err.print(f"[red]invalid catalogue[/red] {e.source}:")
+        for p in e.problems:
+            err.print(f"  - {p}")
+        raise typer.Exit(1) from None
+    out.print(f"{label}: ok ({len(cat.models)} models, {len(cat.providers)} providers, "
+              f"{len(cat.organisations)} organisations in the effective catalogue)")
+
+
+@catalogue_app.command("sync")
+def catalogue_sync(
+    file: Annotated[Optional[Path], typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
+    clear_overlay: Annotated[bool, typer.Option("--clear-overlay", help="Drop a previously synced file")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """Load the catalogue into the database; running servers pick it up within a second."""
+    from aistats_gateway.catalogue import loader, service
+
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    overlay = None
+    if file is not None:
+        try:
+            overlay, _ = loader.load_file(file)
+        except loader.CatalogueError as e:
+            err.print(f"[red]invalid catalogue[/red] {e.source}:")
+            for p in e.problems:
+                err.print(f"  - {p}")
+            raise typer.Exit(1) from None
+
+    async def work(sessions: Any) -> Any:
+        return await service.sync(sessions, overlay, str(file) if file else None, keep_overlay=not clear_overlay)
+
+    try:
+        result = _run(work, settings)
+    except loader.CatalogueError as e:
+        err.print(f"[red]invalid catalogue[/red] {e.source}:")
+        for p in e.problems:
+            err.print(f"  - {p}")
+        raise typer.Exit(1) from None
+    out.print(f"catalogue version {result.version}: {result.models} models, {result.providers} providers "
+              f"({result.source})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,20 @@
+"""Imports every domain's tables so Base.metadata is complete (Alembic, tests)."""
+
+from aistats_gateway.auth.tables import ApiKey, Workspace
+from aistats_gateway.billing.tables import LedgerEntry
+from aistats_gateway.catalogue.tables import (
+    CatalogueModel,
+    CatalogueOrganisation,
+    CatalogueProvider,
+    CatalogueState,
+)
+
+__all__ = [
+    "ApiKey",
+    "CatalogueModel",
+    "CatalogueOrganisation",
+    "CatalogueProvider",
+    "CatalogueState",
+    "LedgerEntry",
+    "Workspace",
+]

@@ -1,0 +1,124 @@
+"""Configuration: environment variables ``AISTATS_*`` and command-line flags.
+
+Values are validated when the process starts; a bad value stops it with a message naming the
+variable. Secrets that are not configured are generated once and kept in the data directory,
+so a single-machine install needs no configuration at all. Several machines must share them:
+set ``AISTATS_KEY_PEPPER`` and ``AISTATS_SIGNING_SECRET`` to the same values everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AISTATS_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(default=Path("./data"), description="SQLite file, blobs and generated secrets")
+    database_url: str | None = Field(
+        default=None,
+        description="sqlite+aiosqlite:///path or postgresql+psycopg://user@host/db (default: SQLite in data dir)",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_base_url: str | None = Field(
+        default=None, description="Absolute base URL used in polling_url/download_url (default: from the request)"
+    )
+    key_pepper: str | None = Field(default=None, description="HMAC key for API key hashes")
+    signing_secret: str | None = Field(default=None, description="HMAC key for signed download URLs")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    catalogue_file: Path | None = Field(
+        default=None, description="Extra catalogue file synced after the shipped one at start"
+    )
+    sync_catalogue_on_start: bool = True
+    catalogue_refresh_seconds: float = Field(default=1.0, ge=0.0)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+psycopg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+psycopg:// "
+                f"(got {v.split('://')[0]!r})"
+            )
+        return v
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return v.rstrip("/")
+
+    # ---- derived values -------------------------------------------------------------------
+
+    @cached_property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def ensure_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.blob_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"AISTATS_DATA_DIR={self.data_dir}: cannot create directory: {e}") from e
+
+    def _secret_file(self, name: str) -> bytes:
+        self.ensure_data_dir()
+        path = self.data_dir / f".{name}"
+        if path.exists():
+            return path.read_text().strip().encode()
+        value = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return value.encode()
+
+    @cached_property
+    def pepper(self) -> bytes:
+        return self.key_pepper.encode() if self.key_pepper else self._secret_file("key_pepper")
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        return self.signing_secret.encode() if self.signing_secret else self._secret_file("signing_secret")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides (flags); explain failures."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"AISTATS_{field.upper()} (or --{field.replace('_', '-')}): {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
