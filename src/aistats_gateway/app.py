@@ -17,6 +17,7 @@ from starlette.responses import Response
 from aistats_gateway import __version__
 from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
+from aistats_gateway.videos.endpoints import router as videos_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
@@ -36,6 +37,13 @@ class GatewayState:
     sessions: async_sessionmaker[AsyncSession]
     catalogue: catalogue_service.CatalogueStore
     metrics: Metrics
+    # Set up in the lifespan: blob storage, upstream HTTP clients, the job runner and engine.
+    storage: Any = None
+    http: Any = None
+    fetch_client: Any = None
+    fetch_policy: Any = None
+    runner: Any = None
+    jobs: Any = None  # the job engine
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,6 +67,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         if settings.sync_catalogue_on_start:
             await sync_catalogue_at_start(state)
         await state.catalogue.get()
+        await start_services(state)
         for hook in startup:
             await hook(state)
         try:
@@ -66,6 +75,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         finally:
             for hook in reversed(shutdown):
                 await hook(state)
+            await stop_services(state)
             await engine.dispose()
 
     app = FastAPI(
@@ -104,14 +114,49 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(catalogue_router)
-    for install in _domain_installers():
-        install(app, state)
+    app.include_router(videos_router)
     return app
 
 
-def _domain_installers() -> list[Callable[[FastAPI, GatewayState], None]]:
-    """Each domain module that has routes exposes ``install(app, state)``."""
-    return []
+async def start_services(state: GatewayState) -> None:
+    from aistats_gateway import providers  # noqa: F401  (registers the adapters)
+    from aistats_gateway.http import ssrf
+    from aistats_gateway.http.client import create_client
+    from aistats_gateway.jobs.engine import LocalEngine
+    from aistats_gateway.storage import create_store
+    from aistats_gateway.videos import jobs as video_jobs
+    from aistats_gateway.videos.runner import RunnerContext
+
+    s = state.settings
+    state.storage = create_store(s.storage, s.data_dir, {
+        "endpoint_url": s.s3_endpoint_url, "bucket": s.s3_bucket, "access_key": s.s3_access_key_id,
+        "secret_key": s.s3_secret_access_key, "region": s.s3_region, "prefix": s.s3_prefix,
+    } if s.storage == "s3" else None)
+    state.http = create_client(s.upstream_timeout_seconds)
+    state.fetch_client = create_client(15.0)
+    state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
+    state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
+                                 data_dir=s.data_dir)
+    sources = [video_jobs.source(state.runner)]
+    if s.is_sqlite:
+        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
+    else:
+        from aistats_gateway.jobs.procrastinate_engine import ProcrastinateEngine
+
+        state.jobs = ProcrastinateEngine(s.db_url, sources, run_worker=s.run_worker, concurrency=s.job_concurrency)
+    if s.is_sqlite and not s.run_worker:
+        log.warning("AISTATS_RUN_WORKER=false is ignored on SQLite: jobs run in the server process")
+    await state.jobs.start()
+
+
+async def stop_services(state: GatewayState) -> None:
+    if state.jobs is not None:
+        await state.jobs.stop()
+    for client in (state.http, state.fetch_client):
+        if client is not None:
+            await client.aclose()
+    if state.storage is not None:
+        await state.storage.close()
 
 
 async def sync_catalogue_at_start(state: GatewayState) -> None:

@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     sync_catalogue_on_start: bool = True
     catalogue_refresh_seconds: float = Field(default=1.0, ge=0.0)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Blob storage: local directory (default) or an S3-compatible bucket.
+    storage: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    # Fetching client-given URLs (input images) and posting to webhook targets: the SSRF guard.
+    fetch_allow_private: bool = Field(default=False, description="Allow private/loopback targets (development only)")
+    fetch_allowed_hosts: str = Field(default="", description="Comma-separated hosts exempt from the address checks")
+    # Background jobs: run them in this process (always on SQLite; on PostgreSQL unless you run workers).
+    run_worker: bool = True
+    job_concurrency: int = Field(default=4, ge=1, le=256)
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -83,6 +98,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip() for h in self.fetch_allowed_hosts.split(",") if h.strip())
 
     def ensure_data_dir(self) -> None:
         try:

@@ -8,6 +8,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueProvider,
     CatalogueState,
 )
+from aistats_gateway.videos.tables import VideoJob, VideoOutput
 
 __all__ = [
     "ApiKey",
@@ -16,5 +17,7 @@ __all__ = [
     "CatalogueProvider",
     "CatalogueState",
     "LedgerEntry",
+    "VideoJob",
+    "VideoOutput",
     "Workspace",
 ]

@@ -1,0 +1,41 @@
+"""Local fake provider APIs for tests and manual runs (loopback only).
+
+``FAKES`` maps a provider id to an app factory; ``serve("openai", port=8123)`` runs one
+with uvicorn. For tests use :class:`aistats_gateway.providers.fakes.testing.RunningFake`.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+
+from . import openai as _openai
+
+FAKES: dict[str, Callable[..., Starlette]] = {
+    "openai": _openai.create_app,
+}
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(name: str, host: str = "127.0.0.1", port: int = 0, **factory_kwargs: Any) -> None:
+    """Run fake ``name`` in the foreground. Only loopback hosts (127.0.0.0/8, ::1, localhost)."""
+    if name not in FAKES:
+        raise KeyError(f"unknown fake {name!r}; known: {', '.join(sorted(FAKES))}")
+    if not is_loopback(host):
+        raise ValueError(f"refusing to serve a fake provider on non-loopback host {host!r}")
+    import uvicorn
+
+    uvicorn.run(FAKES[name](**factory_kwargs), host=host.strip("[]"), port=port, log_level="info")
+
+
+__all__ = ["FAKES", "is_loopback", "serve"]

@@ -1,0 +1,103 @@
+"""The built-in ``local`` provider: renders a real H.264 MP4 on this machine (no key, no network).
+
+``submit`` only accepts the job. The render happens in ``poll`` (in a worker thread), which reports
+progress as it goes and returns the finished files. A render interrupted by a crash is simply done
+again on resume; the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.base import (
+    CallContext,
+    OutputRef,
+    Polled,
+    ProviderError,
+    Submitted,
+    VideoRequest,
+)
+from aistats_gateway.videos import render
+
+FPS = 24
+
+
+class LocalVideo:
+    provider_id = "local"
+    can_cancel = True
+    poll_interval = 0.0
+    max_poll_interval = 1.0
+    deadline_seconds = 3600.0
+
+    def _scratch(self, ctx: CallContext) -> Path:
+        path = Path(ctx.data_dir) / "scratch" / "local"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def submit(self, request: VideoRequest, ctx: CallContext) -> Submitted:
+        if request.width is None or request.height is None or not request.duration:
+            raise ProviderError("client", "local renderer needs a size and a duration", code="invalid_request")
+        return Submitted(native_id=request.job_id, status="queued", poll_after=0.0)
+
+    async def poll(self, native_id: str, ctx: CallContext) -> Polled:
+        request: VideoRequest = ctx.extra["request"]
+        cancel: threading.Event = ctx.extra.get("cancel_event") or threading.Event()
+        loop = asyncio.get_running_loop()
+        count = max(1, request.sample_count)
+        base_seed = request.seed if request.seed is not None else int(
+            hashlib.sha256(request.job_id.encode()).hexdigest()[:8], 16)
+        first_frame = next((i.content for i in request.images if i.role == "first_frame"), None)
+        outputs = []
+        last = [-1]
+
+        def report(index: int, pct: int) -> None:
+            overall = (index * 100 + pct) // count
+            if ctx.progress is not None and overall >= last[0] + 5:
+                last[0] = overall
+                asyncio.run_coroutine_threadsafe(ctx.progress(min(overall, 99)), loop)
+
+        for i in range(count):
+            spec = render.RenderSpec(
+                prompt=request.prompt, width=request.width or 1280, height=request.height or 720,
+                duration_seconds=float(request.duration or 4), fps=FPS, seed=(base_seed + i) % 2**32,
+                negative_prompt=request.negative_prompt, first_frame=first_frame,
+            )
+            path = self._scratch(ctx) / f"{native_id}-{i}.mp4"
+            try:
+                result = await asyncio.to_thread(
+                    render.render_to_file, spec, path, lambda pct, i=i: report(i, pct), cancel.is_set)
+            except render.RenderCancelled:
+                return Polled(status="cancelled", error_code="cancelled", error_message="cancelled while rendering")
+            except ValueError as e:
+                return Polled(status="failed", error_code="invalid_request", error_message=str(e))
+            outputs.append(OutputRef(index=i, handle=str(path), mime_type="video/mp4",
+                                     duration_seconds=result.duration_seconds))
+        return Polled(status="completed", progress=100, outputs=tuple(outputs),
+                      usage={"seconds": float(request.duration or 4), "count": count})
+
+    async def open_output(self, native_id: str, ref: OutputRef, ctx: CallContext) -> AsyncIterator[bytes]:
+        path = Path(ref.handle or "")
+        if not path.is_file():
+            raise ProviderError("not_found", f"rendered file {path.name} is gone", code="output_missing")
+        with path.open("rb") as f:
+            while True:
+                chunk = await asyncio.to_thread(f.read, 1024 * 1024)
+                if not chunk:
+                    break
+                yield chunk
+
+    async def cleanup(self, native_id: str, ctx: CallContext) -> None:
+        for p in self._scratch(ctx).glob(f"{native_id}-*.mp4"):
+            p.unlink(missing_ok=True)
+
+    async def cancel(self, native_id: str, ctx: CallContext) -> bool:
+        return True  # the runner's cancel event stops a render in progress
+
+
+adapter = LocalVideo()
+registry.register("local", "video.generation", adapter, needs_credentials=False)

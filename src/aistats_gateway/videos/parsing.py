@@ -1,0 +1,128 @@
+"""Reading a create body: JSON, or multipart/form-data as the openai SDK sends it.
+
+Multipart fields are strings: ``seconds=8``, ``generate_audio=true``, bracketed keys such as
+``input_reference[image_url]`` or ``input_references[0][image_url][url]``, and an uploaded image as
+``input_reference``. They are folded into the same nested structure JSON gives, and pydantic's lax
+mode turns the numeric and boolean strings into numbers and booleans.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from aistats_gateway.http.errors import APIError, bad_request
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\[\]]*\])*)$")
+# Fields whose multipart value may also be a JSON document.
+_JSON_FIELDS = {"provider_params", "output", "webhook", "provider", "input_references", "input_reference"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    field: str
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+async def read_body(request: Request) -> tuple[dict[str, Any], Upload | None]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return await _read_form(request)
+    raw = await request.body()
+    if not raw.strip():
+        raise bad_request("The request body is empty; send JSON or multipart/form-data.", None, "missing_body")
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise APIError(415, f"Unsupported Content-Type {ctype!r}; use application/json or multipart/form-data.",
+                       code="unsupported_media_type")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("We could not parse the JSON body of your request.", None, "invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The JSON body must be an object.", None, "invalid_json")
+    return data, None
+
+
+async def _read_form(request: Request) -> tuple[dict[str, Any], Upload | None]:
+    try:
+        form = await request.form(max_files=2, max_fields=500, max_part_size=MAX_UPLOAD_BYTES)
+    except Exception as e:  # noqa: BLE001 - malformed multipart is the client's error
+        raise bad_request(f"Malformed form body: {e}", None, "invalid_body") from None
+    data: dict[str, Any] = {}
+    upload: Upload | None = None
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key != "input_reference" or upload is not None:
+                    raise bad_request(f"Unexpected file field {key!r}; only one 'input_reference' image is accepted.",
+                                      key, "unexpected_file")
+                content = await value.read()
+                if len(content) > MAX_UPLOAD_BYTES:
+                    raise bad_request("input_reference is larger than 25 MiB.", key, "file_too_large")
+                upload = Upload(key, value.filename, (value.content_type or "application/octet-stream").lower(),
+                                content)
+                continue
+            _assign(data, key, value)
+    finally:
+        await form.close()
+    for name in _JSON_FIELDS:
+        v = data.get(name)
+        if isinstance(v, str) and v.strip()[:1] in ("{", "["):
+            try:
+                data[name] = orjson.loads(v)
+            except orjson.JSONDecodeError:
+                raise bad_request(f"'{name}' is not valid JSON.", name, "invalid_json") from None
+    return _listify(data), upload
+
+
+def _assign(data: dict[str, Any], key: str, value: str) -> None:
+    m = _KEY.match(key)
+    if not m:
+        raise bad_request(f"Malformed field name {key!r}.", key, "invalid_field")
+    path = [m[1]] + re.findall(r"\[([^\[\]]*)\]", m[2])
+    node: Any = data
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if part == "":  # key[] appends
+            if not isinstance(node, list):
+                raise bad_request(f"Malformed field name {key!r}.", key, "invalid_field")
+            if last:
+                node.append(value)
+                return
+            node.append({})
+            node = node[-1]
+            continue
+        nxt_is_append = not last and path[i + 1] == ""
+        if isinstance(node, list):
+            raise bad_request(f"Malformed field name {key!r}.", key, "invalid_field")
+        if last:
+            if part in node and not isinstance(node[part], (dict, list)):
+                existing = node[part]
+                node[part] = existing if isinstance(existing, list) else [existing]
+                node[part].append(value)
+            else:
+                node[part] = value
+            return
+        node = node.setdefault(part, [] if nxt_is_append else {})
+        if not isinstance(node, (dict, list)):
+            raise bad_request(f"Field {key!r} conflicts with another field.", key, "invalid_field")
+
+
+def _listify(node: Any) -> Any:
+    """{"0": a, "1": b} → [a, b] (bracketed numeric indexes)."""
+    if isinstance(node, dict):
+        node = {k: _listify(v) for k, v in node.items()}
+        if node and all(k.isdigit() for k in node):
+            return [node[k] for k in sorted(node, key=int)]
+        return node
+    if isinstance(node, list):
+        return [_listify(v) for v in node]
+    return node

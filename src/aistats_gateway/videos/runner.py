@@ -1,0 +1,344 @@
+"""Advancing one video job: submit (or resume a submit), poll, copy outputs into storage, finish.
+
+``run_job`` is what every job engine calls, in-process on SQLite and from procrastinate workers on
+PostgreSQL. It takes a lease on the row first, so two processes never work the same job at once,
+and every status change is a guarded UPDATE that never moves a job backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.providers import config as provider_config
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.base import CallContext, OutputRef, ProviderError, VideoRequest
+from aistats_gateway.videos import media
+from aistats_gateway.videos.submit import build_request, submit_with_fallback
+from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
+
+log = logging.getLogger("aistats_gateway.videos")
+LEASE_SECONDS = 120
+MAX_DOWNLOAD_ATTEMPTS = 5
+
+StatusHook = Callable[[str, str, str], Awaitable[None]]  # (job_id, old, new)
+
+
+@dataclass
+class RunnerContext:
+    sessions: async_sessionmaker[AsyncSession]
+    storage: Any  # BlobStore
+    http: Any  # httpx.AsyncClient
+    data_dir: Path
+    worker_id: str = field(default_factory=lambda: "w_" + secrets.token_hex(6))
+    on_status: list[StatusHook] = field(default_factory=list)
+    on_progress: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
+
+    def call_context(self, provider_id: str, **extra: Any) -> CallContext:
+        cfg = provider_config.load(provider_id)
+        return CallContext(http=self.http, api_key=cfg.api_key, base_url=cfg.base_url, data_dir=self.data_dir,
+                           extra=dict(extra))
+
+
+def _now() -> dt.datetime:
+    return utcnow()
+
+
+async def claim(ctx: RunnerContext, job_id: str) -> bool:
+    now = _now()
+    async with ctx.sessions() as s, s.begin():
+        res = await s.execute(
+            update(VideoJob)
+            .where(VideoJob.id == job_id, VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None),
+                   or_(VideoJob.lease_until.is_(None), VideoJob.lease_until < now,
+                       VideoJob.lease_owner == ctx.worker_id))
+            .values(lease_owner=ctx.worker_id, lease_until=now + dt.timedelta(seconds=LEASE_SECONDS))
+        )
+        return res.rowcount == 1
+
+
+async def release(ctx: RunnerContext, job_id: str, delay: float | None) -> None:
+    values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    if delay is not None:
+        values["next_run_at"] = _now() + dt.timedelta(seconds=delay)
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
+                        .values(**values))
+
+
+async def transition(ctx: RunnerContext, job_id: str, new: str, **values: Any) -> bool:
+    """Move a job to ``new`` only forward (queued → in_progress → terminal); False when it could not."""
+    allowed = ("queued",) if new == "in_progress" else ("queued", "in_progress")
+    if new == "queued":
+        allowed = ()
+    now = _now()
+    if new == "in_progress":
+        values.setdefault("started_at", now)
+    if new in TERMINAL:
+        values.setdefault("completed_at", now)
+        values["next_run_at"] = now
+    async with ctx.sessions() as s, s.begin():
+        old = (await s.execute(select(VideoJob.status).where(VideoJob.id == job_id))).scalar()
+        res = await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.status.in_(allowed))
+                              .values(status=new, **values))
+        moved = res.rowcount == 1
+    if moved and old is not None:
+        for hook in ctx.on_status:
+            with contextlib.suppress(Exception):
+                await hook(job_id, old, new)
+    return moved
+
+
+async def set_progress(ctx: RunnerContext, job_id: str, progress: int, source: str) -> None:
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.status.in_(("queued", "in_progress")),
+                                               VideoJob.progress < progress)
+                        .values(progress=progress, progress_source=source))
+    for hook in ctx.on_progress:
+        with contextlib.suppress(Exception):
+            await hook(job_id, progress)
+
+
+def _backoff(adapter: Any, poll_count: int) -> float:
+    base = max(float(adapter.poll_interval), 0.0)
+    return min(base * (1.5 ** min(poll_count, 20)), float(adapter.max_poll_interval)) if base else 0.0
+
+
+async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
+    """Advance one job. Returns seconds until it wants to run again, or None when finished/not ours."""
+    if not await claim(ctx, job_id):
+        return None
+    delay: float | None = None
+    try:
+        delay = await _advance(ctx, job_id)
+    except Exception:  # noqa: BLE001 - a bug must not kill the engine; the job is retried later
+        log.exception("video job step failed", extra={"video_id": job_id})
+        delay = 30.0
+    finally:
+        await release(ctx, job_id, delay)
+    return delay
+
+
+async def _load(ctx: RunnerContext, job_id: str) -> VideoJob | None:
+    async with ctx.sessions() as s:
+        return await s.get(VideoJob, job_id)
+
+
+async def _advance(ctx: RunnerContext, job_id: str) -> float | None:
+    job = await _load(ctx, job_id)
+    if job is None or job.status in TERMINAL or job.deleted_at is not None:
+        return None
+    request = await build_request(ctx.storage, job)
+    if job.native_id is None:
+        # The create request died between storing the job and hearing back from a provider: resume it.
+        outcome = await submit_with_fallback(ctx, job, request)
+        if outcome.error is not None:
+            await transition(ctx, job_id, "failed", error_code=outcome.error.code or "submit_failed",
+                             error_message=outcome.error.message)
+            return None
+        job = await _load(ctx, job_id)
+        assert job is not None
+    adapter = registry.adapter_for(job.provider or "", "video.generation")
+    if adapter is None:
+        await transition(ctx, job_id, "failed", error_code="provider_unavailable",
+                         error_message=f"provider {job.provider} is not available in this gateway")
+        return None
+    if job.deadline_at is not None and _now() > job.deadline_at and not job.provider_done:
+        if adapter.can_cancel:
+            with contextlib.suppress(ProviderError):
+                await adapter.cancel(job.native_id, ctx.call_context(job.provider or ""))
+        await transition(ctx, job_id, "expired", error_code="deadline_exceeded",
+                         error_message=f"the provider did not finish within {int(adapter.deadline_seconds)} s")
+        return None
+    if not job.provider_done:
+        delay = await _poll(ctx, job, adapter, request)
+        if delay is not None:
+            return delay
+        job = await _load(ctx, job_id)
+        if job is None or job.status in TERMINAL or not job.provider_done:
+            return None
+    return await _download(ctx, job, adapter)
+
+
+async def _poll(ctx: RunnerContext, job: VideoJob, adapter: Any, request: VideoRequest) -> float | None:
+    cancel = threading.Event()
+    call = ctx.call_context(job.provider or "", request=request, cancel_event=cancel)
+
+    async def progress(pct: int) -> None:
+        if job.status == "queued":
+            await transition(ctx, job.id, "in_progress")
+            job.status = "in_progress"
+        await set_progress(ctx, job.id, pct, "provider")
+
+    call.progress = progress
+    watcher = asyncio.create_task(_watch_cancel(ctx, job.id, cancel))
+    try:
+        result = await adapter.poll(job.native_id, call)
+    except ProviderError as e:
+        if e.kind == "not_found":
+            await transition(ctx, job.id, "failed", error_code="provider_job_not_found", error_message=e.message)
+            return None
+        log.warning("poll failed", extra={"video_id": job.id, "provider": job.provider, "error": e.message})
+        return max(_backoff(adapter, job.poll_count), e.retry_after or 0.0, 1.0)
+    finally:
+        watcher.cancel()
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(poll_count=VideoJob.poll_count + 1))
+    if result.status in ("queued",):
+        return result.poll_after if result.poll_after is not None else _backoff(adapter, job.poll_count)
+    if result.status == "in_progress":
+        if job.status == "queued":
+            await transition(ctx, job.id, "in_progress")
+        if result.progress is not None:
+            await set_progress(ctx, job.id, result.progress, "provider")
+        else:
+            await _estimate_progress(ctx, job, adapter)
+        return result.poll_after if result.poll_after is not None else _backoff(adapter, job.poll_count)
+    if result.status in ("failed", "cancelled", "expired"):
+        await transition(ctx, job.id, result.status, error_code=result.error_code or result.status,
+                         error_message=result.error_message or f"the provider reports {result.status}")
+        return None
+    # completed at the provider: remember what to copy, then copy it.
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.status.not_in(TERMINAL)).values(
+            provider_done=True, provider_outputs=[_ref_dict(r) for r in result.outputs],
+            provider_usage=result.usage or {}))
+    return None
+
+
+def _ref_dict(ref: OutputRef) -> dict[str, Any]:
+    d = ref.as_dict()
+    if ref.data is not None:
+        d["data_b64"] = base64.b64encode(ref.data).decode()
+    return d
+
+
+def _ref(d: dict[str, Any]) -> OutputRef:
+    data = base64.b64decode(d["data_b64"]) if d.get("data_b64") else None
+    return OutputRef(index=int(d["index"]), url=d.get("url"), data=data, mime_type=d.get("mime_type"),
+                     handle=d.get("handle"), expires_at=d.get("expires_at"),
+                     duration_seconds=d.get("duration_seconds"))
+
+
+async def _estimate_progress(ctx: RunnerContext, job: VideoJob, adapter: Any) -> None:
+    """Providers without progress: estimate from elapsed time against a typical render time."""
+    started = job.started_at or job.created_at
+    elapsed = (_now() - started).total_seconds()
+    typical = max(30.0, 12.0 * float(job.seconds or 8))
+    pct = int(min(95.0, 100.0 * elapsed / typical))
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.status == "in_progress",
+                                               VideoJob.progress < pct)
+                        .values(progress=pct, progress_source="estimated"))
+
+
+async def _watch_cancel(ctx: RunnerContext, job_id: str, event: threading.Event) -> None:
+    while not event.is_set():
+        await asyncio.sleep(0.5)
+        async with ctx.sessions() as s:
+            status = (await s.execute(select(VideoJob.status, VideoJob.deleted_at)
+                                      .where(VideoJob.id == job_id))).first()
+        if status is None or status[0] in TERMINAL or status[1] is not None:
+            event.set()
+
+
+async def _download(ctx: RunnerContext, job: VideoJob, adapter: Any) -> float | None:
+    refs = [_ref(d) for d in job.provider_outputs or []]
+    if not refs:
+        await transition(ctx, job.id, "failed", error_code="no_output", error_message="the provider returned no video")
+        return None
+    call = ctx.call_context(job.provider or "")
+    stored: list[VideoOutput] = []
+    keys: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(dir=ctx.data_dir, prefix=".dl-") as tmp:
+            for ref in refs:
+                video_path = Path(tmp) / f"{ref.index}.mp4"
+                size, sha = await _fetch_to_file(adapter, job.native_id, ref, call, video_path)
+                info = await asyncio.to_thread(media.probe, video_path)
+                thumb = await asyncio.to_thread(media.make_thumbnail, video_path, Path(tmp) / f"{ref.index}.webp")
+                vkey = f"videos/{job.id}/{ref.index}.mp4"
+                tkey = f"videos/{job.id}/{ref.index}.thumb.{Path(thumb.path).suffix.lstrip('.')}"
+                await ctx.storage.put_file(vkey, video_path, content_type=info.mime_type)
+                keys.append(vkey)
+                tinfo = await ctx.storage.put_file(tkey, Path(thumb.path), content_type=thumb.mime_type)
+                keys.append(tkey)
+                stored.append(VideoOutput(job_id=job.id, index=ref.index, variant="video", storage_key=vkey,
+                                          mime_type=info.mime_type, bytes=size, sha256=sha, width=info.width,
+                                          height=info.height, duration_seconds=round(info.duration_seconds, 3)))
+                stored.append(VideoOutput(job_id=job.id, index=ref.index, variant="thumbnail", storage_key=tkey,
+                                          mime_type=thumb.mime_type, bytes=tinfo.size, sha256=tinfo.sha256 or "",
+                                          width=thumb.width, height=thumb.height, duration_seconds=None))
+    except ProviderError as e:
+        if e.kind == "not_found":
+            await transition(ctx, job.id, "failed", error_code="output_unavailable",
+                             error_message=f"the provider no longer has the output: {e.message}")
+            return None
+        return await _download_retry(ctx, job, e.message)
+    except media.MediaError as e:
+        await transition(ctx, job.id, "failed", error_code="invalid_output",
+                         error_message=f"the provider's output is not a playable video: {e}")
+        return None
+    except OSError as e:
+        return await _download_retry(ctx, job, str(e))
+    first = next(o for o in stored if o.variant == "video" and o.index == 0) if stored else None
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(delete(VideoOutput).where(VideoOutput.job_id == job.id))
+        s.add_all(stored)
+    moved = await transition(ctx, job.id, "completed", progress=100,
+                             seconds=first.duration_seconds if first else job.seconds)
+    if not moved:  # cancelled or deleted meanwhile: drop what was copied
+        for key in keys:
+            with contextlib.suppress(Exception):
+                await ctx.storage.delete(key)
+        async with ctx.sessions() as s, s.begin():
+            await s.execute(delete(VideoOutput).where(VideoOutput.job_id == job.id))
+    cleanup = getattr(adapter, "cleanup", None)
+    if cleanup is not None:
+        with contextlib.suppress(Exception):
+            await cleanup(job.native_id, call)
+    return None
+
+
+async def _fetch_to_file(adapter: Any, native_id: str | None, ref: OutputRef, call: CallContext,
+                         path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("wb") as f:
+        if ref.data is not None:
+            f.write(ref.data)
+            digest.update(ref.data)
+            size = len(ref.data)
+        else:
+            async for chunk in adapter.open_output(native_id, ref, call):
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def _download_retry(ctx: RunnerContext, job: VideoJob, message: str) -> float | None:
+    attempts = job.download_attempts + 1
+    if attempts >= MAX_DOWNLOAD_ATTEMPTS:
+        await transition(ctx, job.id, "failed", error_code="output_download_failed",
+                         error_message=f"copying the output failed {attempts} times: {message}")
+        return None
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(download_attempts=attempts))
+    log.warning("output download failed; retrying", extra={"video_id": job.id, "attempt": attempts})
+    return float(2 ** attempts)

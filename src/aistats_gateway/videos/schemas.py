@@ -1,0 +1,177 @@
+"""Wire schemas of the video endpoints (request, video object, lists, signed links)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
+OutputAccess = Literal["bytes", "signed_url", "both"]
+ReferenceRole = Literal["first_frame", "last_frame", "reference", "source", "mask"]
+WebhookEvent = Literal["video.created", "video.progress", "video.completed", "video.failed", "video.cancelled",
+                       "video.expired"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageURL(_In):
+    url: str = Field(description="An https URL or a data: URL of an image")
+
+
+class VideoInputReference(_In):
+    type: Literal["image_url"] = "image_url"
+    role: ReferenceRole = "reference"
+    reference_type: str | None = Field(default=None, max_length=100)
+    image_url: ImageURL
+
+
+class OpenAIInputReference(_In):
+    """OpenAI's ``input_reference`` object form (the first frame)."""
+
+    image_url: str | None = None
+    file_id: str | None = None
+
+
+class VideoOutputConfig(_In):
+    access: OutputAccess = Field(default="both", description="bytes=authenticated content_url only, "
+                                 "signed_url=signed download links only, both=include both")
+
+
+class VideoWebhook(_In):
+    url: str = Field(max_length=2048)
+    secret: str | None = Field(default=None, max_length=500)
+    events: list[WebhookEvent] | None = None
+
+
+class ProviderRouting(_In):
+    order: list[str] | None = None
+    only: list[str] | None = None
+    ignore: list[str] | None = None
+    include_alpha: bool = Field(default=False, description="Include alpha providers in routing (off by default)")
+
+
+class VideoCreateRequest(_In):
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str = Field(max_length=32000, description="May be empty only with an image reference")
+    duration: int | None = Field(default=None, ge=1, le=120, description="Seconds (provider/model dependent)")
+    seconds: int | None = Field(default=None, ge=1, le=120, description="OpenAI's name for duration")
+    size: str | None = Field(default=None, description="WxH, e.g. 1280x720; not with resolution/aspect_ratio")
+    resolution: str | None = Field(default=None, description="480p, 720p, 1080p, 1K, 2K or 4K")
+    aspect_ratio: str | None = Field(default=None, description="W:H such as 16:9, 9:16, 1:1")
+    seed: int | None = Field(default=None, ge=0, le=4294967295)
+    sample_count: int | None = Field(default=None, ge=1, le=4)
+    negative_prompt: str | None = Field(default=None, max_length=10000)
+    generate_audio: bool | None = None
+    enhance_prompt: bool | None = None
+    compression_quality: int | None = Field(default=None, ge=0, le=100)
+    person_generation: str | None = Field(default=None, max_length=50)
+    resize_mode: str | None = Field(default=None, max_length=50)
+    input_references: list[VideoInputReference] | None = Field(default=None, max_length=16)
+    input_reference: OpenAIInputReference | None = None
+    provider_params: dict[str, Any] | None = None
+    output: VideoOutputConfig | None = None
+    webhook: VideoWebhook | None = None
+    provider: ProviderRouting | None = None
+
+
+class VideoAsset(BaseModel):
+    id: str
+    mime_type: str
+    bytes: int
+    sha256: str
+    width: int | None
+    height: int | None
+    duration_seconds: float | None
+
+
+class VideoOutput(BaseModel):
+    index: int
+    mime_type: str
+    bytes_available: bool
+    bytes: int | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+    content_url: str | None = Field(default=None, description="Present when output_access includes bytes")
+    download_url: str | None = Field(default=None, description="Signed first-party URL for this output")
+    expires_at: int | None = Field(default=None, description="Unix seconds when download_url expires")
+    thumbnail_url: str | None = None
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class VideoUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    cost: float
+    is_byok: bool
+
+
+class VideoAttempt(BaseModel):
+    provider: str
+    outcome: str
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+    at: int
+
+
+class VideoObject(BaseModel):
+    id: str
+    object: Literal["video"] = "video"
+    polling_url: str
+    model: str
+    status: VideoStatus
+    output_access: OutputAccess
+    generation_id: str | None
+    created_at: int
+    started_at: int | None
+    completed_at: int | None
+    poll_after_seconds: int
+    provider: str | None
+    seconds: float | None
+    size: str | None
+    audio: bool
+    content_url: str | None
+    download_url: str | None
+    expires_at: int | None
+    progress: int = Field(ge=0, le=100)
+    progress_source: Literal["provider", "estimated"]
+    asset: VideoAsset | None
+    outputs: list[VideoOutput]
+    billing: dict[str, Any]
+    usage: VideoUsage
+    error: VideoError | None
+    attempts: list[VideoAttempt] = Field(default_factory=list)
+    webhook: dict[str, Any] | None = None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DownloadURLRequest(_In):
+    ttl_seconds: int = Field(default=900, ge=60, le=3600)
+    index: int = Field(default=0, ge=0, le=3)
+    disposition: Literal["inline", "attachment"] = "attachment"
+
+
+class DownloadURL(BaseModel):
+    download_url: str
+    expires_at: int
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool

@@ -1,0 +1,262 @@
+"""Video job operations behind the endpoints: create, read, list, cancel, delete."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, or_, select, update
+
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.http import ssrf
+from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.base import ProviderError
+from aistats_gateway.videos import validation
+from aistats_gateway.videos.parsing import Upload
+from aistats_gateway.videos.runner import RunnerContext, transition
+from aistats_gateway.videos.schemas import VideoCreateRequest
+from aistats_gateway.videos.submit import build_request, submit_with_fallback
+from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
+
+log = logging.getLogger("aistats_gateway.videos")
+STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_progress", "in_progress": "in_progress",
+                  "running": "in_progress", "completed": "completed", "succeeded": "completed",
+                  "failed": "failed", "error": "failed", "cancelled": "cancelled", "canceled": "cancelled",
+                  "expired": "expired"}
+
+
+@dataclass
+class Caller:
+    key_id: str
+    workspace_id: str
+
+
+def new_id() -> str:
+    return "video_" + secrets.token_hex(12)
+
+
+def parse_request(data: dict[str, Any]) -> VideoCreateRequest:
+    return parse_model(VideoCreateRequest, data)
+
+
+def parse_model(model: Any, data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = _param_from_loc(tuple(err.get("loc", ())))
+        if err.get("type") == "extra_forbidden":
+            raise bad_request(f"Unrecognized request argument supplied: '{param}'.", param, "unknown_parameter") from None
+        if err.get("type") == "missing":
+            raise bad_request(f"Missing required parameter: '{param}'.", param, "missing_required_parameter") from None
+        raise bad_request(f"Invalid value for '{param}': {err.get('msg')}.", param) from None
+
+
+async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateRequest,
+                  upload: Upload | None) -> list[dict[str, Any]]:
+    """Fetch/decode every image input; returns [{role, content, mime_type, url, reference_type}]."""
+    out: list[dict[str, Any]] = []
+
+    async def load(url: str, param: str) -> tuple[bytes, str]:
+        try:
+            if url.startswith("data:"):
+                got = ssrf.parse_data_url(url, accept_prefix="image/", max_bytes=policy.max_bytes)
+            else:
+                got = await ssrf.fetch(fetch_client, url, policy, accept_prefix="image/")
+        except ssrf.URLRejected as e:
+            raise bad_request(f"Cannot use {param}: {e.reason}", param, e.code) from None
+        return got.content, got.content_type.split(";")[0].strip()
+
+    if upload is not None:
+        if not upload.content_type.startswith("image/"):
+            raise bad_request("input_reference must be an image file.", "input_reference", "not_an_image")
+        out.append({"role": "first_frame", "content": upload.data, "mime_type": upload.content_type, "url": None})
+    if req.input_reference is not None:
+        ref = req.input_reference
+        if ref.file_id:
+            raise bad_request("input_reference.file_id is not supported; send image_url or upload the image.",
+                              "input_reference.file_id", "unsupported_value")
+        if not ref.image_url:
+            raise bad_request("input_reference needs image_url.", "input_reference", "missing_required_parameter")
+        content, mime = await load(ref.image_url, "input_reference.image_url")
+        out.append({"role": "first_frame", "content": content, "mime_type": mime,
+                    "url": ref.image_url if not ref.image_url.startswith("data:") else None})
+    for i, r in enumerate(req.input_references or []):
+        content, mime = await load(r.image_url.url, f"input_references[{i}].image_url.url")
+        out.append({"role": r.role, "content": content, "mime_type": mime, "reference_type": r.reference_type,
+                    "url": r.image_url.url if not r.image_url.url.startswith("data:") else None})
+    if sum(1 for x in out if x["role"] == "first_frame") > 1:
+        raise bad_request("Only one first_frame image may be given.", "input_references", "conflicting_parameters")
+    return out
+
+
+async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest, upload: Upload | None,
+                 policy: ssrf.GuardPolicy, wake: Any) -> VideoJob:
+    has_image = upload is not None or bool(req.input_references) or req.input_reference is not None
+    plan = validation.plan(snap, req, has_image=has_image)
+    images = await _images(fetch_client, policy, req, upload)
+    job_id = new_id()
+    stored_images = []
+    for n, img in enumerate(images):
+        key = f"videos/{job_id}/inputs/{n}"
+        async def one(data: bytes = img["content"]) -> Any:
+            yield data
+        await rctx.storage.put_stream(key, one(), content_type=img["mime_type"])
+        stored_images.append({k: v for k, v in img.items() if k != "content"} | {"key": key})
+    first = plan.offers[0]
+    sample_count = int(plan.values.get("sample_count") or 1)
+    job = VideoJob(
+        id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id, model=plan.model.spec.model_id,
+        requested_model=req.model, status="queued", candidates=[o.provider_id for o in plan.offers],
+        provider=None, provider_model_slug=first.spec.provider_model_slug, native_id=None, attempts=[],
+        params={
+            "prompt": plan.prompt, "duration": plan.duration, "width": plan.width, "height": plan.height,
+            "resolution": plan.resolution, "aspect_ratio": plan.aspect_ratio, "size": plan.size,
+            "values": plan.values, "provider_params": plan.provider_params, "images": stored_images,
+            "slugs": {o.provider_id: o.spec.provider_model_slug for o in plan.offers},
+        },
+        output_access=req.output.access if req.output else "both",
+        seconds=float(plan.duration) if plan.duration is not None else None,
+        size=f"{plan.width}x{plan.height}", audio=bool(plan.values.get("generate_audio")),
+        sample_count=sample_count, progress=0, progress_source="estimated",
+        # Held by this request until the submit below settles; after a crash the engine resumes it.
+        next_run_at=utcnow(), lease_owner="api", lease_until=utcnow() + dt.timedelta(seconds=120),
+        webhook=req.webhook.model_dump(mode="json") if req.webhook else None,
+    )
+    async with rctx.sessions() as s, s.begin():
+        s.add(job)
+    request = await build_request(rctx.storage, job)
+    outcome = await submit_with_fallback(rctx, job, request)
+    if outcome.error is not None:
+        await _discard(rctx, job_id)
+        raise _submit_error(outcome.error)
+    async with rctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job_id).values(lease_owner=None, lease_until=None))
+    wake(job_id)
+    async with rctx.sessions() as s:
+        fresh = await s.get(VideoJob, job_id)
+    assert fresh is not None
+    return fresh
+
+
+def _submit_error(e: ProviderError) -> APIError:
+    if e.kind == "client":
+        return APIError(400, f"The provider rejected the request: {e.message}", param=e.param,
+                        code=e.code or "provider_rejected_request")
+    if e.kind == "content_policy":
+        return APIError(400, f"The provider refused the prompt or image: {e.message}", param="prompt",
+                        code=e.code or "content_policy_violation")
+    if e.kind == "rate_limit":
+        headers = {"Retry-After": str(int(e.retry_after or 1))}
+        return APIError(429, f"Every provider is rate limiting this request: {e.message}", code="rate_limit_exceeded",
+                        headers=headers)
+    return APIError(502 if e.kind in ("upstream", "auth", "quota") else 503,
+                    f"No provider could take the job: {e.message}", code=e.code or "providers_unavailable",
+                    type="server_error")
+
+
+async def _discard(rctx: RunnerContext, job_id: str) -> None:
+    async with rctx.sessions() as s, s.begin():
+        await s.execute(delete(VideoJob).where(VideoJob.id == job_id))
+    with contextlib.suppress(Exception):
+        await rctx.storage.delete_prefix(f"videos/{job_id}/")
+
+
+async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
+    async with rctx.sessions() as s:
+        job = await s.get(VideoJob, video_id) if len(video_id) <= 64 else None
+        if job is None or job.workspace_id != caller.workspace_id or job.deleted_at is not None:
+            raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+        outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
+    return job, outputs
+
+
+async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob, list[VideoOutput]] | None:
+    async with rctx.sessions() as s:
+        job = await s.get(VideoJob, video_id) if len(video_id) <= 64 else None
+        if job is None or job.deleted_at is not None:
+            return None
+        outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
+    return job, outputs
+
+
+def parse_statuses(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        canonical = STATUS_ALIASES.get(v.strip().lower())
+        if canonical is None:
+            raise bad_request(f"Invalid status {v!r}; allowed: queued, in_progress, completed, failed, cancelled, "
+                              "expired (aliases: pending, processing).", "status")
+        if canonical not in out:
+            out.append(canonical)
+    return out
+
+
+async def list_jobs(rctx: RunnerContext, caller: Caller, *, limit: int, after: str | None, order: str,
+                    statuses: list[str]) -> tuple[list[VideoJob], dict[str, list[VideoOutput]], bool]:
+    async with rctx.sessions() as s:
+        stmt = select(VideoJob).where(VideoJob.workspace_id == caller.workspace_id, VideoJob.deleted_at.is_(None))
+        if statuses:
+            stmt = stmt.where(VideoJob.status.in_(statuses))
+        if after:
+            anchor = await s.get(VideoJob, after) if len(after) <= 64 else None
+            if anchor is None or anchor.workspace_id != caller.workspace_id:
+                raise bad_request(f"Unknown cursor 'after': {after!r}.", "after", "invalid_cursor")
+            if order == "desc":
+                stmt = stmt.where(or_(VideoJob.created_at < anchor.created_at,
+                                      and_(VideoJob.created_at == anchor.created_at, VideoJob.id < anchor.id)))
+            else:
+                stmt = stmt.where(or_(VideoJob.created_at > anchor.created_at,
+                                      and_(VideoJob.created_at == anchor.created_at, VideoJob.id > anchor.id)))
+        if order == "desc":
+            stmt = stmt.order_by(VideoJob.created_at.desc(), VideoJob.id.desc())
+        else:
+            stmt = stmt.order_by(VideoJob.created_at.asc(), VideoJob.id.asc())
+        rows = list((await s.execute(stmt.limit(limit + 1))).scalars())
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        ids = [r.id for r in rows if r.status == "completed"]
+        outputs: dict[str, list[VideoOutput]] = {}
+        if ids:
+            for o in (await s.execute(select(VideoOutput).where(VideoOutput.job_id.in_(ids)))).scalars():
+                outputs.setdefault(o.job_id, []).append(o)
+    return rows, outputs, has_more
+
+
+async def cancel(rctx: RunnerContext, caller: Caller, video_id: str) -> VideoJob:
+    job, _ = await get_owned(rctx, caller, video_id)
+    if job.status in TERMINAL:
+        raise APIError(409, f"The video is already {job.status} and cannot be cancelled.", param="video_id",
+                       code="video_not_cancellable")
+    adapter = registry.adapter_for(job.provider or "", "video.generation")
+    if adapter is not None and adapter.can_cancel and job.native_id:
+        try:
+            await adapter.cancel(job.native_id, rctx.call_context(job.provider or ""))
+        except ProviderError as e:
+            log.warning("provider cancel failed; stopping locally", extra={"video_id": job.id, "error": e.message})
+    moved = await transition(rctx, job.id, "cancelled", error_code="cancelled", error_message="cancelled by the caller")
+    job, _ = await get_owned(rctx, caller, video_id)
+    if not moved and job.status != "cancelled":
+        raise APIError(409, f"The video is already {job.status} and cannot be cancelled.", param="video_id",
+                       code="video_not_cancellable")
+    return job
+
+
+async def remove(rctx: RunnerContext, caller: Caller, video_id: str) -> None:
+    job, _ = await get_owned(rctx, caller, video_id)
+    if job.status not in TERMINAL:
+        raise APIError(409, f"The video is {job.status}; cancel it before deleting it.", param="video_id",
+                       code="video_not_terminal")
+    async with rctx.sessions() as s, s.begin():
+        res = await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.deleted_at.is_(None))
+                              .values(deleted_at=utcnow()))
+        if res.rowcount != 1:
+            raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+        await s.execute(delete(VideoOutput).where(VideoOutput.job_id == job.id))
+    await rctx.storage.delete_prefix(f"videos/{job.id}/")

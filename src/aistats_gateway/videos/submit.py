@@ -1,0 +1,100 @@
+"""Submitting a job to its providers in order, falling back on errors that are not the client's."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
+from aistats_gateway.videos.tables import VideoJob
+
+log = logging.getLogger("aistats_gateway.videos")
+ENDPOINT = "video.generation"
+# Errors after which the next provider is tried. Client errors (bad input, content policy) are not.
+FALLBACK_KINDS = frozenset({"rate_limit", "unavailable", "upstream", "auth", "quota", "not_found"})
+
+
+@dataclass
+class SubmitOutcome:
+    provider: str | None = None
+    native_id: str | None = None
+    error: ProviderError | None = None
+
+
+async def build_request(storage: Any, job: VideoJob) -> VideoRequest:
+    p = job.params or {}
+    images = []
+    for img in p.get("images", []):
+        chunks = [c async for c in storage.open_range(img["key"])]
+        images.append(ImageInput(role=img["role"], content=b"".join(chunks), mime_type=img["mime_type"],
+                                 url=img.get("url"), reference_type=img.get("reference_type")))
+    v = p.get("values", {})
+    return VideoRequest(
+        job_id=job.id, model_slug=job.provider_model_slug or "", prompt=p.get("prompt", ""),
+        duration=p.get("duration"), width=p.get("width"), height=p.get("height"), resolution=p.get("resolution"),
+        aspect_ratio=p.get("aspect_ratio"), size=p.get("size"), seed=v.get("seed"),
+        sample_count=int(v.get("sample_count") or 1), negative_prompt=v.get("negative_prompt"),
+        generate_audio=v.get("generate_audio"), enhance_prompt=v.get("enhance_prompt"),
+        person_generation=v.get("person_generation"), compression_quality=v.get("compression_quality"),
+        resize_mode=v.get("resize_mode"), images=tuple(images), provider_params=dict(p.get("provider_params") or {}),
+    )
+
+
+def _attempt(provider: str, outcome: str, e: ProviderError | None = None) -> dict[str, Any]:
+    return {"provider": provider, "outcome": outcome, "status": e.status if e else None,
+            "code": e.code if e else None, "message": e.message if e else None, "at": int(time.time())}
+
+
+async def submit_with_fallback(ctx: Any, job: VideoJob, request: VideoRequest) -> SubmitOutcome:
+    """Try ``job.candidates`` in order. Records every attempt on the row; on success stores the
+    provider, its native id, the first poll time and the deadline."""
+    attempts = list(job.attempts or [])
+    slugs: dict[str, str] = (job.params or {}).get("slugs", {})
+    last: ProviderError | None = None
+    for pid in job.candidates or []:
+        adapter = registry.adapter_for(pid, ENDPOINT)
+        if adapter is None:
+            continue
+        req = dataclasses.replace(request, model_slug=slugs.get(pid, request.model_slug))
+        try:
+            sub = await adapter.submit(req, ctx.call_context(pid))
+        except ProviderError as e:
+            attempts.append(_attempt(pid, "error", e))
+            log.info("provider refused or failed", extra={"video_id": job.id, "provider": pid, "kind": e.kind,
+                                                          "status": e.status})
+            if e.kind not in FALLBACK_KINDS:
+                await _save_attempts(ctx, job.id, attempts)
+                return SubmitOutcome(error=e)
+            last = e
+            continue
+        attempts.append(_attempt(pid, "accepted"))
+        now = utcnow()
+        first_poll = sub.poll_after if sub.poll_after is not None else adapter.poll_interval
+        values: dict[str, Any] = {
+            "provider": pid, "provider_model_slug": req.model_slug, "native_id": sub.native_id,
+            "attempts": attempts, "next_run_at": now + dt.timedelta(seconds=first_poll),
+            "deadline_at": now + dt.timedelta(seconds=adapter.deadline_seconds),
+        }
+        if sub.status == "in_progress":
+            values["status"], values["started_at"] = "in_progress", now
+        if sub.progress is not None:
+            values["progress"], values["progress_source"] = sub.progress, "provider"
+        async with ctx.sessions() as s, s.begin():
+            await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(**values))
+        return SubmitOutcome(provider=pid, native_id=sub.native_id)
+    await _save_attempts(ctx, job.id, attempts)
+    return SubmitOutcome(error=last or ProviderError("unavailable", "no provider could take the job",
+                                                     code="no_provider"))
+
+
+async def _save_attempts(ctx: Any, job_id: str, attempts: list[dict[str, Any]]) -> None:
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job_id).values(attempts=attempts))

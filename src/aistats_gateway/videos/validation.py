@@ -1,0 +1,303 @@
+"""Validating a create request against the catalogue and choosing the providers that can run it.
+
+Every failure is a 400 in the OpenAI error shape with ``param`` set, and the message lists the
+allowed values where there are some.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aistats_gateway.catalogue.schema import ParameterDetail
+from aistats_gateway.catalogue.service import ModelEntry, ProviderOffer, Snapshot, is_active
+from aistats_gateway.http.errors import bad_request
+from aistats_gateway.providers import config as provider_config
+from aistats_gateway.providers import registry
+from aistats_gateway.videos import render
+from aistats_gateway.videos.schemas import VideoCreateRequest
+
+ENDPOINT = "video.generation"
+RESOLUTIONS = ("480p", "720p", "1080p", "1K", "2K", "4K")
+_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_RATIO = re.compile(r"^(\d{1,3}):(\d{1,3})$")
+# provider_params keys a validated top-level field controls (compared without '-'/'_', lowercased).
+CONTROLLED_KEYS = frozenset({
+    "prompt", "model", "duration", "durationseconds", "seconds", "size", "resolution", "aspectratio", "ratio",
+    "samplecount", "n", "numberofvideos", "generateaudio", "audio", "seed", "negativeprompt", "enhanceprompt",
+    "persongeneration", "compressionquality", "resizemode", "image", "imageurl", "imageurls", "firstframe",
+    "lastframe", "firstframeimage", "lastframeimage", "inputreference", "inputreferences", "referenceimages",
+    "promptimage", "callbackurl", "webhook", "webhookurl", "content", "instances", "parameters",
+})
+
+
+@dataclass
+class Plan:
+    """A validated request: the model, the ordered providers to try and the normalised values."""
+
+    model: ModelEntry
+    offers: list[ProviderOffer]
+    prompt: str
+    duration: int | None
+    width: int
+    height: int
+    resolution: str | None
+    aspect_ratio: str | None
+    size: str | None
+    values: dict[str, Any] = field(default_factory=dict)  # other validated parameters
+    provider_params: dict[str, Any] = field(default_factory=dict)
+
+
+def _norm_resolution(value: str) -> str:
+    for r in RESOLUTIONS:
+        if value.lower() == r.lower():
+            return r
+    raise bad_request(f"Invalid resolution {value!r}; allowed: {', '.join(RESOLUTIONS)}.", "resolution")
+
+
+def _size_class(width: int, height: int) -> str:
+    short = min(width, height)
+    for limit, label in ((480, "480p"), (720, "720p"), (1080, "1080p"), (1440, "2K")):
+        if short <= limit:
+            return label
+    return "4K"
+
+
+def _ratio_close(width: int, height: int, ratio: str) -> bool:
+    m = _RATIO.match(str(ratio))
+    if not m or int(m[2]) == 0:
+        return False
+    return math.isclose(width / height, int(m[1]) / int(m[2]), rel_tol=0.03)
+
+
+def _fmt(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def check_value(name: str, value: Any, detail: ParameterDetail) -> str | None:
+    """None when ``value`` is allowed by ``detail``; otherwise why not."""
+    if not detail.supported:
+        return "is not supported"
+    if detail.values is not None:
+        allowed = [str(v).lower() for v in detail.values]
+        if str(value).lower() not in allowed and value not in detail.values:
+            return f"must be one of: {_fmt(detail.values)}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if detail.minimum is not None and value < detail.minimum:
+            return f"must be at least {detail.minimum:g}"
+        if detail.maximum is not None and value > detail.maximum:
+            return f"must be at most {detail.maximum:g}"
+    return None
+
+
+def _detail(offer: ProviderOffer, name: str) -> ParameterDetail | None:
+    params = offer.spec.parameters.get(ENDPOINT) or {}  # type: ignore[call-overload]
+    if name in params:
+        return params[name]
+    for detail in params.values():
+        if name in detail.aliases:
+            return detail
+    return None
+
+
+def resolve_model(snap: Snapshot, model: str) -> ModelEntry:
+    entry = snap.resolve(model)
+    if entry is None:
+        # Also accept a provider's own slug (e.g. "sora-2") when it names exactly one model.
+        matches = [m for m in snap.models if any(o.spec.provider_model_slug == model for o in m.offers)
+                   and ENDPOINT in m.endpoint_set]
+        entry = matches[0] if len(matches) == 1 else None
+    if entry is None:
+        raise bad_request(f"The model {model!r} does not exist. See GET /v1/videos/models.", "model",
+                          "model_not_found")
+    if ENDPOINT not in entry.endpoint_set:
+        raise bad_request(f"The model {entry.spec.model_id!r} does not support video generation.", "model",
+                          "model_not_supported")
+    if entry.spec.status in ("retired", "rumoured", "announced"):
+        raise bad_request(f"The model {entry.spec.model_id!r} is {entry.spec.status} and cannot be used.", "model",
+                          "model_not_available")
+    return entry
+
+
+def _route(entry: ModelEntry, req: VideoCreateRequest) -> list[ProviderOffer]:
+    offers = [o for o in entry.offers if ENDPOINT in o.spec.endpoints]
+    known = {o.provider_id for o in offers}
+    routing = req.provider
+    if routing:
+        for pname, ids in (("order", routing.order), ("only", routing.only), ("ignore", routing.ignore)):
+            unknown = [i for i in ids or [] if i not in known]
+            if unknown:
+                raise bad_request(
+                    f"provider.{pname} names {_fmt(unknown)}, which do not serve {entry.spec.model_id}; "
+                    f"its providers are: {_fmt(sorted(known))}.", f"provider.{pname}", "unknown_provider")
+        if routing.only:
+            offers = [o for o in offers if o.provider_id in routing.only]
+        if routing.ignore:
+            offers = [o for o in offers if o.provider_id not in routing.ignore]
+        if not offers:
+            raise bad_request(f"provider.only/ignore leave no provider for {entry.spec.model_id}.", "provider",
+                              "no_provider")
+    if not (routing and routing.include_alpha):
+        if all(o.spec.alpha for o in offers):
+            raise bad_request(f"Every provider of {entry.spec.model_id} left is in alpha; set "
+                              "provider.include_alpha=true to use them.", "provider.include_alpha", "no_provider")
+        offers = [o for o in offers if not o.spec.alpha]
+    routable = [o for o in offers if is_active(o, ENDPOINT)]
+    if not routable:
+        hints = []
+        for o in offers:
+            if registry.adapter_for(o.provider_id, ENDPOINT) is None:
+                hints.append(f"{o.provider_id} (no adapter in this gateway version)")
+            else:
+                hints.append(f"{o.provider_id} (set {provider_config.env_prefix(o.provider_id)}API_KEY)")
+        raise bad_request(f"No provider of {entry.spec.model_id} is configured on this gateway: {'; '.join(hints)}.",
+                          "model", "no_provider_configured")
+    order = list(routing.order) if routing and routing.order else []
+    return sorted(routable, key=lambda o: (order.index(o.provider_id) if o.provider_id in order else len(order),
+                                           o.priority, entry.offers.index(o)))
+
+
+def _filter(offers: list[ProviderOffer], name: str, value: Any, param: str) -> list[ProviderOffer]:
+    """Keep the offers that accept ``value`` for ``name``; 400 with the reasons when none does."""
+    keep, reasons = [], []
+    for o in offers:
+        d = _detail(o, name)
+        if d is None:
+            if (isinstance(value, bool) and value is False) or (name == "sample_count" and value == 1):
+                keep.append(o)  # what a provider without the option does anyway
+                continue
+            reasons.append(f"{o.provider_id}: not supported")
+            continue
+        why = check_value(name, value, d)
+        if why is None:
+            keep.append(o)
+        else:
+            reasons.append(f"{o.provider_id}: {why}")
+    if not keep:
+        raise bad_request(f"Invalid value for '{param}' ({value!r}): " + "; ".join(reasons) + ".", param,
+                          "unsupported_value")
+    return keep
+
+
+def _check_provider_params(pp: dict[str, Any] | None) -> dict[str, Any]:
+    if not pp:
+        return {}
+    for k in pp:
+        if k.replace("-", "").replace("_", "").lower() in CONTROLLED_KEYS:
+            raise bad_request(f"'{k}' must be supplied through a validated top-level video field, not "
+                              "provider_params.", f"provider_params.{k}", "controlled_parameter")
+    return dict(pp)
+
+
+def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
+    entry = resolve_model(snap, req.model)
+    if not req.prompt.strip() and not has_image:
+        raise bad_request("'prompt' must not be empty unless an image reference is given.", "prompt",
+                          "missing_required_parameter")
+    if req.duration is not None and req.seconds is not None and req.duration != req.seconds:
+        raise bad_request(f"'duration' ({req.duration}) and 'seconds' ({req.seconds}) disagree.", "seconds",
+                          "conflicting_parameters")
+    if req.size and (req.resolution or req.aspect_ratio):
+        raise bad_request("'size' cannot be combined with 'resolution' or 'aspect_ratio'.", "size",
+                          "conflicting_parameters")
+    resolution = _norm_resolution(req.resolution) if req.resolution else None
+    aspect = req.aspect_ratio
+    if aspect is not None:
+        m = _RATIO.match(aspect)
+        if not m or int(m[1]) == 0 or int(m[2]) == 0:
+            raise bad_request(f"Invalid aspect_ratio {aspect!r}; use W:H such as 16:9.", "aspect_ratio")
+    size_wh: tuple[int, int] | None = None
+    if req.size:
+        m = _SIZE.match(req.size.lower())
+        if not m or not (16 <= int(m[1]) <= 4096 and 16 <= int(m[2]) <= 4096):
+            raise bad_request(f"Invalid size {req.size!r}; use WxH such as 1280x720 (16..4096).", "size")
+        size_wh = (int(m[1]), int(m[2]))
+    pp = _check_provider_params(req.provider_params)
+
+    offers = _route(entry, req)
+    duration = req.duration if req.duration is not None else req.seconds
+    if duration is not None:
+        offers = _filter(offers, "duration", duration, "seconds" if req.seconds is not None else "duration")
+    if size_wh is not None:
+        w, h = size_wh
+        offers = _filter(offers, "resolution", _size_class(w, h), "size")
+        offers = _filter_ratio(offers, w, h)
+    if resolution is not None:
+        offers = _filter(offers, "resolution", resolution, "resolution")
+    if aspect is not None:
+        offers = _filter(offers, "aspect_ratio", aspect, "aspect_ratio")
+    values: dict[str, Any] = {}
+    for name in ("seed", "sample_count", "negative_prompt", "generate_audio", "enhance_prompt", "compression_quality",
+                 "person_generation", "resize_mode"):
+        value = getattr(req, name)
+        if value is not None:
+            offers = _filter(offers, name, value, name)
+            values[name] = value
+    if req.input_references or req.input_reference:
+        roles = [r.role for r in req.input_references or []]
+        offers = _filter_references(offers, roles)
+
+    first = offers[0]
+    if duration is None:
+        d = _detail(first, "duration")
+        if d is not None and d.default is not None:
+            duration = int(d.default)
+        elif d is not None and d.values:
+            duration = int(d.values[0])
+        elif d is not None and d.minimum is not None:
+            duration = int(d.minimum)
+    if size_wh is None and resolution is None:
+        d = _detail(first, "resolution")
+        resolution = str(d.default) if d is not None and d.default else (
+            str(d.values[0]) if d is not None and d.values else None)
+    if size_wh is None and aspect is None:
+        d = _detail(first, "aspect_ratio")
+        aspect = str(d.default) if d is not None and d.default else (
+            str(d.values[0]) if d is not None and d.values else None)
+    if size_wh is not None:
+        width, height = size_wh
+    else:
+        try:
+            width, height = render.resolve_dimensions(_render_resolution(resolution), aspect, None)
+        except ValueError as e:
+            raise bad_request(str(e), "resolution") from None
+    return Plan(entry, offers, req.prompt, duration, width, height, resolution, aspect, req.size, values, pp)
+
+
+def _render_resolution(resolution: str | None) -> str | None:
+    if resolution is None:
+        return None
+    return resolution if resolution.lower() in ("480p", "720p", "1080p", "1k", "2k", "4k") else resolution
+
+
+def _filter_ratio(offers: list[ProviderOffer], width: int, height: int) -> list[ProviderOffer]:
+    keep, reasons = [], []
+    for o in offers:
+        d = _detail(o, "aspect_ratio")
+        if d is None or d.values is None or any(_ratio_close(width, height, v) for v in d.values):
+            keep.append(o)
+        else:
+            reasons.append(f"{o.provider_id}: aspect ratio must be one of {_fmt(d.values)}")
+    if not keep:
+        raise bad_request(f"Invalid value for 'size' ({width}x{height}): " + "; ".join(reasons) + ".", "size",
+                          "unsupported_value")
+    return keep
+
+
+def _filter_references(offers: list[ProviderOffer], roles: list[str]) -> list[ProviderOffer]:
+    keep, reasons = [], []
+    for o in offers:
+        d = _detail(o, "input_references")
+        if d is None or not d.supported:
+            reasons.append(f"{o.provider_id}: image references are not supported")
+        elif d.values and any(r not in d.values for r in roles):
+            reasons.append(f"{o.provider_id}: roles must be one of {_fmt(d.values)}")
+        else:
+            keep.append(o)
+    if not keep:
+        raise bad_request("Invalid 'input_references': " + "; ".join(reasons) + ".", "input_references",
+                          "unsupported_value")
+    return keep
+
