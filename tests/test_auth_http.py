@@ -33,7 +33,6 @@ def assert_error(r: httpx.Response, status: int, param: str | None = None) -> di
     None,
     "",
     "Bearer",
-    "Bearer ",
     "Basic dXNlcjpwYXNz",
     "Bearer sk-not-ours",
     "Bearer aistats_v1_sk_nope",
@@ -99,7 +98,8 @@ def test_unknown_route_404_and_wrong_method_405(api) -> None:  # type: ignore[no
     assert_error(api.get("/nothing/here"), 404)
     err = assert_error(api.post("/v1/models"), 405)
     assert err["code"] == "method_not_allowed"
-    assert_error(api.delete("/v1/videos/models"), 405)
+    assert_error(api.put("/v1/videos"), 405)
+    assert_error(api.delete("/v1/models"), 405)
 
 
 def test_request_id_generated_and_echoed(api) -> None:  # type: ignore[no-untyped-def]

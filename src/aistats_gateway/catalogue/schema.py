@@ -224,6 +224,13 @@ class Model(_Strict):
     description: str | None = None
     providers: list[ModelProvider] = Field(default_factory=list)
 
+    @field_validator("organisation")
+    @classmethod
+    def _organisation(cls, v: str) -> str:
+        if v not in ORGANISATIONS:
+            raise ValueError(f"unknown organisation {v!r}; allowed: {', '.join(ORGANISATIONS)}")
+        return v
+
     @field_validator("model_id")
     @classmethod
     def _model_id(cls, v: str) -> str:

@@ -23,7 +23,7 @@ class ImageURL(_In):
 
 class VideoInputReference(_In):
     type: Literal["image_url"] = "image_url"
-    role: ReferenceRole = "reference"
+    role: ReferenceRole = "first_frame"
     reference_type: str | None = Field(default=None, max_length=100)
     image_url: ImageURL
 
