@@ -136,7 +136,7 @@ async def start_services(state: GatewayState) -> None:
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
-                                 data_dir=s.data_dir)
+                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds)
     sources = [video_jobs.source(state.runner)]
     if s.is_sqlite:
         state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
@@ -175,6 +175,21 @@ async def sync_catalogue_at_start(state: GatewayState) -> None:
     )
     log.info("catalogue synced" if result.changed else "catalogue up to date",
              extra={"version": result.version, "models": result.models})
+
+
+async def run_worker_forever(settings: Settings, stop: Any) -> None:
+    """A worker process: the services and the job engine, no HTTP server."""
+    engine = create_engine(settings.db_url, pool_size=settings.db_pool_size)
+    sessions = session_factory(engine)
+    state = GatewayState(settings=settings, engine=engine, sessions=sessions,
+                         catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds),
+                         metrics=Metrics())
+    await start_services(state)
+    try:
+        await stop.wait()
+    finally:
+        await stop_services(state)
+        await engine.dispose()
 
 
 def create_app_from_env() -> FastAPI:

@@ -145,6 +145,57 @@ def _bootstrap(settings: Settings) -> None:
 
 
 @app.command()
+def worker(
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
+) -> None:
+    """Run background jobs (video polling, downloads …) without serving HTTP. PostgreSQL only:
+    start as many as you like next to `serve` processes started with AISTATS_RUN_WORKER=false."""
+    settings = _settings(data_dir=data_dir, database_url=database_url, job_concurrency=concurrency, run_worker=True)
+    from aistats_gateway import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        err.print("[red]error:[/red] `worker` needs PostgreSQL (AISTATS_DATABASE_URL=postgresql+psycopg://…); "
+                  "on SQLite, `serve` runs the jobs itself")
+        raise typer.Exit(2)
+    _migrate(settings)
+    import signal
+
+    from aistats_gateway.app import run_worker_forever
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker_forever(settings, stop)
+
+    err.print(f"[green]aistats-gateway worker[/green] running (database: {_safe_url(settings.db_url)})")
+    asyncio.run(main())
+
+
+@app.command("fake-provider")
+def fake_provider(
+    name: Annotated[str, typer.Argument(help="Provider id, e.g. openai")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9100,
+    host: Annotated[str, typer.Option(help="Loopback address only")] = "127.0.0.1",
+) -> None:
+    """Run a fake of a provider's API on 127.0.0.1 (for trying the gateway without real keys)."""
+    from aistats_gateway.providers import fakes
+
+    if name not in fakes.FAKES:
+        err.print(f"[red]error:[/red] no fake for {name!r}; available: {', '.join(sorted(fakes.FAKES))}")
+        raise typer.Exit(2)
+    try:
+        fakes.serve(name, host=host, port=port)
+    except ValueError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def migrate(data_dir: DataDir = None, database_url: DatabaseURL = None) -> None:
     """Apply database migrations and exit."""
     settings = _settings(data_dir=data_dir, database_url=database_url)

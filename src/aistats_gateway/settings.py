@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     # Background jobs: run them in this process (always on SQLite; on PostgreSQL unless you run workers).
     run_worker: bool = True
     job_concurrency: int = Field(default=4, ge=1, le=256)
+    job_lease_seconds: float = Field(default=120.0, ge=1.0, description="How long a crashed worker holds a job")
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("database_url")

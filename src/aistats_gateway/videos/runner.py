@@ -46,6 +46,7 @@ class RunnerContext:
     http: Any  # httpx.AsyncClient
     data_dir: Path
     worker_id: str = field(default_factory=lambda: "w_" + secrets.token_hex(6))
+    lease_seconds: float = LEASE_SECONDS
     on_status: list[StatusHook] = field(default_factory=list)
     on_progress: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
 
@@ -67,7 +68,7 @@ async def claim(ctx: RunnerContext, job_id: str) -> bool:
             .where(VideoJob.id == job_id, VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None),
                    or_(VideoJob.lease_until.is_(None), VideoJob.lease_until < now,
                        VideoJob.lease_owner == ctx.worker_id))
-            .values(lease_owner=ctx.worker_id, lease_until=now + dt.timedelta(seconds=LEASE_SECONDS))
+            .values(lease_owner=ctx.worker_id, lease_until=now + dt.timedelta(seconds=ctx.lease_seconds))
         )
         return res.rowcount == 1
 
@@ -124,14 +125,26 @@ async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
     if not await claim(ctx, job_id):
         return None
     delay: float | None = None
+    heartbeat = asyncio.create_task(_heartbeat(ctx, job_id))
     try:
         delay = await _advance(ctx, job_id)
     except Exception:  # noqa: BLE001 - a bug must not kill the engine; the job is retried later
         log.exception("video job step failed", extra={"video_id": job_id})
         delay = 30.0
     finally:
+        heartbeat.cancel()
         await release(ctx, job_id, delay)
     return delay
+
+
+async def _heartbeat(ctx: RunnerContext, job_id: str) -> None:
+    """Keep the lease while a long step (a local render, a big download) runs."""
+    while True:
+        await asyncio.sleep(max(ctx.lease_seconds / 3, 0.5))
+        with contextlib.suppress(Exception):
+            async with ctx.sessions() as s, s.begin():
+                await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
+                                .values(lease_until=_now() + dt.timedelta(seconds=ctx.lease_seconds)))
 
 
 async def _load(ctx: RunnerContext, job_id: str) -> VideoJob | None:

@@ -126,7 +126,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
         size=f"{plan.width}x{plan.height}", audio=bool(plan.values.get("generate_audio")),
         sample_count=sample_count, progress=0, progress_source="estimated",
         # Held by this request until the submit below settles; after a crash the engine resumes it.
-        next_run_at=utcnow(), lease_owner="api", lease_until=utcnow() + dt.timedelta(seconds=120),
+        next_run_at=utcnow(), lease_owner="api", lease_until=utcnow() + dt.timedelta(seconds=rctx.lease_seconds),
         webhook=req.webhook.model_dump(mode="json") if req.webhook else None,
     )
     async with rctx.sessions() as s, s.begin():
