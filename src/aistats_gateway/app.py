@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from aistats_gateway import __version__
 from aistats_gateway.catalogue import service as catalogue_service
+from aistats_gateway.billing.endpoints import router as billing_router
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
 from aistats_gateway.videos.endpoints import router as videos_router
 from aistats_gateway.db.engine import create_engine, session_factory
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
 
     app.include_router(catalogue_router)
     app.include_router(videos_router)
+    app.include_router(billing_router)
     return app
 
 

@@ -22,6 +22,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 catalogue_app = typer.Typer(help="Validate and sync the model catalogue.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalogue_app, name="catalogue")
+credits_app = typer.Typer(help="Add and show workspace credits.", no_args_is_help=True)
+app.add_typer(credits_app, name="credits")
 
 out = Console()
 err = Console(stderr=True)
@@ -287,6 +289,122 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
         err.print(f"[red]error:[/red] no key with id {key_id}")
         raise typer.Exit(1)
     out.print(f"revoked {key_id}")
+
+
+@keys_app.command("limits")
+def keys_limits(
+    key_id: str,
+    rpm: Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
+    daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
+    monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """Set a key's limits: over a spend limit → 402, over the request rate → 429 (before any provider call)."""
+    from sqlalchemy import update
+
+    from aistats_gateway.auth.tables import ApiKey
+
+    values: dict[str, Any] = {}
+    if rpm is not None:
+        values["rpm_limit"] = rpm or None
+    if daily_usd is not None:
+        values["daily_spend_limit_nanos"] = _usd_to_nanos(daily_usd) or None
+    if monthly_usd is not None:
+        values["monthly_spend_limit_nanos"] = _usd_to_nanos(monthly_usd) or None
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s, s.begin():
+            if values:
+                await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(**values))
+            return await s.get(ApiKey, key_id)
+
+    row = _run(work, settings)
+    if row is None:
+        err.print(f"[red]error:[/red] no key with id {key_id}")
+        raise typer.Exit(1)
+    from aistats_gateway.billing.ledger import usd
+
+    out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} "
+              f"daily={usd(row.daily_spend_limit_nanos) + ' USD' if row.daily_spend_limit_nanos else 'unlimited'} "
+              f"monthly={usd(row.monthly_spend_limit_nanos) + ' USD' if row.monthly_spend_limit_nanos else 'unlimited'}")
+
+
+@credits_app.command("add")
+def credits_add(
+    workspace: Annotated[str, typer.Argument(help="Workspace id (see `keys list`)")],
+    amount: Annotated[str, typer.Argument(help="USD, e.g. 25 or 2.50")],
+    memo: Annotated[Optional[str], typer.Option(help="A note for the ledger")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """Add credits to a workspace (a `credit` ledger entry)."""
+    nanos = _usd_to_nanos(amount)
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    from aistats_gateway.billing import ledger
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s, s.begin():
+            await ledger.credit(s, workspace, nanos, memo=memo or "added with the CLI")
+            return await ledger.balance(s, workspace)
+
+    try:
+        bal = _run(work, settings)
+    except LookupError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    out.print(f"{workspace}: balance {ledger.usd(bal.balance_nanos)} USD, held {ledger.usd(bal.held_nanos)} USD, "
+              f"available {ledger.usd(bal.available_nanos)} USD")
+
+
+@credits_app.command("show")
+def credits_show(
+    workspace: Annotated[Optional[str], typer.Argument(help="Workspace id (default: all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseURL = None,
+) -> None:
+    """Balances (and, for one workspace, its recent ledger); the stored totals are checked against the ledger."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    _migrate(settings)
+    from sqlalchemy import select
+
+    from aistats_gateway.auth.tables import Workspace
+    from aistats_gateway.billing import ledger
+
+    async def work(sessions: Any) -> Any:
+        async with sessions() as s:
+            ids = [workspace] if workspace else list((await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
+            rows = []
+            for ws in ids:
+                bal = await ledger.balance(s, ws)
+                again = await ledger.recompute(s, ws)
+                rows.append({"workspace_id": ws, "balance_nanos": bal.balance_nanos, "held_nanos": bal.held_nanos,
+                             "available_nanos": bal.available_nanos, "ledger_agrees": bal == again,
+                             "entries": await ledger.entries(s, ws, 20) if workspace else None})
+            return rows
+
+    try:
+        rows = _run(work, settings)
+    except LookupError as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table("workspace", "balance USD", "held USD", "available USD", "ledger check")
+    for r in rows:
+        table.add_row(r["workspace_id"], ledger.usd(r["balance_nanos"]), ledger.usd(r["held_nanos"]),
+                      ledger.usd(r["available_nanos"]), "ok" if r["ledger_agrees"] else "[red]MISMATCH[/red]")
+    out.print(table)
+    if workspace and rows[0]["entries"]:
+        t2 = Table("id", "kind", "USD", "hold", "memo")
+        for e in rows[0]["entries"]:
+            t2.add_row(str(e["id"]), e["kind"], e["amount_usd"], e["hold_id"] or "", e["memo"] or "")
+        out.print(t2)
 
 
 # ---- catalogue ------------------------------------------------------------------------------

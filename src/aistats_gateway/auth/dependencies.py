@@ -43,9 +43,8 @@ async def require_key(
     async with state.sessions() as s:
         row = (
             await s.execute(
-                select(ApiKey.secret_hash, ApiKey.workspace_id, ApiKey.name, ApiKey.revoked_at).where(
-                    ApiKey.id == parsed.key_id
-                )
+                select(ApiKey.secret_hash, ApiKey.workspace_id, ApiKey.name, ApiKey.revoked_at,
+                       ApiKey.rpm_limit).where(ApiKey.id == parsed.key_id)
             )
         ).first()
     ok = keys.verify(state.settings.pepper, parsed.secret, row.secret_hash if row else _DUMMY_HASH)
@@ -54,4 +53,20 @@ async def require_key(
     if row.revoked_at is not None:
         raise _unauthorized("This API key has been revoked.")
     request.state.key_id = parsed.key_id
+    if row.rpm_limit is not None:
+        await _count_request(state, parsed.key_id, row.rpm_limit)
     return Principal(parsed.key_id, row.workspace_id, row.name)
+
+
+async def _count_request(state: object, key_id: str, limit: int) -> None:
+    """Requests per minute per key: a counter row per minute window, incremented atomically."""
+    import time
+
+    from aistats_gateway.billing.limits import hit
+
+    now = time.time()
+    count = await hit(state.sessions, key_id, int(now // 60))  # type: ignore[attr-defined]
+    if count > limit:
+        retry = max(1, int(60 - now % 60))
+        raise APIError(429, f"Rate limit reached: this key allows {limit} requests per minute. "
+                       f"Try again in {retry} s.", code="rate_limit_exceeded", headers={"Retry-After": str(retry)})

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aistats_gateway.auth import keys
 from aistats_gateway.auth.tables import ApiKey, Workspace
-from aistats_gateway.billing.tables import LedgerEntry
 from aistats_gateway.db.base import utcnow
 
 
@@ -52,8 +51,9 @@ async def create_key(
     s.add(ApiKey(id=key_id, workspace_id=workspace_id, name=name, secret_hash=keys.hash_secret(pepper, secret)))
     await s.flush()
     if credits_nanos:
-        s.add(LedgerEntry(workspace_id=workspace_id, kind="credit", amount_nanos=credits_nanos,
-                          memo=f"initial credits for key {key_id}"))
+        from aistats_gateway.billing import ledger
+
+        await ledger.credit(s, workspace_id, credits_nanos, memo=f"credits added with key {key_id}")
     await s.flush()
     return CreatedKey(key_id, name, workspace_id, keys.format_key(key_id, secret), credits_nanos)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aistats_gateway.db.base import Base, UTCDateTime, utcnow
@@ -16,6 +16,9 @@ class Workspace(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Running totals maintained with every ledger entry (recomputable from the ledger).
+    balance_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    held_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -28,3 +31,7 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Limits (None = unlimited): requests per minute, spend per UTC day / calendar month.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -1,7 +1,7 @@
 """Imports every domain's tables so Base.metadata is complete (Alembic, tests)."""
 
 from aistats_gateway.auth.tables import ApiKey, Workspace
-from aistats_gateway.billing.tables import LedgerEntry
+from aistats_gateway.billing.tables import Hold, LedgerEntry, RateCounter
 from aistats_gateway.catalogue.tables import (
     CatalogueModel,
     CatalogueOrganisation,
@@ -9,6 +9,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueState,
 )
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
+from aistats_gateway.webhooks.tables import WebhookDelivery
 
 __all__ = [
     "ApiKey",
@@ -16,8 +17,11 @@ __all__ = [
     "CatalogueOrganisation",
     "CatalogueProvider",
     "CatalogueState",
+    "Hold",
     "LedgerEntry",
+    "RateCounter",
     "VideoJob",
     "VideoOutput",
+    "WebhookDelivery",
     "Workspace",
 ]

@@ -1,0 +1,171 @@
+"""Job webhooks: a persisted outbox, Standard Webhooks signatures, at-least-once delivery.
+
+Events are written to ``webhook_deliveries`` when they happen (one row per job and event key, so
+an event is never queued twice). The job engine delivers due rows: a POST with ``webhook-id``,
+``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256>`` headers (verifiable with
+the ``standardwebhooks`` package), retried with backoff on errors, timeouts and non-2xx answers.
+Delivery never blocks the job itself. Targets pass the SSRF guard (https only, no private,
+loopback, link-local or metadata addresses) unless the operator allows local targets.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.http import ssrf
+from aistats_gateway.webhooks.tables import WebhookDelivery
+
+log = logging.getLogger("aistats_gateway.webhooks")
+
+EVENTS = ("video.created", "video.progress", "video.completed", "video.failed", "video.cancelled", "video.expired")
+DEFAULT_EVENTS = ("video.completed", "video.failed", "video.cancelled", "video.expired")
+SECRET_PREFIX = "whsec_"
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def secret_bytes(secret: str) -> bytes:
+    """The key bytes, decoded exactly as the ``standardwebhooks`` package decodes a secret string."""
+    raw = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    return base64.b64decode(raw + "==")
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    mac = hmac.new(secret_bytes(secret), f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+@dataclass
+class WebhookConfig:
+    policy: ssrf.GuardPolicy
+    schedule: tuple[float, ...]  # delays before retry 1, 2, …; attempts = len + 1
+    timeout: float = 10.0
+
+
+def policy_for(allow_local: bool, allowed_hosts: frozenset[str] = frozenset()) -> ssrf.GuardPolicy:
+    if allow_local:
+        return ssrf.GuardPolicy(schemes=frozenset({"https", "http"}),
+                                allowed_hosts=allowed_hosts | {"127.0.0.1", "localhost", "::1"})
+    return ssrf.GuardPolicy(allowed_hosts=allowed_hosts)
+
+
+async def check_target(url: str, cfg: WebhookConfig) -> None:
+    await ssrf.check_target(url, cfg.policy)
+
+
+def progress_bucket(progress: int) -> int | None:
+    """10 % steps: 10, 20 … 90 (0 and 100 are covered by created/completed)."""
+    bucket = (progress // 10) * 10
+    return bucket if 10 <= bucket <= 90 else None
+
+
+async def enqueue(s: AsyncSession, *, job_id: str, workspace_id: str, webhook: dict[str, Any] | None,
+                  event_type: str, event_key: str | None, video: dict[str, Any]) -> bool:
+    """Queue one event if the job's webhook subscribes to it. False when not subscribed or already queued."""
+    if not webhook or not webhook.get("url"):
+        return False
+    events = webhook.get("events") or list(DEFAULT_EVENTS)
+    if event_type not in events:
+        return False
+    now = utcnow()
+    msg_id = "msg_" + secrets.token_hex(12)
+    body = orjson.dumps({"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
+                         "data": video}).decode()
+    try:
+        async with s.begin_nested():
+            s.add(WebhookDelivery(id=msg_id, job_id=job_id, workspace_id=workspace_id, event_type=event_type,
+                                  event_key=event_key or event_type, url=webhook["url"],
+                                  secret=webhook.get("secret") or "", payload=body, next_attempt_at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+async def due(sessions: async_sessionmaker[AsyncSession], limit: int) -> list[str]:
+    now = utcnow()
+    async with sessions() as s:
+        rows = await s.execute(select(WebhookDelivery.id).where(
+            WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+        ).order_by(WebhookDelivery.next_attempt_at).limit(limit))
+        return [r[0] for r in rows]
+
+
+async def deliver(sessions: async_sessionmaker[AsyncSession], client: httpx.AsyncClient, cfg: WebhookConfig,
+                  delivery_id: str) -> float | None:
+    """One attempt. Returns seconds until the next attempt, or None when done (delivered or failed)."""
+    now = utcnow()
+    async with sessions() as s, s.begin():
+        claimed = await s.execute(update(WebhookDelivery).where(
+            WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
+        ).values(lease_until=now + dt.timedelta(seconds=cfg.timeout + 30)))
+        if claimed.rowcount != 1:
+            return None
+        d = await s.get(WebhookDelivery, delivery_id)
+        assert d is not None
+        url, secret, body, attempts, history = d.url, d.secret, d.payload, d.attempts, list(d.history or [])
+    started = time.monotonic()
+    ts = int(time.time())
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        ips = await ssrf.check_url(url, cfg.policy)
+        headers = {"content-type": "application/json", "user-agent": "aistats-gateway-webhooks/1",
+                   "webhook-id": delivery_id, "webhook-timestamp": str(ts),
+                   "webhook-signature": sign(secret, delivery_id, ts, body)}
+        request = ssrf.pinned_request("POST", url, ips[0], headers=headers, content=body.encode(),
+                                      timeout=cfg.timeout)
+        resp = await client.send(request, follow_redirects=False)
+        await resp.aclose()
+        status_code = resp.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except ssrf.URLRejected as e:
+        error = f"target refused: {e.reason}"
+    except httpx.TimeoutException:
+        error = "timeout"
+    except httpx.HTTPError as e:
+        error = f"{e.__class__.__name__}: {e}"
+    attempts += 1
+    history.append({"attempt": attempts, "at": ts, "status_code": status_code, "error": error,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1)})
+    values: dict[str, Any] = {"attempts": attempts, "history": history[-20:], "lease_until": None}
+    delay: float | None = None
+    if error is None:
+        values.update(status="delivered", delivered_at=utcnow())
+    elif attempts > len(cfg.schedule):
+        values.update(status="failed")
+        log.warning("webhook delivery gave up", extra={"delivery_id": delivery_id, "attempts": attempts})
+    else:
+        delay = cfg.schedule[attempts - 1]
+        values["next_attempt_at"] = utcnow() + dt.timedelta(seconds=delay)
+    async with sessions() as s, s.begin():
+        await s.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values))
+    return delay
+
+
+async def for_job(s: AsyncSession, job_id: str) -> list[dict[str, Any]]:
+    rows = (await s.execute(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)
+                            .order_by(WebhookDelivery.created_at))).scalars()
+    return [{"id": d.id, "event": d.event_type, "status": d.status, "attempts": d.attempts,
+             "next_attempt_at": int(d.next_attempt_at.timestamp()) if d.status == "pending" else None,
+             "delivered_at": int(d.delivered_at.timestamp()) if d.delivered_at else None,
+             "history": list(d.history or [])[-10:]} for d in rows]
