@@ -45,6 +45,8 @@ class GatewayState:
     fetch_policy: Any = None
     runner: Any = None
     jobs: Any = None  # the job engine
+    hooks: Any = None  # what happens when a job changes (billing, webhooks)
+    webhooks: Any = None  # webhook delivery configuration
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,7 +141,19 @@ async def start_services(state: GatewayState) -> None:
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
                                  data_dir=s.data_dir, lease_seconds=s.job_lease_seconds)
-    sources = [video_jobs.source(state.runner)]
+    from aistats_gateway.billing import jobs as billing_jobs
+    from aistats_gateway.videos.hooks import JobHooks
+    from aistats_gateway.webhooks import jobs as webhook_jobs
+    from aistats_gateway.webhooks import service as webhook_service
+
+    state.webhooks = webhook_service.WebhookConfig(
+        policy=webhook_service.policy_for(s.webhook_allow_local, s.allowed_hosts),
+        schedule=s.retry_schedule, timeout=s.webhook_timeout_seconds)
+    state.hooks = JobHooks(state)
+    state.runner.on_status.append(state.hooks.on_status)
+    state.runner.on_progress.append(state.hooks.on_progress)
+    sources = [video_jobs.source(state.runner), billing_jobs.source(state, state.hooks),
+               webhook_jobs.source(state, state.webhooks)]
     if s.is_sqlite:
         state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
     else:

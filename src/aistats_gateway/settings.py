@@ -62,6 +62,26 @@ class Settings(BaseSettings):
     job_concurrency: int = Field(default=4, ge=1, le=256)
     job_lease_seconds: float = Field(default=120.0, ge=1.0, description="How long a crashed worker holds a job")
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Job webhooks.
+    webhook_allow_local: bool = Field(default=False, description="Allow http://localhost targets (development)")
+    webhook_retry_schedule: str = Field(default="10,60,300,900,2400",
+                                        description="Seconds before each retry; attempts = entries + 1")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        try:
+            values = [float(x) for x in v.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError("must be comma-separated seconds, e.g. 10,60,300") from None
+        if not values or any(x < 0 for x in values):
+            raise ValueError("must list at least one non-negative delay")
+        return v
+
+    @property
+    def retry_schedule(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.webhook_retry_schedule.split(",") if x.strip())
 
     @field_validator("database_url")
     @classmethod

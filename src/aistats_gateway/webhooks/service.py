@@ -77,13 +77,14 @@ def progress_bucket(progress: int) -> int | None:
 
 
 async def enqueue(s: AsyncSession, *, job_id: str, workspace_id: str, webhook: dict[str, Any] | None,
-                  event_type: str, event_key: str | None, video: dict[str, Any]) -> bool:
-    """Queue one event if the job's webhook subscribes to it. False when not subscribed or already queued."""
+                  event_type: str, event_key: str | None, video: dict[str, Any]) -> str | None:
+    """Queue one event if the job's webhook subscribes to it; the delivery id, or None when not
+    subscribed or already queued."""
     if not webhook or not webhook.get("url"):
-        return False
+        return None
     events = webhook.get("events") or list(DEFAULT_EVENTS)
     if event_type not in events:
-        return False
+        return None
     now = utcnow()
     msg_id = "msg_" + secrets.token_hex(12)
     body = orjson.dumps({"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
@@ -94,8 +95,8 @@ async def enqueue(s: AsyncSession, *, job_id: str, workspace_id: str, webhook: d
                                   event_key=event_key or event_type, url=webhook["url"],
                                   secret=webhook.get("secret") or "", payload=body, next_attempt_at=now))
     except IntegrityError:
-        return False
-    return True
+        return None
+    return msg_id
 
 
 async def due(sessions: async_sessionmaker[AsyncSession], limit: int) -> list[str]:
