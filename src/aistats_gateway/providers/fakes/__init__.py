@@ -11,9 +11,24 @@ from typing import Any, Callable
 from starlette.applications import Starlette
 
 from . import openai as _openai
+from . import kling as _kling
+from . import luma as _luma
+from . import google as _google
+from . import alibaba as _alibaba, byteplus as _byteplus, minimax as _minimax
+from . import fal as _fal, runway as _runway, xai as _xai
 
 FAKES: dict[str, Callable[..., Starlette]] = {
     "openai": _openai.create_app,
+    "kling": _kling.create_app,
+    "luma": _luma.create_app,
+    "google-ai-studio": _google.create_app,
+    "google-vertex": _google.create_app,
+    "minimax": _minimax.create_app,
+    "byteplus": _byteplus.create_app,
+    "alibaba": _alibaba.create_app,
+    "fal": _fal.create_app,
+    "runway": _runway.create_app,
+    "x-ai": _xai.create_app,
 }
 
 
