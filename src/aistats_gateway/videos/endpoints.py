@@ -76,7 +76,8 @@ async def create_video(request: Request, principal: Principal = Depends(require_
     req = service.parse_request(data)
     snap = await gw.catalogue.get()
     job = await service.create(gw.runner, gw.fetch_client, snap, _caller(principal), req, upload, gw.fetch_policy,
-                               lambda job_id: gw.jobs.wake("videos", job_id))
+                               lambda job_id: gw.jobs.wake("videos", job_id),
+                               request_id=getattr(request.state, "request_id", None))
     return JSONBytes(_video(request, job, []), status_code=202, headers=_poll_headers(job))
 
 
@@ -104,6 +105,7 @@ async def get_video(video_id: str, request: Request, principal: Principal = Depe
     return JSONBytes(_video(request, job, outputs), headers=_poll_headers(job))
 
 
+@router.head("/{video_id}/content", include_in_schema=False)  # same headers, no body (HEAD is implied by GET)
 @router.get(
     "/{video_id}/content",
     summary="Download video content",

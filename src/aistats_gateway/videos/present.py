@@ -66,6 +66,8 @@ def render(job: VideoJob, outputs: list[VideoOutput], *, base_url: str, secret: 
         "object": "video",
         "polling_url": f"{base_url}/v1/videos/{job.id}",
         "model": job.model,
+        "request_id": (job.params or {}).get("request_id"),  # the create request's x-request-id
+        "session_id": None,  # this gateway has no sessions; kept for the response shape
         "status": job.status,
         "output_access": access,
         "generation_id": job.id,

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
 OutputAccess = Literal["bytes", "signed_url", "both"]
 ReferenceRole = Literal["first_frame", "last_frame", "reference", "source", "mask"]
 WebhookEvent = Literal["video.created", "video.progress", "video.completed", "video.failed", "video.cancelled",
                        "video.expired"]
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("Input should be an integer, not a boolean")
+    return value
+
+
+def _not_number(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError("Input should be a boolean (true or false), not a number")
+    return value
+
+
+# Lax enough for multipart's strings ("8", "true"), but a JSON true is not 1 and 0 is not false.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Bool = Annotated[bool, BeforeValidator(_not_number)]
 
 
 class _In(BaseModel):
@@ -50,23 +67,23 @@ class ProviderRouting(_In):
     order: list[str] | None = None
     only: list[str] | None = None
     ignore: list[str] | None = None
-    include_alpha: bool = Field(default=False, description="Include alpha providers in routing (off by default)")
+    include_alpha: Bool = Field(default=False, description="Include alpha providers in routing (off by default)")
 
 
 class VideoCreateRequest(_In):
     model: str = Field(min_length=1, max_length=200)
     prompt: str = Field(max_length=32000, description="May be empty only with an image reference")
-    duration: int | None = Field(default=None, ge=1, le=120, description="Seconds (provider/model dependent)")
-    seconds: int | None = Field(default=None, ge=1, le=120, description="OpenAI's name for duration")
+    duration: Int | None = Field(default=None, ge=1, le=120, description="Seconds (provider/model dependent)")
+    seconds: Int | None = Field(default=None, ge=1, le=120, description="OpenAI's name for duration")
     size: str | None = Field(default=None, description="WxH, e.g. 1280x720; not with resolution/aspect_ratio")
     resolution: str | None = Field(default=None, description="480p, 720p, 1080p, 1K, 2K or 4K")
     aspect_ratio: str | None = Field(default=None, description="W:H such as 16:9, 9:16, 1:1")
-    seed: int | None = Field(default=None, ge=0, le=4294967295)
-    sample_count: int | None = Field(default=None, ge=1, le=4)
+    seed: Int | None = Field(default=None, ge=0, le=4294967295)
+    sample_count: Int | None = Field(default=None, ge=1, le=4)
     negative_prompt: str | None = Field(default=None, max_length=10000)
-    generate_audio: bool | None = None
-    enhance_prompt: bool | None = None
-    compression_quality: int | None = Field(default=None, ge=0, le=100)
+    generate_audio: Bool | None = None
+    enhance_prompt: Bool | None = None
+    compression_quality: Int | None = Field(default=None, ge=0, le=100)
     person_generation: str | None = Field(default=None, max_length=50)
     resize_mode: str | None = Field(default=None, max_length=50)
     input_references: list[VideoInputReference] | None = Field(default=None, max_length=16)
@@ -127,6 +144,8 @@ class VideoObject(BaseModel):
     object: Literal["video"] = "video"
     polling_url: str
     model: str
+    request_id: str | None = Field(default=None, description="x-request-id of the create request")
+    session_id: str | None = None
     status: VideoStatus
     output_access: OutputAccess
     generation_id: str | None
@@ -161,8 +180,8 @@ class VideoList(BaseModel):
 
 
 class DownloadURLRequest(_In):
-    ttl_seconds: int = Field(default=900, ge=60, le=3600)
-    index: int = Field(default=0, ge=0, le=3)
+    ttl_seconds: Int = Field(default=900, ge=60, le=3600)
+    index: Int = Field(default=0, ge=0, le=3)
     disposition: Literal["inline", "attachment"] = "attachment"
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import logging
+import re
 import secrets
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from PIL import Image
 from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select, update
 
@@ -17,7 +21,7 @@ from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ProviderError
-from aistats_gateway.videos import validation
+from aistats_gateway.videos import render, validation
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
@@ -31,6 +35,9 @@ STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_pro
                   "expired": "expired"}
 
 
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 @dataclass
 class Caller:
     key_id: str
@@ -41,8 +48,34 @@ def new_id() -> str:
     return "video_" + secrets.token_hex(12)
 
 
+def _find_nul(node: Any, path: str) -> str | None:
+    """The param path of the first string (or key) holding a NUL character, which PostgreSQL cannot store."""
+    if isinstance(node, str):
+        return path if "\x00" in node else None
+    if isinstance(node, dict):
+        for k, v in node.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if "\x00" in str(k):
+                return sub
+            if (found := _find_nul(v, sub)) is not None:
+                return found
+    if isinstance(node, list):
+        for i, v in enumerate(node):
+            if (found := _find_nul(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
 def parse_request(data: dict[str, Any]) -> VideoCreateRequest:
+    if (param := _find_nul(data, "")) is not None:
+        raise bad_request(f"'{param}' contains a NUL character (\\u0000), which is not allowed.", param,
+                          "invalid_value")
     return parse_model(VideoCreateRequest, data)
+
+
+def _possible_id(video_id: str) -> bool:
+    """Ids are ``video_<hex>``; anything else (too long, NUL bytes …) cannot exist, so skip the lookup."""
+    return _ID.fullmatch(video_id) is not None
 
 
 def parse_model(model: Any, data: dict[str, Any]) -> Any:
@@ -58,6 +91,26 @@ def parse_model(model: Any, data: dict[str, Any]) -> Any:
         raise bad_request(f"Invalid value for '{param}': {err.get('msg')}.", param) from None
 
 
+def check_image(content: bytes, param: str) -> None:
+    """400 unless ``content`` is an image Pillow can read, within the pixel limit."""
+    too_large = bad_request(f"{param} is too large; at most {render.MAX_IMAGE_PIXELS:,} pixels.", param,
+                            "image_too_large")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as img:
+                if img.width * img.height > render.MAX_IMAGE_PIXELS:
+                    raise too_large
+                img.verify()  # structure and checksums, without decoding every pixel
+    except APIError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise too_large from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad input
+        raise bad_request(f"{param} is not a readable image (PNG, JPEG, WebP or GIF): {e}", param,
+                          "invalid_image") from None
+
+
 async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateRequest,
                   upload: Upload | None) -> list[dict[str, Any]]:
     """Fetch/decode every image input; returns [{role, content, mime_type, url, reference_type}]."""
@@ -71,11 +124,13 @@ async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateR
                 got = await ssrf.fetch(fetch_client, url, policy, accept_prefix="image/")
         except ssrf.URLRejected as e:
             raise bad_request(f"Cannot use {param}: {e.reason}", param, e.code) from None
+        check_image(got.content, param)
         return got.content, got.content_type.split(";")[0].strip()
 
     if upload is not None:
         if not upload.content_type.startswith("image/"):
             raise bad_request("input_reference must be an image file.", "input_reference", "not_an_image")
+        check_image(upload.data, "input_reference")
         out.append({"role": "first_frame", "content": upload.data, "mime_type": upload.content_type, "url": None})
     if req.input_reference is not None:
         ref = req.input_reference
@@ -97,7 +152,7 @@ async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateR
 
 
 async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest, upload: Upload | None,
-                 policy: ssrf.GuardPolicy, wake: Any) -> VideoJob:
+                 policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None) -> VideoJob:
     has_image = upload is not None or bool(req.input_references) or req.input_reference is not None
     plan = validation.plan(snap, req, has_image=has_image)
     images = await _images(fetch_client, policy, req, upload)
@@ -120,6 +175,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
             "resolution": plan.resolution, "aspect_ratio": plan.aspect_ratio, "size": plan.size,
             "values": plan.values, "provider_params": plan.provider_params, "images": stored_images,
             "slugs": {o.provider_id: o.spec.provider_model_slug for o in plan.offers},
+            "request_id": request_id,
         },
         output_access=req.output.access if req.output else "both",
         seconds=float(plan.duration) if plan.duration is not None else None,
@@ -170,7 +226,7 @@ async def _discard(rctx: RunnerContext, job_id: str) -> None:
 
 async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
     async with rctx.sessions() as s:
-        job = await s.get(VideoJob, video_id) if len(video_id) <= 64 else None
+        job = await s.get(VideoJob, video_id) if _possible_id(video_id) else None
         if job is None or job.workspace_id != caller.workspace_id or job.deleted_at is not None:
             raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
         outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
@@ -179,7 +235,7 @@ async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple
 
 async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob, list[VideoOutput]] | None:
     async with rctx.sessions() as s:
-        job = await s.get(VideoJob, video_id) if len(video_id) <= 64 else None
+        job = await s.get(VideoJob, video_id) if _possible_id(video_id) else None
         if job is None or job.deleted_at is not None:
             return None
         outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
@@ -205,7 +261,7 @@ async def list_jobs(rctx: RunnerContext, caller: Caller, *, limit: int, after: s
         if statuses:
             stmt = stmt.where(VideoJob.status.in_(statuses))
         if after:
-            anchor = await s.get(VideoJob, after) if len(after) <= 64 else None
+            anchor = await s.get(VideoJob, after) if _possible_id(after) else None
             if anchor is None or anchor.workspace_id != caller.workspace_id:
                 raise bad_request(f"Unknown cursor 'after': {after!r}.", "after", "invalid_cursor")
             if order == "desc":

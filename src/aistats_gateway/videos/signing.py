@@ -35,7 +35,7 @@ def verify(secret: bytes, video_id: str, index: int, variant: str, disposition: 
            *, now: float | None = None) -> str | None:
     """None when valid; otherwise the reason (``expired`` or ``bad_signature``)."""
     expected = hmac.new(secret, _message(video_id, index, variant, disposition, expires), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, sig):
+    if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest rejects non-ASCII str
         return "bad_signature"
     if expires < int(now if now is not None else time.time()):
         return "expired"

@@ -6,6 +6,7 @@ allowed values where there are some.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -72,8 +73,17 @@ def _ratio_close(width: int, height: int, ratio: str) -> bool:
     return math.isclose(width / height, int(m[1]) / int(m[2]), rel_tol=0.03)
 
 
+def _show(value: Any) -> str:
+    """A value as the caller wrote it in JSON (true, not True)."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _fmt(values: list[Any]) -> str:
-    return ", ".join(str(v) for v in values)
+    return ", ".join(_show(v) for v in values)
 
 
 def check_value(name: str, value: Any, detail: ParameterDetail) -> str | None:
@@ -85,10 +95,11 @@ def check_value(name: str, value: Any, detail: ParameterDetail) -> str | None:
         if str(value).lower() not in allowed and value not in detail.values:
             return f"must be one of: {_fmt(detail.values)}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if detail.minimum is not None and value < detail.minimum:
-            return f"must be at least {detail.minimum:g}"
-        if detail.maximum is not None and value > detail.maximum:
-            return f"must be at most {detail.maximum:g}"
+        low, high = detail.minimum, detail.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            if low is not None and high is not None:
+                return f"must be between {low:g} and {high:g}"
+            return f"must be at least {low:g}" if low is not None else f"must be at most {high:g}"
     return None
 
 
@@ -176,7 +187,7 @@ def _filter(offers: list[ProviderOffer], name: str, value: Any, param: str) -> l
         else:
             reasons.append(f"{o.provider_id}: {why}")
     if not keep:
-        raise bad_request(f"Invalid value for '{param}' ({value!r}): " + "; ".join(reasons) + ".", param,
+        raise bad_request(f"Invalid value for '{param}' ({json.dumps(value)}): " + "; ".join(reasons) + ".", param,
                           "unsupported_value")
     return keep
 
@@ -199,17 +210,17 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
     if req.duration is not None and req.seconds is not None and req.duration != req.seconds:
         raise bad_request(f"'duration' ({req.duration}) and 'seconds' ({req.seconds}) disagree.", "seconds",
                           "conflicting_parameters")
-    if req.size and (req.resolution or req.aspect_ratio):
+    if req.size is not None and (req.resolution is not None or req.aspect_ratio is not None):
         raise bad_request("'size' cannot be combined with 'resolution' or 'aspect_ratio'.", "size",
                           "conflicting_parameters")
-    resolution = _norm_resolution(req.resolution) if req.resolution else None
+    resolution = _norm_resolution(req.resolution) if req.resolution is not None else None
     aspect = req.aspect_ratio
     if aspect is not None:
         m = _RATIO.match(aspect)
         if not m or int(m[1]) == 0 or int(m[2]) == 0:
             raise bad_request(f"Invalid aspect_ratio {aspect!r}; use W:H such as 16:9.", "aspect_ratio")
     size_wh: tuple[int, int] | None = None
-    if req.size:
+    if req.size is not None:  # "" is an invalid size, not a missing one
         m = _SIZE.match(req.size.lower())
         if not m or not (16 <= int(m[1]) <= 4096 and 16 <= int(m[2]) <= 4096):
             raise bad_request(f"Invalid size {req.size!r}; use WxH such as 1280x720 (16..4096).", "size")
