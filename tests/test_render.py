@@ -248,3 +248,11 @@ def test_probe_truncated(tmp_path: Path) -> None:
     cut.write_bytes(video.read_bytes()[:200])
     with pytest.raises(MediaError):
         probe(cut)
+
+
+@pytest.mark.parametrize(("width", "height"), [(480, 854), (480, 270), (642, 362)])
+def test_heights_whose_half_is_odd_render(tmp_path, width: int, height: int) -> None:  # type: ignore[no-untyped-def]
+    result = render_to_file(RenderSpec(prompt="odd chroma rows", width=width, height=height,
+                                       duration_seconds=0.5, fps=8, seed=1), tmp_path / "odd.mp4")
+    info = probe(result.path)
+    assert (info.width, info.height) == (width, height)

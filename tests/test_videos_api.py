@@ -193,8 +193,7 @@ def test_seconds_is_duration(api: httpx.Client, timing: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("aspect", "size"), [
     ("16:9", (854, 480)), ("1:1", (480, 480)), ("4:3", (640, 480)), ("3:4", (480, 640)),
-    pytest.param("9:16", (480, 854), marks=pytest.mark.xfail(
-        reason="render.split_planes assumes height % 4 == 0, so 480x854 fails to render (render.py bug)")),
+    ("9:16", (480, 854)),
 ])
 def test_every_aspect_ratio_renders_at_480p(api: httpx.Client, aspect: str, size: tuple[int, int]) -> None:
     job = wait(api, create(api, aspect_ratio=aspect)["id"])

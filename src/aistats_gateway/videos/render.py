@@ -245,9 +245,12 @@ def to_yuv420(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def split_planes(yuv: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    quarter = height // 4
-    u = yuv[height : height + quarter].reshape(height // 2, width // 2)
-    v = yuv[height + quarter :].reshape(height // 2, width // 2)
+    # The chroma planes follow the luma rows back to back; when height/2 is odd they do not end on a
+    # row boundary, so slice them by element count (views, so in-place writes reach the frame).
+    chroma = yuv[height:].reshape(-1)
+    n = (height // 2) * (width // 2)
+    u = chroma[:n].reshape(height // 2, width // 2)
+    v = chroma[n : 2 * n].reshape(height // 2, width // 2)
     return yuv[:height], u, v
 
 
