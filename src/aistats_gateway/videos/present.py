@@ -34,7 +34,7 @@ def _usage(job: VideoJob) -> dict[str, Any]:
 
 
 def render(job: VideoJob, outputs: list[VideoOutput], *, base_url: str, secret: bytes,
-           now: float | None = None) -> dict[str, Any]:
+           now: float | None = None, deliveries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     access = job.output_access
     completed = job.status == "completed"
     videos = sorted((o for o in outputs if o.variant == "video"), key=lambda o: o.index)
@@ -93,13 +93,14 @@ def render(job: VideoJob, outputs: list[VideoOutput], *, base_url: str, secret: 
         "usage": _usage(job),
         "error": error,
         "attempts": list(job.attempts or []),
-        "webhook": _webhook(job),
+        "webhook": _webhook(job, deliveries),
     }
 
 
-def _webhook(job: VideoJob) -> dict[str, Any] | None:
+def _webhook(job: VideoJob, deliveries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     if not job.webhook:
         return None
-    w = dict(job.webhook)
-    w.pop("secret", None)
+    w = {k: v for k, v in job.webhook.items() if k != "secret"}
+    w["has_secret"] = bool(job.webhook.get("secret"))
+    w["deliveries"] = deliveries or []
     return w

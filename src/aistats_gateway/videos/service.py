@@ -21,7 +21,10 @@ from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ProviderError
+from aistats_gateway.billing import ledger
+from aistats_gateway.billing import service as billing
 from aistats_gateway.videos import render, validation
+from aistats_gateway.webhooks import service as webhooks
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
@@ -152,20 +155,23 @@ async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateR
 
 
 async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest, upload: Upload | None,
-                 policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None) -> VideoJob:
+                 policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
+                 webhook_cfg: Any = None, hooks: Any = None) -> tuple[VideoJob, str | None]:
+    """Validate, hold the estimate, store the job and submit it. Returns the job and, when the gateway
+    generated the webhook secret, that secret (shown once)."""
     has_image = upload is not None or bool(req.input_references) or req.input_reference is not None
     plan = validation.plan(snap, req, has_image=has_image)
+    webhook, new_secret = await _webhook(req, webhook_cfg)
     images = await _images(fetch_client, policy, req, upload)
     job_id = new_id()
-    stored_images = []
-    for n, img in enumerate(images):
-        key = f"videos/{job_id}/inputs/{n}"
-        async def one(data: bytes = img["content"]) -> Any:
-            yield data
-        await rctx.storage.put_stream(key, one(), content_type=img["mime_type"])
-        stored_images.append({k: v for k, v in img.items() if k != "content"} | {"key": key})
+    stored_images = [{k: v for k, v in img.items() if k != "content"} | {"key": f"videos/{job_id}/inputs/{n}"}
+                     for n, img in enumerate(images)]
     first = plan.offers[0]
     sample_count = int(plan.values.get("sample_count") or 1)
+    audio = bool(plan.values.get("generate_audio"))
+    estimate = billing.estimate_video(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
+                                      resolution=plan.resolution or billing._size_class(f"{plan.width}x{plan.height}"),
+                                      audio=audio, size=f"{plan.width}x{plan.height}")
     job = VideoJob(
         id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id, model=plan.model.spec.model_id,
         requested_model=req.model, status="queued", candidates=[o.provider_id for o in plan.offers],
@@ -179,26 +185,71 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
         },
         output_access=req.output.access if req.output else "both",
         seconds=float(plan.duration) if plan.duration is not None else None,
-        size=f"{plan.width}x{plan.height}", audio=bool(plan.values.get("generate_audio")),
+        size=f"{plan.width}x{plan.height}", audio=audio,
         sample_count=sample_count, progress=0, progress_source="estimated",
         # Held by this request until the submit below settles; after a crash the engine resumes it.
         next_run_at=utcnow(), lease_owner="api", lease_until=utcnow() + dt.timedelta(seconds=rctx.lease_seconds),
-        webhook=req.webhook.model_dump(mode="json") if req.webhook else None,
+        webhook=webhook,
+        billing={"state": "held", "currency": "usd", "hold_id": billing.hold_id(job_id),
+                 "held_nanos": estimate.nanos, "settled_nanos": 0, "estimate_nanos": estimate.nanos,
+                 "lines": estimate.lines, "priced": estimate.priced},
     )
+    # The job and its hold are written together: a 402 leaves nothing behind.
     async with rctx.sessions() as s, s.begin():
         s.add(job)
-    request = await build_request(rctx.storage, job)
-    outcome = await submit_with_fallback(rctx, job, request)
+        await s.flush()
+        await billing.hold_for_job(s, job_id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id,
+                                   estimate=estimate)
+    try:
+        for img, stored in zip(images, stored_images):
+            async def one(data: bytes = img["content"]) -> Any:
+                yield data
+            await rctx.storage.put_stream(stored["key"], one(), content_type=img["mime_type"])
+        request = await build_request(rctx.storage, job)
+        outcome = await submit_with_fallback(rctx, job, request)
+    except BaseException:
+        await _void_and_discard(rctx, job_id, "the create request failed")
+        raise
     if outcome.error is not None:
-        await _discard(rctx, job_id)
+        await _void_and_discard(rctx, job_id, f"no provider took the job: {outcome.error.message}")
         raise _submit_error(outcome.error)
     async with rctx.sessions() as s, s.begin():
         await s.execute(update(VideoJob).where(VideoJob.id == job_id).values(lease_owner=None, lease_until=None))
     wake(job_id)
+    if hooks is not None:
+        await hooks.event(job_id, "video.created", None)
     async with rctx.sessions() as s:
         fresh = await s.get(VideoJob, job_id)
     assert fresh is not None
-    return fresh
+    return fresh, new_secret
+
+
+async def _webhook(req: VideoCreateRequest, cfg: Any) -> tuple[dict[str, Any] | None, str | None]:
+    if req.webhook is None:
+        return None, None
+    url = req.webhook.url
+    if cfg is not None:
+        try:
+            await webhooks.check_target(url, cfg)
+        except ssrf.URLRejected as e:
+            raise bad_request(f"Cannot use webhook.url: {e.reason}", "webhook.url", e.code) from None
+    secret, generated = req.webhook.secret, None
+    if not secret:
+        secret = generated = webhooks.new_secret()
+    try:
+        if not webhooks.secret_bytes(secret):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise bad_request("webhook.secret must be a base64 secret (whsec_… as the Standard Webhooks libraries "
+                          "use); omit it and the gateway generates one.", "webhook.secret") from None
+    events = list(dict.fromkeys(req.webhook.events)) if req.webhook.events else list(webhooks.DEFAULT_EVENTS)
+    return {"url": url, "secret": secret, "events": events}, generated
+
+
+async def _void_and_discard(rctx: RunnerContext, job_id: str, memo: str) -> None:
+    async with rctx.sessions() as s, s.begin():
+        await ledger.void(s, billing.hold_id(job_id), memo=memo)
+    await _discard(rctx, job_id)
 
 
 def _submit_error(e: ProviderError) -> APIError:
@@ -231,6 +282,11 @@ async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple
             raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
         outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
     return job, outputs
+
+
+async def webhook_deliveries(rctx: RunnerContext, job: VideoJob) -> list[dict[str, Any]]:
+    async with rctx.sessions() as s:
+        return await webhooks.for_job(s, job.id)
 
 
 async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob, list[VideoOutput]] | None:
