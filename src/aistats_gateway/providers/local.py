@@ -8,10 +8,12 @@ again on resume; the same seed gives the same bytes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import (
@@ -52,15 +54,34 @@ class LocalVideo:
         base_seed = request.seed if request.seed is not None else int(
             hashlib.sha256(request.job_id.encode()).hexdigest()[:8], 16)
         first_frame = next((i.content for i in request.images if i.role == "first_frame"), None)
-        outputs = []
         last = [-1]
+        pending: set[concurrent.futures.Future[None]] = set()
 
-        def report(index: int, pct: int) -> None:
+        def report(index: int, pct: int) -> None:  # called from the render thread
             overall = (index * 100 + pct) // count
             if ctx.progress is not None and overall >= last[0] + 5:
                 last[0] = overall
-                asyncio.run_coroutine_threadsafe(ctx.progress(min(overall, 99)), loop)
+                coro = ctx.progress(min(overall, 99))
+                try:
+                    pending.add(asyncio.run_coroutine_threadsafe(coro, loop))
+                except RuntimeError:  # the loop is gone (shutting down): drop the update
+                    coro.close()
 
+        try:
+            return await self._render_all(request, native_id, ctx, count, base_seed, first_frame, cancel, report)
+        except asyncio.CancelledError:
+            cancel.set()  # stop the render thread too; a resumed job renders again
+            for f in pending:
+                f.cancel()
+            raise
+        finally:
+            if pending and not cancel.is_set():
+                # Let the progress updates land before the caller moves the job on.
+                await asyncio.gather(*(asyncio.wrap_future(f) for f in pending), return_exceptions=True)
+
+    async def _render_all(self, request: VideoRequest, native_id: str, ctx: CallContext, count: int, base_seed: int,
+                          first_frame: bytes | None, cancel: threading.Event, report: Any) -> Polled:
+        outputs = []
         for i in range(count):
             spec = render.RenderSpec(
                 prompt=request.prompt, width=request.width or 1280, height=request.height or 720,

@@ -1,5 +1,7 @@
 """OpenAI Videos API (Sora): ``POST /v1/videos`` (multipart), ``GET /v1/videos/{id}``,
 ``GET /v1/videos/{id}/content``. No cancel endpoint exists, so cancel stops polling only.
+Creates carry ``Idempotency-Key: <job id>``, so a resumed submit finds the same video; an
+``openai-poll-after-ms`` header on a status answer sets the wait before the next poll.
 Settings: ``AISTATS_PROVIDER_OPENAI_API_KEY``, ``AISTATS_PROVIDER_OPENAI_BASE_URL``
 (default ``https://api.openai.com/v1``)."""
 
@@ -87,14 +89,15 @@ class OpenAIVideo:
         if request.width and request.height:
             data["size"] = f"{request.width}x{request.height}"
         data.update({k: str(v) for k, v in request.provider_params.items()})
-        files = None
+        # Always multipart/form-data, as the API documents (httpx sends a body without file parts as
+        # urlencoded, so every field goes in as a part without a filename).
+        parts: list[tuple[str, tuple[str | None, bytes | str] | tuple[str, bytes, str]]] = [
+            (k, (None, v)) for k, v in data.items()]
         first = next((i for i in request.images if i.role in ("first_frame", "reference")), None)
         if first is not None:
             ext = _EXT.get(first.mime_type, "png")
-            files = {"input_reference": (f"reference.{ext}", first.content, first.mime_type)}
-        else:
-            files = {}
-        resp = await _send(ctx, "POST", f"{_base(ctx)}/videos", data=data, files=files or None,
+            parts.append(("input_reference", (f"reference.{ext}", first.content, first.mime_type)))
+        resp = await _send(ctx, "POST", f"{_base(ctx)}/videos", files=parts,
                            headers={"Idempotency-Key": request.job_id})
         body = _json(resp)
         if not body.get("id"):
@@ -103,7 +106,8 @@ class OpenAIVideo:
                          progress=_progress(body))
 
     async def poll(self, native_id: str, ctx: CallContext) -> Polled:
-        body = _json(await _send(ctx, "GET", f"{_base(ctx)}/videos/{native_id}"))
+        resp = await _send(ctx, "GET", f"{_base(ctx)}/videos/{native_id}")
+        body = _json(resp)
         status = _STATUS.get(str(body.get("status")), "in_progress")
         if status == "completed":
             seconds = body.get("seconds")
@@ -115,7 +119,7 @@ class OpenAIVideo:
             err = body.get("error") or {}
             return Polled(status=status, error_code=err.get("code") or "generation_failed",
                           error_message=err.get("message") or f"the provider reports the job {status}")
-        return Polled(status=status, progress=_progress(body))
+        return Polled(status=status, progress=_progress(body), poll_after=_poll_after(resp))
 
     async def open_output(self, native_id: str, ref: OutputRef, ctx: CallContext) -> AsyncIterator[bytes]:
         url = f"{_base(ctx)}/videos/{ref.handle or native_id}/content"
@@ -144,6 +148,15 @@ def _json(resp: httpx.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProviderError("upstream", "OpenAI returned an unexpected body", code="invalid_upstream_response")
     return body
+
+
+def _poll_after(resp: httpx.Response) -> float | None:
+    """OpenAI's hint for the next poll (``openai-poll-after-ms``), when it sends one."""
+    value = resp.headers.get("openai-poll-after-ms")
+    try:
+        return min(max(float(value) / 1000, 0.0), 300.0) if value else None
+    except ValueError:
+        return None
 
 
 def _progress(body: dict[str, Any]) -> int | None:

@@ -61,13 +61,15 @@ def _now() -> dt.datetime:
 
 
 async def claim(ctx: RunnerContext, job_id: str) -> bool:
+    """Take the job's lease. Not re-entrant: one process may run two tasks for the same job at once
+    (procrastinate can start a re-deferred task while the previous one is still running), and only
+    one of them may work the job."""
     now = _now()
     async with ctx.sessions() as s, s.begin():
         res = await s.execute(
             update(VideoJob)
             .where(VideoJob.id == job_id, VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None),
-                   or_(VideoJob.lease_until.is_(None), VideoJob.lease_until < now,
-                       VideoJob.lease_owner == ctx.worker_id))
+                   or_(VideoJob.lease_until.is_(None), VideoJob.lease_until < now))
             .values(lease_owner=ctx.worker_id, lease_until=now + dt.timedelta(seconds=ctx.lease_seconds))
         )
         return res.rowcount == 1
@@ -115,9 +117,11 @@ async def set_progress(ctx: RunnerContext, job_id: str, progress: int, source: s
             await hook(job_id, progress)
 
 
-def _backoff(adapter: Any, poll_count: int) -> float:
-    base = max(float(adapter.poll_interval), 0.0)
-    return min(base * (1.5 ** min(poll_count, 20)), float(adapter.max_poll_interval)) if base else 0.0
+def _backoff(provider_id: str, adapter: Any, poll_count: int) -> float:
+    """Seconds until poll number ``poll_count + 1``: the provider's interval, x1.5 per poll, capped."""
+    t = provider_config.timing(provider_id, adapter)
+    base = max(t.poll_interval, 0.0)
+    return min(base * (1.5 ** min(poll_count, 20)), t.max_poll_interval) if base else 0.0
 
 
 async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
@@ -125,9 +129,20 @@ async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
     if not await claim(ctx, job_id):
         return None
     delay: float | None = None
-    heartbeat = asyncio.create_task(_heartbeat(ctx, job_id))
+    step = asyncio.create_task(_advance(ctx, job_id), name=f"video-step-{job_id}")
+    lost = asyncio.Event()
+    heartbeat = asyncio.create_task(_heartbeat(ctx, job_id, step, lost))
     try:
-        delay = await _advance(ctx, job_id)
+        delay = await asyncio.shield(step)
+    except asyncio.CancelledError:
+        if not lost.is_set():  # this process is stopping: stop the step too; the lease is released below
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+            raise
+        # Another process holds the job now (this one stalled past its lease): leave it alone.
+        log.warning("lost the lease of a video job; another worker continues it", extra={"video_id": job_id})
+        return None
     except Exception:  # noqa: BLE001 - a bug must not kill the engine; the job is retried later
         log.exception("video job step failed", extra={"video_id": job_id})
         delay = 30.0
@@ -137,14 +152,22 @@ async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
     return delay
 
 
-async def _heartbeat(ctx: RunnerContext, job_id: str) -> None:
-    """Keep the lease while a long step (a local render, a big download) runs."""
+async def _heartbeat(ctx: RunnerContext, job_id: str, step: asyncio.Task[Any], lost: asyncio.Event) -> None:
+    """Keep the lease while a long step (a local render, a big download) runs; if another process
+    took it meanwhile, cancel the step so two processes never work one job."""
     while True:
         await asyncio.sleep(max(ctx.lease_seconds / 3, 0.5))
-        with contextlib.suppress(Exception):
+        try:
             async with ctx.sessions() as s, s.begin():
-                await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
-                                .values(lease_until=_now() + dt.timedelta(seconds=ctx.lease_seconds)))
+                res = await s.execute(
+                    update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
+                    .values(lease_until=_now() + dt.timedelta(seconds=ctx.lease_seconds)))
+        except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
+            continue
+        if res.rowcount != 1:
+            lost.set()
+            step.cancel()
+            return
 
 
 async def _load(ctx: RunnerContext, job_id: str) -> VideoJob | None:
@@ -171,21 +194,27 @@ async def _advance(ctx: RunnerContext, job_id: str) -> float | None:
         await transition(ctx, job_id, "failed", error_code="provider_unavailable",
                          error_message=f"provider {job.provider} is not available in this gateway")
         return None
-    if job.deadline_at is not None and _now() > job.deadline_at and not job.provider_done:
-        if adapter.can_cancel:
-            with contextlib.suppress(ProviderError):
-                await adapter.cancel(job.native_id, ctx.call_context(job.provider or ""))
-        await transition(ctx, job_id, "expired", error_code="deadline_exceeded",
-                         error_message=f"the provider did not finish within {int(adapter.deadline_seconds)} s")
-        return None
     if not job.provider_done:
-        delay = await _poll(ctx, job, adapter, request)
+        late = job.deadline_at is not None and _now() > job.deadline_at
+        delay = await _poll(ctx, job, adapter, request)  # past the deadline: one last look first
+        if delay is not None and late:
+            await _expire(ctx, job, adapter)
+            return None
         if delay is not None:
             return delay
         job = await _load(ctx, job_id)
         if job is None or job.status in TERMINAL or not job.provider_done:
             return None
     return await _download(ctx, job, adapter)
+
+
+async def _expire(ctx: RunnerContext, job: VideoJob, adapter: Any) -> None:
+    if adapter.can_cancel:
+        with contextlib.suppress(ProviderError):
+            await adapter.cancel(job.native_id, ctx.call_context(job.provider or ""))
+    allowed = provider_config.timing(job.provider or "", adapter).deadline_seconds
+    await transition(ctx, job.id, "expired", error_code="deadline_exceeded",
+                     error_message=f"the provider did not finish within {allowed:g} s")
 
 
 async def _poll(ctx: RunnerContext, job: VideoJob, adapter: Any, request: VideoRequest) -> float | None:
@@ -207,13 +236,15 @@ async def _poll(ctx: RunnerContext, job: VideoJob, adapter: Any, request: VideoR
             await transition(ctx, job.id, "failed", error_code="provider_job_not_found", error_message=e.message)
             return None
         log.warning("poll failed", extra={"video_id": job.id, "provider": job.provider, "error": e.message})
-        return max(_backoff(adapter, job.poll_count), e.retry_after or 0.0, 1.0)
+        return max(_backoff(job.provider or "", adapter, job.poll_count), e.retry_after or 0.0, 1.0)
     finally:
         watcher.cancel()
     async with ctx.sessions() as s, s.begin():
         await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(poll_count=VideoJob.poll_count + 1))
+    wait = result.poll_after if result.poll_after is not None else _backoff(job.provider or "", adapter,
+                                                                           job.poll_count + 1)
     if result.status in ("queued",):
-        return result.poll_after if result.poll_after is not None else _backoff(adapter, job.poll_count)
+        return wait
     if result.status == "in_progress":
         if job.status == "queued":
             await transition(ctx, job.id, "in_progress")
@@ -221,7 +252,7 @@ async def _poll(ctx: RunnerContext, job: VideoJob, adapter: Any, request: VideoR
             await set_progress(ctx, job.id, result.progress, "provider")
         else:
             await _estimate_progress(ctx, job, adapter)
-        return result.poll_after if result.poll_after is not None else _backoff(adapter, job.poll_count)
+        return wait
     if result.status in ("failed", "cancelled", "expired"):
         await transition(ctx, job.id, result.status, error_code=result.error_code or result.status,
                          error_message=result.error_message or f"the provider reports {result.status}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -12,6 +14,7 @@ from typing import Any
 from sqlalchemy import update
 
 from aistats_gateway.db.base import utcnow
+from aistats_gateway.providers import config as provider_config
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
 from aistats_gateway.videos.tables import VideoJob
@@ -55,7 +58,33 @@ def _attempt(provider: str, outcome: str, e: ProviderError | None = None) -> dic
 
 async def submit_with_fallback(ctx: Any, job: VideoJob, request: VideoRequest) -> SubmitOutcome:
     """Try ``job.candidates`` in order. Records every attempt on the row; on success stores the
-    provider, its native id, the first poll time and the deadline."""
+    provider, its native id, the first poll time and the deadline.
+
+    A job stored by an API request is leased to that request while it submits (``lease_owner``);
+    the lease is kept alive here, however long the providers take, so the job engine only resumes
+    the submit when the request's process has died."""
+    owner = job.lease_owner
+    keeper = None
+    if owner is not None and owner != getattr(ctx, "worker_id", None):  # the runner keeps its own lease
+        keeper = asyncio.create_task(_keep_lease(ctx, job.id, owner))
+    try:
+        return await _submit(ctx, job, request)
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+
+
+async def _keep_lease(ctx: Any, job_id: str, owner: str) -> None:
+    seconds = float(getattr(ctx, "lease_seconds", 120.0))
+    while True:
+        await asyncio.sleep(max(seconds / 3, 0.5))
+        with contextlib.suppress(Exception):
+            async with ctx.sessions() as s, s.begin():
+                await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == owner)
+                                .values(lease_until=utcnow() + dt.timedelta(seconds=seconds)))
+
+
+async def _submit(ctx: Any, job: VideoJob, request: VideoRequest) -> SubmitOutcome:
     attempts = list(job.attempts or [])
     slugs: dict[str, str] = (job.params or {}).get("slugs", {})
     last: ProviderError | None = None
@@ -77,11 +106,12 @@ async def submit_with_fallback(ctx: Any, job: VideoJob, request: VideoRequest) -
             continue
         attempts.append(_attempt(pid, "accepted"))
         now = utcnow()
-        first_poll = sub.poll_after if sub.poll_after is not None else adapter.poll_interval
+        timing = provider_config.timing(pid, adapter)
+        first_poll = sub.poll_after if sub.poll_after is not None else timing.poll_interval
         values: dict[str, Any] = {
             "provider": pid, "provider_model_slug": req.model_slug, "native_id": sub.native_id,
             "attempts": attempts, "next_run_at": now + dt.timedelta(seconds=first_poll),
-            "deadline_at": now + dt.timedelta(seconds=adapter.deadline_seconds),
+            "deadline_at": now + dt.timedelta(seconds=timing.deadline_seconds),
         }
         if sub.status == "in_progress":
             values["status"], values["started_at"] = "in_progress", now

@@ -25,7 +25,8 @@ Choices the spec leaves open:
 * Idempotency-Key returns the current state of the original job (a new job if it was deleted).
   The job exists before ``create_delay_seconds`` is slept, so a client that times out and
   retries with the same key gets the same video.
-* ``rate_limit_next`` applies to the next N authenticated requests on any route.
+* ``rate_limit_next`` applies to the next N authenticated requests on any route;
+  ``fail_next_downloads`` to the next N content requests of completed jobs (with ``fail_status``).
 Not faked: remix, edits, extensions, characters, Batch, webhooks, rate-limit headers, audio.
 """
 from __future__ import annotations
@@ -80,6 +81,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-case names
     body: Any = None  # parsed JSON / form dict (files as FilePart); None when not parsed
     status: int | None = None  # response status code
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic, not the fake clock)
 
 
 @dataclass
@@ -108,7 +110,8 @@ class FakeOpenAIState:
     reject_unknown_params: bool = True
     # fault injection
     fail_next_creates: int = 0
-    fail_status: int = 503
+    fail_status: int = 503  # for fail_next_creates and fail_next_downloads
+    fail_next_downloads: int = 0  # content requests of completed jobs that fail first
     create_delay_seconds: float = 0.0
     moderation_block_prompts: list[str] = field(default_factory=list)
     rate_limit_next: int = 0
@@ -477,6 +480,9 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
         if status != "completed" or done is None:
             raise ApiError(404, f"Video '{job.id}' is not ready yet (status: {status}). Use GET "
                                 f"/v1/videos/{job.id} to check its status.", param="video_id")
+        if state.fail_next_downloads > 0:
+            state.fail_next_downloads -= 1
+            raise _injected_failure(state.fail_status, state)
         if state.expire_content or state.clock() >= done + CONTENT_TTL_SECONDS:
             raise ApiError(404, f"Video content expired: the assets of '{job.id}' are no longer "
                                 "available.", param="video_id", code="video_content_expired")
