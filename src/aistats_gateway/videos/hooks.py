@@ -23,6 +23,7 @@ log = logging.getLogger("aistats_gateway.videos")
 class JobHooks:
     def __init__(self, state: Any) -> None:
         self.state = state
+        self._buckets: dict[str, int] = {}  # last progress bucket seen per job (this process)
 
     def base_url(self) -> str:
         s = self.state.settings
@@ -60,7 +61,14 @@ class JobHooks:
 
     async def on_progress(self, job_id: str, progress: int) -> None:
         bucket = webhooks.progress_bucket(progress)
-        if bucket is not None:
+        if bucket is None or self._buckets.get(job_id) == bucket:
+            return
+        if len(self._buckets) > 10_000:
+            self._buckets.clear()
+        self._buckets[job_id] = bucket
+        async with self.state.sessions() as s:
+            webhook = (await s.execute(select(VideoJob.webhook).where(VideoJob.id == job_id))).scalar()
+        if webhook and "video.progress" in (webhook.get("events") or []):
             await self.event(job_id, "video.progress", f"video.progress:{bucket}")
 
     async def event(self, job_id: str, event_type: str, key: str | None) -> None:
