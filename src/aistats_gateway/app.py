@@ -38,6 +38,7 @@ class GatewayState:
     sessions: async_sessionmaker[AsyncSession]
     catalogue: catalogue_service.CatalogueStore
     metrics: Metrics
+    reader: Any = None  # FastReader for the hot read paths
     # Set up in the lifespan: blob storage, upstream HTTP clients, the job runner and engine.
     storage: Any = None
     http: Any = None
@@ -62,6 +63,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds),
         metrics=metrics,
     )
+    from aistats_gateway.db.fastread import FastReader
+
+    state.reader = FastReader(engine, settings.db_url)
     startup: list[Hook] = []
     shutdown: list[Hook] = []
 
@@ -79,6 +83,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             for hook in reversed(shutdown):
                 await hook(state)
             await stop_services(state)
+            state.reader.close()
             await engine.dispose()
 
     app = FastAPI(

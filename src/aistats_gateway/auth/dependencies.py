@@ -40,13 +40,10 @@ async def require_key(
     if parsed is None:
         raise _unauthorized("Incorrect API key provided.")
     state = request.app.state.gateway
-    async with state.sessions() as s:
-        row = (
-            await s.execute(
-                select(ApiKey.secret_hash, ApiKey.workspace_id, ApiKey.name, ApiKey.revoked_at,
-                       ApiKey.rpm_limit).where(ApiKey.id == parsed.key_id)
-            )
-        ).first()
+    row = await state.reader.one(
+        select(ApiKey.secret_hash, ApiKey.workspace_id, ApiKey.name, ApiKey.revoked_at, ApiKey.rpm_limit)
+        .where(ApiKey.id == parsed.key_id)
+    )
     ok = keys.verify(state.settings.pepper, parsed.secret, row.secret_hash if row else _DUMMY_HASH)
     if row is None or not ok:
         raise _unauthorized("Incorrect API key provided.")

@@ -284,6 +284,20 @@ async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple
     return job, outputs
 
 
+async def read_owned(reader: Any, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
+    """``get_owned`` on the lean read path (one connection, Core rows, no ORM session)."""
+    if not _possible_id(video_id):
+        raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+    jobs, outs = await reader.many(
+        select(VideoJob.__table__).where(VideoJob.__table__.c.id == video_id),
+        select(VideoOutput.__table__).where(VideoOutput.__table__.c.job_id == video_id),
+    )
+    job = VideoJob(**jobs[0]._mapping) if jobs else None
+    if job is None or job.workspace_id != caller.workspace_id or job.deleted_at is not None:
+        raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+    return job, [VideoOutput(**o._mapping) for o in outs]
+
+
 async def webhook_deliveries(rctx: RunnerContext, job: VideoJob) -> list[dict[str, Any]]:
     async with rctx.sessions() as s:
         return await webhooks.for_job(s, job.id)

@@ -304,7 +304,9 @@ def _filter_references(offers: list[ProviderOffer], roles: list[str]) -> list[Pr
         if d is None or not d.supported:
             reasons.append(f"{o.provider_id}: image references are not supported")
         elif d.values and any(r not in d.values for r in roles):
-            reasons.append(f"{o.provider_id}: roles must be one of {_fmt(d.values)}")
+            refused = sorted({r for r in roles if r not in d.values})
+            reasons.append(f"{o.provider_id}: role {_fmt(refused)} is not accepted; roles must be one of "
+                           f"{_fmt(d.values)}")
         else:
             keep.append(o)
     if not keep:
