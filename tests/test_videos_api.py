@@ -122,7 +122,8 @@ def test_create_with_every_supported_seed_field(api: httpx.Client, tmp_path: Any
     assert job["status"] in ("queued", "in_progress")
     assert job["provider"] == "local" and job["model"] == MODEL
     assert job["size"] == "480x480" and job["seconds"] == 1.0 and job["audio"] is False
-    assert job["webhook"] == {"url": "https://93.184.215.14/hook", "events": ["video.completed"]}  # no secret
+    assert job["webhook"] == {"url": "https://93.184.215.14/hook", "events": ["video.completed"],
+                              "has_secret": True, "deliveries": []}  # the secret itself is never shown
     final = wait(api, job["id"])
     assert final["status"] == "completed", final
     asset = final["asset"]

@@ -20,6 +20,11 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `aistats_v1_sk_<i
 _DUMMY_HASH = "0" * 64
 
 
+class _Row:
+    def __init__(self, **kw: object) -> None:
+        self.__dict__.update(kw)
+
+
 @dataclass(frozen=True)
 class Principal:
     key_id: str
@@ -40,10 +45,8 @@ async def require_key(
     if parsed is None:
         raise _unauthorized("Incorrect API key provided.")
     state = request.app.state.gateway
-    row = await state.reader.one(
-        select(ApiKey.secret_hash, ApiKey.workspace_id, ApiKey.name, ApiKey.revoked_at, ApiKey.rpm_limit)
-        .where(ApiKey.id == parsed.key_id)
-    )
+    rows = await state.reader.rows_by(ApiKey.__table__, "id", parsed.key_id)
+    row = _Row(**rows[0]) if rows else None
     ok = keys.verify(state.settings.pepper, parsed.secret, row.secret_hash if row else _DUMMY_HASH)
     if row is None or not ok:
         raise _unauthorized("Incorrect API key provided.")

@@ -9,10 +9,11 @@ ORM. Every call still reads the database, so a revoked key stops working at once
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, create_engine, event
+from sqlalchemy import Select, Table, create_engine, event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,8 +31,11 @@ class FastReader:
     def __init__(self, engine: AsyncEngine, url: str) -> None:
         self._async = engine
         self._sync: Engine | None = None
+        self._path: str | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._plans: dict[tuple[str, str], tuple[str, list[str], list[Any]]] = {}
         if url.startswith("sqlite"):
-            path = url.split(":///", 1)[1]
+            path = self._path = url.split(":///", 1)[1]
             self._sync = create_engine(
                 f"sqlite:///{path}", poolclass=StaticPool,
                 connect_args={"check_same_thread": False, "isolation_level": None},
@@ -56,6 +60,43 @@ class FastReader:
         rows = await self.all(stmt)
         return rows[0] if rows else None
 
+    async def rows_by(self, table: Table, column: str, value: Any) -> list[dict[str, Any]]:
+        """``SELECT * FROM table WHERE column = value`` as dicts of Python values. On SQLite this is a
+        plain cursor call plus the column types' own result processors: no statement compilation,
+        no result-proxy machinery (about 20 µs)."""
+        if self._sync is not None:
+            plan = self._plans.get((table.name, column))
+            if plan is None:
+                plan = self._plans[(table.name, column)] = self._plan(table, column)
+            sql, names, procs = plan
+            try:
+                raw = self._raw().execute(sql, (value,)).fetchall()
+            except sqlite3.Error:
+                raw = None
+            if raw is not None:
+                return [{n: (p(v) if p is not None else v) for n, p, v in zip(names, procs, row)} for row in raw]
+        rows = await self.all(select(table).where(table.c[column] == value))
+        return [dict(r._mapping) for r in rows]
+
+    def _plan(self, table: Table, column: str) -> tuple[str, list[str], list[Any]]:
+        assert self._sync is not None
+        dialect = self._sync.dialect
+        names = [c.name for c in table.columns]
+        procs = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in table.columns]
+        sql = f'SELECT {", ".join(chr(34) + n + chr(34) for n in names)} FROM "{table.name}" WHERE "{column}" = ?'
+        return sql, names, procs
+
+    def _raw(self) -> sqlite3.Connection:
+        if self._conn is None:
+            assert self._path is not None
+            self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA query_only=1")
+            self._conn.execute("PRAGMA busy_timeout=2000")
+        return self._conn
+
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._sync is not None:
             self._sync.dispose()

@@ -285,17 +285,15 @@ async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple
 
 
 async def read_owned(reader: Any, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
-    """``get_owned`` on the lean read path (one connection, Core rows, no ORM session)."""
+    """``get_owned`` on the lean read path (no ORM session)."""
     if not _possible_id(video_id):
         raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
-    jobs, outs = await reader.many(
-        select(VideoJob.__table__).where(VideoJob.__table__.c.id == video_id),
-        select(VideoOutput.__table__).where(VideoOutput.__table__.c.job_id == video_id),
-    )
-    job = VideoJob(**jobs[0]._mapping) if jobs else None
+    jobs = await reader.rows_by(VideoJob.__table__, "id", video_id)
+    job = VideoJob(**jobs[0]) if jobs else None
     if job is None or job.workspace_id != caller.workspace_id or job.deleted_at is not None:
         raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
-    return job, [VideoOutput(**o._mapping) for o in outs]
+    outs = await reader.rows_by(VideoOutput.__table__, "job_id", video_id) if job.status == "completed" else []
+    return job, [VideoOutput(**o) for o in outs]
 
 
 async def webhook_deliveries(rctx: RunnerContext, job: VideoJob) -> list[dict[str, Any]]:
