@@ -83,7 +83,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             for hook in reversed(shutdown):
                 await hook(state)
             await stop_services(state)
-            state.reader.close()
+            await state.reader.aclose()
             await engine.dispose()
 
     app = FastAPI(

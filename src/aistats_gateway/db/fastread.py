@@ -34,6 +34,10 @@ class FastReader:
         self._path: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._plans: dict[tuple[str, str], tuple[str, list[str], list[Any]]] = {}
+        self._pg_conninfo: str | None = None
+        self._pg_pool: Any = None
+        if url.startswith("postgresql+psycopg://"):
+            self._pg_conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
         if url.startswith("sqlite"):
             path = self._path = url.split(":///", 1)[1]
             self._sync = create_engine(
@@ -75,8 +79,26 @@ class FastReader:
                 raw = None
             if raw is not None:
                 return [{n: (p(v) if p is not None else v) for n, p, v in zip(names, procs, row)} for row in raw]
+        if self._pg_conninfo is not None:
+            return await self._pg_rows(table, column, value)
         rows = await self.all(select(table).where(table.c[column] == value))
         return [dict(r._mapping) for r in rows]
+
+    async def _pg_rows(self, table: Table, column: str, value: Any) -> list[dict[str, Any]]:
+        """PostgreSQL: a raw psycopg pool in autocommit (no transaction, no pre-ping round trip);
+        psycopg already returns aware datetimes, dicts for JSONB and booleans."""
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        if self._pg_pool is None:
+            self._pg_pool = AsyncConnectionPool(self._pg_conninfo, min_size=1, max_size=8, open=False,
+                                                kwargs={"autocommit": True, "row_factory": dict_row})
+            await self._pg_pool.open()
+        names = ", ".join(f'"{c.name}"' for c in table.columns)
+        sql = f'SELECT {names} FROM "{table.name}" WHERE "{column}" = %s'
+        async with self._pg_pool.connection() as conn:
+            cur = await conn.execute(sql, (value,))  # type: ignore[arg-type]
+            return list(await cur.fetchall())
 
     def _plan(self, table: Table, column: str) -> tuple[str, list[str], list[Any]]:
         assert self._sync is not None
@@ -93,6 +115,12 @@ class FastReader:
             self._conn.execute("PRAGMA query_only=1")
             self._conn.execute("PRAGMA busy_timeout=2000")
         return self._conn
+
+    async def aclose(self) -> None:
+        if self._pg_pool is not None:
+            await self._pg_pool.close()
+            self._pg_pool = None
+        self.close()
 
     def close(self) -> None:
         if self._conn is not None:
