@@ -16,6 +16,9 @@ from aistats_gateway.http.responses import ERRORS, JSONBytes
 router = APIRouter(prefix="/v1", tags=["Catalogue"], responses=ERRORS)
 
 ListParam = Annotated[list[str] | None, Query()]
+# Bounded so the echoed value always fits the JSON integer the response promises (an unbounded
+# offset above 2**64 made the serialiser fail with a 500).
+MAX_OFFSET = 2**31 - 1
 
 _PARAMS_DOC = (
     "Supported-parameter filter. Repeat the parameter or pass a comma-separated list. Canonical names "
@@ -49,7 +52,7 @@ async def list_models(
     include_data: bool = True,
     include_gateway: bool = True,
     limit: Annotated[int, Query(ge=1, le=250, description="Page size, 1..250")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Models to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Models to skip, 0..2147483647")] = 0,
 ) -> Response:
     q = queries.ModelQuery(
         providers=frozenset(queries.split_values(provider)),

@@ -1,7 +1,10 @@
 """Filtering and rendering the catalogue for ``/v1/models``, ``/v1/videos/models`` and ``/v1/batches/models``.
 
 Responses are rendered to JSON bytes once per (snapshot, normalised query) and cached in the
-snapshot, so a repeated query costs a dictionary lookup.
+snapshot, so a repeated query costs a dictionary lookup. A query not in that cache is assembled
+from parts made once per snapshot and kept in the entries' ``memo`` (everything but
+``is_active_gateway``, which is evaluated at render time), so it costs little more than the
+filtering and the JSON encoding. Those parts are shared between responses: never mutate them.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from aistats_gateway.catalogue.service import (
     ModelEntry,
     ProviderOffer,
     Snapshot,
-    detail_dict,
     is_active,
+    offer_params,
+    offer_pricing,
     offer_supports,
-    price_rules,
 )
 from aistats_gateway.http.errors import bad_request
 
@@ -34,6 +37,7 @@ ENDPOINT_ALIASES: dict[str, str] = {
     "/v1/embeddings": "embeddings", "/v1/moderations": "moderations",
 }
 _CACHE_LIMIT = 1024
+_MATCHES_LIMIT = 256
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -110,51 +114,85 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _offer_active(o: ProviderOffer, endpoint: str, now: dt.datetime) -> bool:
-    f, t = o.spec.effective_from, o.spec.effective_to
-    if (f and f > now) or (t and t <= now):
-        return False
-    return is_active(o, endpoint)
+class _Activity:
+    """``is_active_gateway`` of offers at one instant, for one rendering: the routability check
+    (adapter registry and credentials) is made once per (provider, builtin, endpoint)."""
+
+    __slots__ = ("now", "_routable")
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.timezone.utc)
+        self._routable: dict[tuple[str, bool, str], bool] = {}
+
+    def __call__(self, o: ProviderOffer, endpoint: str) -> bool:
+        f, t = o.spec.effective_from, o.spec.effective_to
+        if (f and f > self.now) or (t and t <= self.now):
+            return False
+        key = (o.provider_id, o.builtin, endpoint)
+        routable = self._routable.get(key)
+        if routable is None:
+            routable = self._routable[key] = is_active(o, endpoint)
+        return routable
 
 
-def _render_model(e: ModelEntry, q: ModelQuery, now: dt.datetime) -> dict[str, Any]:
-    m = e.spec
-    out: dict[str, Any] = {
-        "model_id": m.model_id,
-        "name": m.name,
-        "release_date": m.release_date.isoformat() if m.release_date else None,
-        "announcement_date": m.announcement_date.isoformat() if m.announcement_date else None,
-        "status": m.status,
-        "organisation": m.organisation,
-        "aliases": list(m.aliases),
-    }
+def _model_head(e: ModelEntry) -> dict[str, Any]:
+    head: dict[str, Any] | None = e.memo.get("model")
+    if head is None:
+        m = e.spec
+        head = e.memo["model"] = {
+            "model_id": m.model_id,
+            "name": m.name,
+            "release_date": m.release_date.isoformat() if m.release_date else None,
+            "announcement_date": m.announcement_date.isoformat() if m.announcement_date else None,
+            "status": m.status,
+            "organisation": m.organisation,
+            "aliases": list(m.aliases),
+        }
+    return head
+
+
+def _row_parts(o: ProviderOffer, ep: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A /v1/models provider row without ``is_active_gateway``: the keys before it and after it."""
+    key = ("row", ep)
+    parts: tuple[dict[str, Any], dict[str, Any]] | None = o.memo.get(key)
+    if parts is None:
+        params = offer_params(o, ep)
+        parts = o.memo[key] = (
+            {
+                "api_provider_id": o.provider_id,
+                "api_provider_name": o.name,
+                "link": o.link,
+                "country_code": o.country_code,
+                "endpoint": ep,
+                "provider_model_slug": o.spec.provider_model_slug,
+            },
+            {
+                "input_modalities": list(o.spec.input_modalities),
+                "output_modalities": list(o.spec.output_modalities),
+                "effective_from": _iso(o.spec.effective_from),
+                "effective_to": _iso(o.spec.effective_to),
+                "alpha": o.spec.alpha,
+                "supported_parameters": params.names,
+                "supported_parameters_detail": params.detail,
+                "pricing": offer_pricing(o),
+            },
+        )
+    return parts
+
+
+def _render_model(e: ModelEntry, q: ModelQuery, active: _Activity) -> dict[str, Any]:
+    out = dict(_model_head(e))
     if q.include_gateway:
-        out["endpoints"] = list(e.endpoints)
+        out["endpoints"] = e.endpoints
         rows = []
         for o in e.offers:
             for ep in o.spec.endpoints:
-                params = o.spec.parameters.get(ep) or {}  # type: ignore[call-overload]
-                rows.append({
-                    "api_provider_id": o.provider_id,
-                    "api_provider_name": o.name,
-                    "link": o.link,
-                    "country_code": o.country_code,
-                    "endpoint": ep,
-                    "provider_model_slug": o.spec.provider_model_slug,
-                    "is_active_gateway": _offer_active(o, ep, now),
-                    "input_modalities": list(o.spec.input_modalities),
-                    "output_modalities": list(o.spec.output_modalities),
-                    "effective_from": _iso(o.spec.effective_from),
-                    "effective_to": _iso(o.spec.effective_to),
-                    "alpha": o.spec.alpha,
-                    "supported_parameters": [n for n, d in params.items() if d.supported],
-                    "supported_parameters_detail": {n: detail_dict(d) for n, d in params.items()},
-                    "pricing": price_rules(o),
-                })
+                head, tail = _row_parts(o, ep)
+                rows.append({**head, "is_active_gateway": active(o, ep), **tail})
         out["providers"] = rows
     if q.include_data:
-        out["input_types"] = list(m.input_types)
-        out["output_types"] = list(m.output_types)
+        out["input_types"] = e.spec.input_types
+        out["output_types"] = e.spec.output_types
     return out
 
 
@@ -163,12 +201,29 @@ def list_models(snap: Snapshot, q: ModelQuery) -> bytes:
     cached = snap.cache.get(key)
     if cached is not None:
         return cached
-    matches = [e for e in snap.models if _matches(e, q)]
-    now = dt.datetime.now(dt.timezone.utc)
-    page = [_render_model(e, q, now) for e in matches[q.offset:q.offset + q.limit]]
+    matches = _matching(snap, q)
+    active = _Activity()
+    page = [_render_model(e, q, active) for e in matches[q.offset:q.offset + q.limit]]
     body = orjson.dumps({"ok": True, "limit": q.limit, "offset": q.offset, "models": page, "total": len(matches)})
     _store(snap, key, body)
     return body
+
+
+def _matching(snap: Snapshot, q: ModelQuery) -> list[ModelEntry]:
+    """The models matching the query's filters (paging and rendering options aside), kept per
+    snapshot so that paging through one filter filters once."""
+    if not (q.providers or q.organisations or q.include_endpoints or q.exclude_endpoints or q.input_types
+            or q.output_types) and q.include_rumoured and q.include_deprecated and q.include_retired:
+        return snap.models
+    key = ("matches", q.providers, q.organisations, q.include_endpoints, q.exclude_endpoints, q.input_types,
+           q.output_types, q.include_rumoured, q.include_deprecated, q.include_retired)
+    matches: list[ModelEntry] | None = snap.memo.get(key)
+    if matches is None:
+        if len(snap.memo) >= _MATCHES_LIMIT:
+            for k in [k for k in snap.memo if isinstance(k, tuple) and k[:1] == ("matches",)]:
+                del snap.memo[k]
+        matches = snap.memo[key] = [e for e in snap.models if _matches(e, q)]
+    return matches
 
 
 def _store(snap: Snapshot, key: Any, body: bytes) -> None:
@@ -204,44 +259,65 @@ def _merge_detail(target: dict[str, Any], d: dict[str, Any], provider_id: str) -
         target["providers"].append(provider_id)
 
 
-def _render_capability(e: ModelEntry, offers: list[ProviderOffer], endpoint: str) -> dict[str, Any]:
-    now = dt.datetime.now(dt.timezone.utc)
+_CapabilityParts = tuple[
+    dict[str, Any], list[tuple[ProviderOffer, dict[str, Any], dict[str, Any]]], dict[str, Any]
+]
+
+
+def _capability_parts(e: ModelEntry, offers: list[ProviderOffer], endpoint: str) -> _CapabilityParts:
+    """Everything of a capability entry but ``is_active_gateway``, per (endpoint, offer subset):
+    the model's keys before ``providers``, each provider's keys before and after
+    ``is_active_gateway``, and ``pricing``."""
+    key = ("capability", endpoint, tuple(o.provider_id for o in offers))
+    parts: _CapabilityParts | None = e.memo.get(key)
+    if parts is not None:
+        return parts
     names: list[str] = []
     merged: dict[str, dict[str, Any]] = {}
     providers = []
     for o in offers:
-        params = o.spec.parameters.get(endpoint) or {}  # type: ignore[call-overload]
-        pnames = [n for n, d in params.items() if d.supported]
-        pdetail = {n: detail_dict(d) for n, d in params.items()}
-        for n in pnames:
+        params = offer_params(o, endpoint)
+        for n in params.names:
             if n not in names:
                 names.append(n)
-        for n, d in pdetail.items():
+        for n, d in params.detail.items():
             _merge_detail(merged.setdefault(n, {}), d, o.provider_id)
-        providers.append({
-            "id": o.provider_id,
-            "provider_model_slug": o.spec.provider_model_slug,
-            "is_active_gateway": _offer_active(o, endpoint, now),
-            "alpha": o.spec.alpha,
-            "supported_params": pnames,
-            "supported_parameters": list(pnames),
-            "supported_params_detail": pdetail,
-            "supported_parameters_detail": pdetail,
-            "pricing": price_rules(o),
-        })
+        providers.append((
+            o,
+            {"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug},
+            {
+                "alpha": o.spec.alpha,
+                "supported_params": params.names,
+                "supported_parameters": params.names,
+                "supported_params_detail": params.detail,
+                "supported_parameters_detail": params.detail,
+                "pricing": offer_pricing(o),
+            },
+        ))
     detail = {n: {"supported": d.pop("supported"), **d} for n, d in merged.items()}
-    return {
+    head = {
         "model": e.spec.model_id,
         "name": e.spec.name,
         "status": e.spec.status,
-        "input_types": list(e.spec.input_types),
-        "output_types": list(e.spec.output_types),
+        "input_types": e.spec.input_types,
+        "output_types": e.spec.output_types,
         "supported_params": names,
-        "supported_parameters": list(names),
+        "supported_parameters": names,
         "supported_params_detail": detail,
         "supported_parameters_detail": detail,
-        "providers": providers,
-        "pricing": {"currency": "usd", "providers": {p["id"]: p["pricing"] for p in providers}},
+    }
+    pricing = {"currency": "usd", "providers": {o.provider_id: offer_pricing(o) for o in offers}}
+    parts = e.memo[key] = (head, providers, pricing)
+    return parts
+
+
+def _render_capability(e: ModelEntry, offers: list[ProviderOffer], endpoint: str,
+                       active: _Activity) -> dict[str, Any]:
+    head, providers, pricing = _capability_parts(e, offers, endpoint)
+    return {
+        **head,
+        "providers": [{**before, "is_active_gateway": active(o, endpoint), **after} for o, before, after in providers],
+        "pricing": pricing,
     }
 
 
@@ -251,13 +327,14 @@ def capability_list(snap: Snapshot, endpoint: str, params: list[str]) -> bytes:
     if cached is not None:
         return cached
     data = []
+    active = _Activity()
     for e in snap.models:
         if e.spec.status != "active" or endpoint not in e.endpoint_set:
             continue
         offers = [o for o in e.offers if endpoint in o.spec.endpoints
                   and all(offer_supports(o, endpoint, p) for p in params)]
         if offers:
-            data.append(_render_capability(e, offers, endpoint))
+            data.append(_render_capability(e, offers, endpoint, active))
     body = orjson.dumps({"object": "list", "data": data})
     _store(snap, key, body)
     return body

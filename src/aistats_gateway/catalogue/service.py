@@ -8,11 +8,13 @@ new version (checked at most every ``catalogue_refresh_seconds``) and swaps its 
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Text, cast, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.catalogue import loader
@@ -114,6 +116,9 @@ class ProviderOffer:
     country_code: str | None
     builtin: bool
     priority: int
+    # Values derived from ``spec`` once per snapshot (offer_params, offer_pricing, rendered parts);
+    # shared by every response rendered from them, so read-only once made.
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -126,6 +131,8 @@ class ModelEntry:
     endpoint_set: frozenset[str]
     input_set: frozenset[str]
     output_set: frozenset[str]
+    # Rendered parts derived once per snapshot (see queries); read-only once made.
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -137,6 +144,8 @@ class Snapshot:
     organisations: dict[str, dict[str, Any]]
     # Rendered-response caches keyed by the normalised query; cleared with the snapshot.
     cache: dict[Any, bytes] = field(default_factory=dict)
+    # Other values derived per query (e.g. the models matching a filter); bounded by its users.
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def resolve(self, model: str) -> ModelEntry | None:
         """A model by id or alias."""
@@ -180,13 +189,34 @@ def build_snapshot(version: int, cat: CatalogueFile) -> Snapshot:
 
 
 async def read_snapshot(sessions: async_sessionmaker[AsyncSession]) -> Snapshot:
+    # The documents are read as JSON text and decoded, validated and indexed in a worker thread
+    # (~0.5 s per 1,000 models), so this process keeps answering other requests meanwhile;
+    # callers of CatalogueStore.get still wait for the new snapshot, as before.
     async with sessions() as s:
         state = (await s.execute(select(CatalogueState.version).where(CatalogueState.id == 1))).scalar()
-        orgs = (await s.execute(select(CatalogueOrganisation.doc))).scalars().all()
-        provs = (await s.execute(select(CatalogueProvider.doc))).scalars().all()
-        models = (await s.execute(select(CatalogueModel.doc).order_by(CatalogueModel.position))).scalars().all()
-    cat = CatalogueFile.model_validate({"organisations": list(orgs), "providers": list(provs), "models": list(models)})
-    return build_snapshot(int(state or 0), cat)
+        orgs = (await s.execute(select(cast(CatalogueOrganisation.doc, Text)))).scalars().all()
+        provs = (await s.execute(select(cast(CatalogueProvider.doc, Text)))).scalars().all()
+        models = (await s.execute(
+            select(cast(CatalogueModel.doc, Text)).order_by(CatalogueModel.position))).scalars().all()
+    return await asyncio.to_thread(_snapshot_from_rows, int(state or 0), list(orgs), list(provs), list(models))
+
+
+def _snapshot_from_rows(version: int, orgs: list[str], provs: list[str], models: list[str]) -> Snapshot:
+    # The cyclic GC is paused while the (acyclic) snapshot is built: otherwise the hundreds of
+    # thousands of new objects trigger full collections that take most of the time and hold the
+    # GIL for up to several hundred ms each, stalling the event loop (bench/bench_catalogue.py).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        cat = CatalogueFile.model_validate({
+            "organisations": [json.loads(d) for d in orgs],
+            "providers": [json.loads(d) for d in provs],
+            "models": [json.loads(d) for d in models],
+        })
+        return build_snapshot(version, cat)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class CatalogueStore:
@@ -235,11 +265,37 @@ def detail_dict(d: ParameterDetail) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class OfferParams:
+    """One offer's parameters for one endpoint, derived once per snapshot (read-only)."""
+
+    names: list[str]  # the supported parameters, in catalogue order
+    detail: dict[str, dict[str, Any]]  # detail_dict of every parameter, in catalogue order
+    accepts: frozenset[str]  # the supported parameters and their aliases
+
+
+def offer_params(offer: ProviderOffer, endpoint: str) -> OfferParams:
+    key = ("params", endpoint)
+    got: OfferParams | None = offer.memo.get(key)
+    if got is None:
+        params = offer.spec.parameters.get(endpoint) or {}  # type: ignore[call-overload]
+        names = [n for n, d in params.items() if d.supported]
+        accepts = set(names)
+        for d in params.values():
+            if d.supported:
+                accepts.update(d.aliases)
+        got = offer.memo[key] = OfferParams(names, {n: detail_dict(d) for n, d in params.items()},
+                                            frozenset(accepts))
+    return got
+
+
 def offer_supports(offer: ProviderOffer, endpoint: str, name: str) -> bool:
-    params = offer.spec.parameters.get(endpoint) or {}  # type: ignore[call-overload]
-    if name in params:
-        return params[name].supported
-    return any(name in d.aliases and d.supported for d in params.values())
+    """True when the offer supports ``name`` (a parameter or an alias of one) for ``endpoint``.
+
+    An alias never equals a parameter name of the same offer (schema validation), so a supported
+    name or alias answers True and an unsupported parameter False.
+    """
+    return name in offer_params(offer, endpoint).accepts
 
 
 def is_active(offer: ProviderOffer, endpoint: str) -> bool:
@@ -252,3 +308,11 @@ def price_rules(offer: ProviderOffer) -> list[dict[str, Any]]:
          "price_nanos": r.price_nanos, "currency": "usd", "when": r.when, "plan": r.plan}
         for r in offer.spec.pricing
     ]
+
+
+def offer_pricing(offer: ProviderOffer) -> list[dict[str, Any]]:
+    """``price_rules(offer)`` made once per snapshot, for rendering (read-only)."""
+    got: list[dict[str, Any]] | None = offer.memo.get("pricing")
+    if got is None:
+        got = offer.memo["pricing"] = price_rules(offer)
+    return got

@@ -133,3 +133,52 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
+    _document_validation_errors(app)
+
+
+_FASTAPI_422_REF = "#/components/schemas/HTTPValidationError"
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """Make /openapi.json say what ``_validation_handler`` does.
+
+    FastAPI documents a ``422 {"detail": [...]}`` on every route with parameters, but validation
+    errors are answered with ``400`` and the OpenAI error shape. Replace those 422 entries by that
+    400 (keeping a 400 the route documents itself) and drop FastAPI's unused validation schemas.
+    """
+    from aistats_gateway.http.responses import ErrorResponse
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = generate()
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        replaced = False
+        for item in doc.get("paths", {}).values():
+            for op in item.values():
+                responses = op.get("responses") if isinstance(op, dict) else None
+                if not responses or "422" not in responses:
+                    continue
+                schema = responses["422"].get("content", {}).get("application/json", {}).get("schema", {})
+                if schema.get("$ref") != _FASTAPI_422_REF:
+                    continue  # a 422 the route documents itself
+                del responses["422"]
+                responses.setdefault("400", {
+                    "description": "Invalid request: the error names the parameter in `param`",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+                })
+                replaced = True
+        if replaced:
+            if "ErrorResponse" not in components:
+                defs = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(defs.pop("$defs", {}))
+                components["ErrorResponse"] = defs
+            if _FASTAPI_422_REF.rsplit("/", 1)[1] not in str(doc.get("paths")):
+                components.pop("HTTPValidationError", None)
+                components.pop("ValidationError", None)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
