@@ -137,13 +137,17 @@ def _bootstrap(settings: Settings) -> None:
     if created is None:
         return
     base = f"http://{settings.host}:{settings.port}"
-    err.print("")
-    err.print("[bold]Created your first API key[/bold] (shown once; keep it):")
-    err.print(f"  [cyan]{created.key}[/cyan]")
-    err.print("Try it:")
-    err.print(f'  curl {base}/v1/models?limit=3 -H "Authorization: Bearer {created.key}"')
-    err.print(f'  curl "{base}/v1/videos/models?params=size,duration_seconds" -H "Authorization: Bearer {created.key}"')
-    err.print("")
+    # Plain writes, not Rich: a wrapped line would break the key and the commands when copied.
+    sys.stderr.write(
+        "\nCreated your first API key (shown once; keep it). Its workspace has $10 of credits.\n"
+        f"  {created.key}\n"
+        "Try it:\n"
+        f'  curl "{base}/v1/models?limit=3" -H "Authorization: Bearer {created.key}"\n'
+        f'  curl "{base}/v1/videos/models?params=size,duration_seconds" -H "Authorization: Bearer {created.key}"\n'
+        f'  curl "{base}/v1/batches/models?params=request_endpoint,window" -H "Authorization: Bearer {created.key}"\n'
+        f'  curl {base}/v1/videos -H "Authorization: Bearer {created.key}" -H "Content-Type: application/json" '
+        """-d '{"model": "local/procedural-video", "prompt": "a paper boat", "duration": 4}'\n\n"""
+    )
 
 
 @app.command()

@@ -52,3 +52,4 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     # Our own middleware writes the access log (with request ids and no query strings).
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
