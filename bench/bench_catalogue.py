@@ -634,7 +634,8 @@ def main() -> int:
                     ["first GET /v1/models ms", "healthz meanwhile", "healthz p50 ms", "healthz max ms"]))
         print()
         costs = render_costs(overlay, repeat=30 if args.quick else 100)
-        print("In-process render cost, response cache cleared before each call (no HTTP, no auth)")
+        print("In-process render cost of a query missing the response cache (cache cleared before each call; "
+              "the per-snapshot parts are built by the first call; no HTTP, no auth)")
         print(table([[n, f"{p50:.2f}", f"{p99:.2f}", f"{size / 1000:,.1f}"] for n, p50, p99, size in costs],
                     ["query", "p50 ms", "p99 ms", "body kB"]))
         if start_load > (os.cpu_count() or 1) * 0.5:
