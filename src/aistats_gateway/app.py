@@ -6,9 +6,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -22,13 +23,21 @@ from aistats_gateway.videos.endpoints import router as videos_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
-from aistats_gateway.http.responses import JSONBytes
+from aistats_gateway.http.responses import ErrorResponse, JSONBytes
 from aistats_gateway.settings import Settings
 
 log = logging.getLogger("aistats_gateway")
 
 # Domains add routers and start/stop hooks here (videos, webhooks, batches …).
 Hook = Callable[["GatewayState"], Awaitable[None]]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
 
 
 @dataclass
@@ -100,12 +109,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     errors.install(app)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
-    @app.get("/healthz", tags=["Operations"], summary="The process is up")
+    @app.get("/healthz", tags=["Operations"], summary="The process is up", response_model=Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["Operations"], summary="The database is reachable",
-             responses={503: {"description": "Database unreachable"}})
+    @app.get("/readyz", tags=["Operations"], summary="The database is reachable", response_model=Ready,
+             responses={503: {"model": ErrorResponse, "description": "Database unreachable"}})
     async def readyz(request: Request) -> Response:
         try:
             async with sessions() as s:
