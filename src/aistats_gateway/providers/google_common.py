@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from aistats_gateway.providers import config
+from aistats_gateway.providers import _http, config
 from aistats_gateway.providers.base import (
     ImageInput,
     OutputRef,
@@ -156,12 +156,9 @@ def _details(err: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def retry_after(resp: httpx.Response, err: Mapping[str, Any] | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header, else from a ``google.rpc.RetryInfo`` detail (``"37s"``)."""
-    header = resp.headers.get("retry-after")
-    if header:
-        try:
-            return max(0.0, float(header))
-        except ValueError:
-            pass
+    from_header = _http.retry_after(resp)
+    if from_header is not None:
+        return from_header
     for d in _details(err or {}):
         if str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
             m = _DURATION.match(str(d.get("retryDelay", "")))
@@ -204,25 +201,14 @@ def error(resp: httpx.Response, who: str) -> ProviderError:
 
 async def send(ctx: Any, method: str, url: str, who: str, **kw: Any) -> httpx.Response:
     """One request through the shared client; transport failures → ``unavailable``, ≥400 → :func:`error`."""
-    try:
-        resp = await ctx.http.request(method, url, **kw)
-    except httpx.TimeoutException as e:
-        raise ProviderError("unavailable", f"{who} timed out: {e.__class__.__name__}", code="provider_timeout") from e
-    except httpx.TransportError as e:
-        raise ProviderError("unavailable", f"cannot reach {who}: {e}", code="provider_unreachable") from e
+    resp = await _http.send(ctx.http, method, url, provider=who, **kw)
     if resp.status_code >= 400:
         raise error(resp, who)
     return resp
 
 
 def json_body(resp: httpx.Response, who: str) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError as e:
-        raise ProviderError("upstream", f"{who} returned a body that is not JSON", code="invalid_upstream_response") from e
-    if not isinstance(body, dict):
-        raise ProviderError("upstream", f"{who} returned an unexpected body", code="invalid_upstream_response")
-    return body
+    return _http.json_object(resp, who)
 
 
 # ---------------------------------------------------------------- operations

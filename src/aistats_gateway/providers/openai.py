@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from aistats_gateway.providers import registry
+from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
     CallContext,
     OutputRef,
@@ -38,17 +38,6 @@ def _headers(ctx: CallContext) -> dict[str, str]:
     return {"Authorization": f"Bearer {ctx.api_key or ''}"}
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = resp.headers.get(name)
-        if value:
-            try:
-                return float(value) * scale
-            except ValueError:
-                return None
-    return None
-
-
 def _error(resp: httpx.Response) -> ProviderError:
     message, code = f"OpenAI answered {resp.status_code}", None
     try:
@@ -57,19 +46,15 @@ def _error(resp: httpx.Response) -> ProviderError:
         code = err.get("code")
     except ValueError:
         pass
-    e = error_from_status(resp.status_code, message, code=code, retry_after=_retry_after(resp))
+    e = error_from_status(resp.status_code, message, code=code, retry_after=_http.retry_after(resp))
     if code in ("moderation_blocked", "content_policy_violation"):
         e.kind = "content_policy"
     return e
 
 
 async def _send(ctx: CallContext, method: str, url: str, **kw: Any) -> httpx.Response:
-    try:
-        resp = await ctx.http.request(method, url, headers={**_headers(ctx), **kw.pop("headers", {})}, **kw)
-    except httpx.TimeoutException as e:
-        raise ProviderError("unavailable", f"OpenAI timed out: {e.__class__.__name__}", code="provider_timeout") from e
-    except httpx.TransportError as e:
-        raise ProviderError("unavailable", f"cannot reach OpenAI: {e}", code="provider_unreachable") from e
+    resp = await _http.send(ctx.http, method, url, provider="OpenAI",
+                            headers={**_headers(ctx), **kw.pop("headers", {})}, **kw)
     if resp.status_code >= 400:
         raise _error(resp)
     return resp
@@ -141,13 +126,7 @@ class OpenAIVideo:
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        body = resp.json()
-    except ValueError as e:
-        raise ProviderError("upstream", "OpenAI returned a body that is not JSON", code="invalid_upstream_response") from e
-    if not isinstance(body, dict):
-        raise ProviderError("upstream", "OpenAI returned an unexpected body", code="invalid_upstream_response")
-    return body
+    return _http.json_object(resp, "OpenAI")
 
 
 def _poll_after(resp: httpx.Response) -> float | None:
