@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Awaitable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -27,10 +27,6 @@ from aistats_gateway.http.responses import ErrorResponse, JSONBytes
 from aistats_gateway.settings import Settings
 
 log = logging.getLogger("aistats_gateway")
-
-# Domains add routers and start/stop hooks here (videos, webhooks, batches …).
-Hook = Callable[["GatewayState"], Awaitable[None]]
-
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -57,7 +53,6 @@ class GatewayState:
     jobs: Any = None  # the job engine
     hooks: Any = None  # what happens when a job changes (billing, webhooks)
     webhooks: Any = None  # webhook delivery configuration
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
@@ -75,8 +70,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     from aistats_gateway.db.fastread import FastReader
 
     state.reader = FastReader(engine, settings.db_url)
-    startup: list[Hook] = []
-    shutdown: list[Hook] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,15 +77,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             await sync_catalogue_at_start(state)
         await state.catalogue.get()
         await start_services(state)
-        for hook in startup:
-            await hook(state)
         try:
             yield
         finally:
-            for hook in reversed(shutdown):
-                await hook(state)
             await stop_services(state)
-            await state.reader.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -104,8 +92,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         default_response_class=JSONBytes,
     )
     app.state.gateway = state
-    app.state.startup_hooks = startup
-    app.state.shutdown_hooks = shutdown
     errors.install(app)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
@@ -146,6 +132,10 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.videos.runner import RunnerContext
 
     s = state.settings
+    if state.reader is None:
+        from aistats_gateway.db.fastread import FastReader
+
+        state.reader = FastReader(state.engine, s.db_url)
     state.storage = create_store(s.storage, s.data_dir, {
         "endpoint_url": s.s3_endpoint_url, "bucket": s.s3_bucket, "access_key": s.s3_access_key_id,
         "secret_key": s.s3_secret_access_key, "region": s.s3_region, "prefix": s.s3_prefix,
@@ -154,7 +144,7 @@ async def start_services(state: GatewayState) -> None:
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
-                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds)
+                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader)
     from aistats_gateway.billing import jobs as billing_jobs
     from aistats_gateway.videos.hooks import JobHooks
     from aistats_gateway.webhooks import jobs as webhook_jobs
@@ -187,6 +177,8 @@ async def stop_services(state: GatewayState) -> None:
             await client.aclose()
     if state.storage is not None:
         await state.storage.close()
+    if state.reader is not None:
+        await state.reader.aclose()
 
 
 async def sync_catalogue_at_start(state: GatewayState) -> None:

@@ -6,10 +6,10 @@ Every request reads the key row, so a revoked key stops working at once in every
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 
 from aistats_gateway.auth import keys
 from aistats_gateway.auth.tables import ApiKey
@@ -18,11 +18,6 @@ from aistats_gateway.http.errors import APIError
 bearer = HTTPBearer(auto_error=False, description="An API key: `aistats_v1_sk_<id>_<secret>`")
 # Hash compared when the key id is unknown, so both paths cost the same.
 _DUMMY_HASH = "0" * 64
-
-
-class _Row:
-    def __init__(self, **kw: object) -> None:
-        self.__dict__.update(kw)
 
 
 @dataclass(frozen=True)
@@ -46,7 +41,7 @@ async def require_key(
         raise _unauthorized("Incorrect API key provided.")
     state = request.app.state.gateway
     rows = await state.reader.rows_by(ApiKey.__table__, "id", parsed.key_id)
-    row = _Row(**rows[0]) if rows else None
+    row = SimpleNamespace(**rows[0]) if rows else None
     ok = keys.verify(state.settings.pepper, parsed.secret, row.secret_hash if row else _DUMMY_HASH)
     if row is None or not ok:
         raise _unauthorized("Incorrect API key provided.")

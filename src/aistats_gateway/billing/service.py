@@ -112,7 +112,7 @@ async def finalize(sessions: async_sessionmaker[AsyncSession], job: Any, rules_f
             rules = rules_for(job.provider, job.model)
             params = job.params or {}
             line = pricing.video(rules, seconds=float(seconds), count=count, resolution=params.get("resolution")
-                                 or _size_class(job.size), audio=bool(job.audio), size=job.size)
+                                 or size_class(job.size), audio=bool(job.audio), size=job.size)
             did = await ledger.settle(s, hid, line.nanos)
             lines = [line.as_dict()]
         else:
@@ -126,12 +126,11 @@ async def finalize(sessions: async_sessionmaker[AsyncSession], job: Any, rules_f
         return did
 
 
-def _size_class(size: str | None) -> str | None:
+def size_class(size: str | None) -> str | None:
+    """The resolution class of a ``WxH`` size string (for price rules keyed on resolution)."""
+    from aistats_gateway.videos.validation import size_class as of_dimensions
+
     if not size or "x" not in size:
         return None
     w, h = (int(x) for x in size.split("x", 1))
-    short = min(w, h)
-    for limit, label in ((480, "480p"), (720, "720p"), (1080, "1080p"), (1440, "2K")):
-        if short <= limit:
-            return label
-    return "4K"
+    return of_dimensions(w, h)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, select
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.catalogue import loader
@@ -27,6 +27,8 @@ from aistats_gateway.catalogue.tables import (
 )
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.providers import registry
+
+SYNC_LOCK = 7_340_002  # PostgreSQL advisory lock id that serialises concurrent syncs
 
 # ---- sync -----------------------------------------------------------------------------------
 
@@ -91,15 +93,9 @@ async def _lock_state(s: AsyncSession) -> CatalogueState | None:
     stmt = select(CatalogueState).where(CatalogueState.id == 1)
     if s.bind.dialect.name == "postgresql":
         # Serialise concurrent syncs; the first sync ever creates the row, so also take a lock.
-        await s.execute(select(_advisory_lock()))
+        await s.execute(select(func.pg_advisory_xact_lock(SYNC_LOCK)))
         stmt = stmt.with_for_update()
     return (await s.execute(stmt)).scalar_one_or_none()
-
-
-def _advisory_lock() -> Any:
-    from sqlalchemy import func
-
-    return func.pg_advisory_xact_lock(7_340_002)
 
 
 # ---- snapshot -------------------------------------------------------------------------------

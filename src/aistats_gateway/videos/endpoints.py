@@ -107,7 +107,7 @@ async def list_videos(
 
 @router.get("/{video_id}", response_model=VideoObject, responses=NOT_FOUND, summary="Retrieve a video")
 async def get_video(video_id: str, request: Request, principal: Principal = Depends(require_key)) -> Response:
-    job, outputs = await service.read_owned(_ctx(request).reader, _caller(principal), video_id)
+    job, outputs = await service.get_owned(_ctx(request).runner, _caller(principal), video_id)
     deliveries = await service.webhook_deliveries(_ctx(request).runner, job) if job.webhook else None
     return JSONBytes(_video(request, job, outputs, deliveries), headers=_poll_headers(job))
 

@@ -29,9 +29,10 @@ class JobHooks:
         s = self.state.settings
         return s.public_base_url or f"http://{s.host}:{s.port}"
 
-    def rules_for(self, provider_id: str | None, model_id: str) -> list[Any]:
-        snap = self.state.catalogue._snapshot  # the current snapshot; refreshed by requests
-        entry = snap.by_id.get(model_id) if snap else None
+    @staticmethod
+    def _rules(snap: Any, provider_id: str | None, model_id: str) -> list[Any]:
+        """The catalogue's price rules of this model at this provider."""
+        entry = snap.by_id.get(model_id)
         for o in entry.offers if entry else []:
             if o.provider_id == provider_id:
                 return list(o.spec.pricing)
@@ -52,9 +53,9 @@ class JobHooks:
         job, _ = await self._load(job_id)
         if job is None or job.status not in TERMINAL:
             return
-        await self.state.catalogue.get()
+        snap = await self.state.catalogue.get()
         try:
-            await billing.finalize(self.state.sessions, job, self.rules_for)
+            await billing.finalize(self.state.sessions, job, lambda p, m: self._rules(snap, p, m))
         except Exception:  # noqa: BLE001 - the billing sweep retries
             log.exception("billing finalize failed", extra={"video_id": job_id})
         await self.event(job_id, f"video.{job.status}", None)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
+from aistats_gateway.providers import config as provider_config
+from aistats_gateway.providers import registry
 from aistats_gateway.videos import signing
 from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
 
@@ -16,11 +19,13 @@ def ts(value: dt.datetime | None) -> int | None:
 
 
 def poll_after_seconds(job: VideoJob) -> int:
+    """How long a client should wait before polling again: the provider's own poll interval."""
     if job.status in TERMINAL:
         return 0
-    if job.provider == "local":
-        return 1
-    return 5 if job.status == "queued" else 10
+    adapter = registry.adapter_for(job.provider or "", "video.generation")
+    if adapter is None:
+        return 5
+    return max(1, math.ceil(provider_config.timing(job.provider or "", adapter).poll_interval))
 
 
 def _billing(job: VideoJob) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class RunnerContext:
     data_dir: Path
     worker_id: str = field(default_factory=lambda: "w_" + secrets.token_hex(6))
     lease_seconds: float = LEASE_SECONDS
+    reader: Any = None  # db.fastread.FastReader, for reads outside a transaction
     on_status: list[StatusHook] = field(default_factory=list)
     on_progress: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
 

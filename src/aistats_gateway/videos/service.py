@@ -170,7 +170,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     sample_count = int(plan.values.get("sample_count") or 1)
     audio = bool(plan.values.get("generate_audio"))
     estimate = billing.estimate_video(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
-                                      resolution=plan.resolution or billing._size_class(f"{plan.width}x{plan.height}"),
+                                      resolution=plan.resolution or validation.size_class(plan.width, plan.height),
                                       audio=audio, size=f"{plan.width}x{plan.height}")
     job = VideoJob(
         id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id, model=plan.model.spec.model_id,
@@ -275,39 +275,33 @@ async def _discard(rctx: RunnerContext, job_id: str) -> None:
         await rctx.storage.delete_prefix(f"videos/{job_id}/")
 
 
-async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
-    async with rctx.sessions() as s:
-        job = await s.get(VideoJob, video_id) if _possible_id(video_id) else None
-        if job is None or job.workspace_id != caller.workspace_id or job.deleted_at is not None:
-            raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
-        outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
-    return job, outputs
-
-
-async def read_owned(reader: Any, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
-    """``get_owned`` on the lean read path (no ORM session)."""
+async def _read(reader: Any, video_id: str) -> tuple[VideoJob, list[VideoOutput]] | None:
+    """A job and (when completed) its outputs, on the lean read path; None when unknown or deleted."""
     if not _possible_id(video_id):
-        raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+        return None
     jobs = await reader.rows_by(VideoJob.__table__, "id", video_id)
     job = VideoJob(**jobs[0]) if jobs else None
-    if job is None or job.workspace_id != caller.workspace_id or job.deleted_at is not None:
-        raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+    if job is None or job.deleted_at is not None:
+        return None
     outs = await reader.rows_by(VideoOutput.__table__, "job_id", video_id) if job.status == "completed" else []
     return job, [VideoOutput(**o) for o in outs]
+
+
+async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
+    found = await _read(rctx.reader, video_id)
+    if found is None or found[0].workspace_id != caller.workspace_id:
+        raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
+    return found
+
+
+async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob, list[VideoOutput]] | None:
+    """For signed links: the job whoever owns it (the signature is the authorisation)."""
+    return await _read(rctx.reader, video_id)
 
 
 async def webhook_deliveries(rctx: RunnerContext, job: VideoJob) -> list[dict[str, Any]]:
     async with rctx.sessions() as s:
         return await webhooks.for_job(s, job.id)
-
-
-async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob, list[VideoOutput]] | None:
-    async with rctx.sessions() as s:
-        job = await s.get(VideoJob, video_id) if _possible_id(video_id) else None
-        if job is None or job.deleted_at is not None:
-            return None
-        outputs = list((await s.execute(select(VideoOutput).where(VideoOutput.job_id == video_id))).scalars())
-    return job, outputs
 
 
 def parse_statuses(values: list[str]) -> list[str]:

@@ -58,7 +58,8 @@ def _norm_resolution(value: str) -> str:
     raise bad_request(f"Invalid resolution {value!r}; allowed: {', '.join(RESOLUTIONS)}.", "resolution")
 
 
-def _size_class(width: int, height: int) -> str:
+def size_class(width: int, height: int) -> str:
+    """The gateway resolution a WxH size falls in (by its short side)."""
     short = min(width, height)
     for limit, label in ((480, "480p"), (720, "720p"), (1080, "1080p"), (1440, "2K")):
         if short <= limit:
@@ -233,7 +234,7 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
         offers = _filter(offers, "duration", duration, "seconds" if req.seconds is not None else "duration")
     if size_wh is not None:
         w, h = size_wh
-        offers = _filter(offers, "resolution", _size_class(w, h), "size")
+        offers = _filter(offers, "resolution", size_class(w, h), "size")
         offers = _filter_ratio(offers, w, h)
     if resolution is not None:
         offers = _filter(offers, "resolution", resolution, "resolution")
@@ -271,16 +272,10 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
         width, height = size_wh
     else:
         try:
-            width, height = render.resolve_dimensions(_render_resolution(resolution), aspect, None)
+            width, height = render.resolve_dimensions(resolution, aspect, None)
         except ValueError as e:
             raise bad_request(str(e), "resolution") from None
     return Plan(entry, offers, req.prompt, duration, width, height, resolution, aspect, req.size, values, pp)
-
-
-def _render_resolution(resolution: str | None) -> str | None:
-    if resolution is None:
-        return None
-    return resolution if resolution.lower() in ("480p", "720p", "1080p", "1k", "2k", "4k") else resolution
 
 
 def _filter_ratio(offers: list[ProviderOffer], width: int, height: int) -> list[ProviderOffer]:
