@@ -20,6 +20,7 @@ from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.billing.endpoints import router as billing_router
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
 from aistats_gateway.videos.endpoints import router as videos_router
+from aistats_gateway.files import endpoints as files_endpoints
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
@@ -93,7 +94,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     )
     app.state.gateway = state
     errors.install(app)
-    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       own_limit_paths=files_endpoints.UPLOAD_PATHS)
 
     @app.get("/healthz", tags=["Operations"], summary="The process is up", response_model=Health)
     async def healthz() -> dict[str, str]:
@@ -118,6 +120,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
 
     app.include_router(catalogue_router)
     app.include_router(videos_router)
+    app.include_router(files_endpoints.router)  # before any /v1/batches/{id} router
     app.include_router(billing_router)
     return app
 
@@ -147,6 +150,7 @@ async def start_services(state: GatewayState) -> None:
                                  data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader)
     from aistats_gateway.billing import jobs as billing_jobs
     from aistats_gateway.videos.hooks import JobHooks
+    from aistats_gateway.files import jobs as files_jobs
     from aistats_gateway.webhooks import jobs as webhook_jobs
     from aistats_gateway.webhooks import service as webhook_service
 
@@ -157,7 +161,7 @@ async def start_services(state: GatewayState) -> None:
     state.runner.on_status.append(state.hooks.on_status)
     state.runner.on_progress.append(state.hooks.on_progress)
     sources = [video_jobs.source(state.runner), billing_jobs.source(state, state.hooks),
-               webhook_jobs.source(state, state.webhooks)]
+               webhook_jobs.source(state, state.webhooks), files_jobs.source(state)]
     if s.is_sqlite:
         state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
     else:

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field(default="10,60,300,900,2400",
                                         description="Seconds before each retry; attempts = entries + 1")
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Files API (/v1/files): upload size limit, batch-file bounds and the default expiry of batch files.
+    files_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Largest file upload (413 above)")
+    files_batch_max_lines: int = Field(default=50_000, ge=1, description="Most requests in a batch file")
+    files_batch_max_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
+                                            description="Longest line of a batch file")
+    files_batch_expires_seconds: int = Field(default=30 * 24 * 3600, ge=0,
+                                             description="Default lifetime of purpose=batch files (0 = keep)")
 
     @field_validator("webhook_retry_schedule")
     @classmethod

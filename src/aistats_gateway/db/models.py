@@ -8,6 +8,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueProvider,
     CatalogueState,
 )
+from aistats_gateway.files.tables import StoredFile
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
@@ -20,6 +21,7 @@ __all__ = [
     "Hold",
     "LedgerEntry",
     "RateCounter",
+    "StoredFile",
     "VideoJob",
     "VideoOutput",
     "WebhookDelivery",

@@ -37,10 +37,12 @@ class _TooLarge(Exception):
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int,
+                 own_limit_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        self.own_limit_paths = own_limit_paths  # POST routes that enforce their own body limit (uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,6 +67,10 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
+        if scope.get("method") == "POST" and scope.get("path") in self.own_limit_paths:
+            await self.app(scope, receive, send_wrapper)
+            self._record(scope, status, start, request_id)
+            return
         length = _header(scope, b"content-length")
         if length and length.isdigit() and int(length) > self.max_body:
             status = await self._send_413(send, rid_header)
