@@ -211,7 +211,7 @@ def test_expires_after_and_the_sweep(gateway: Gateway, client: openai.OpenAI) ->
     async def expire(sessions: Any) -> None:
         async with sessions() as s, s.begin():
             await s.execute(update(StoredFile).where(StoredFile.id == f.id).values(
-                expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+                expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
 
     run_async(expire, gateway.settings)
     with pytest.raises(openai.NotFoundError):
@@ -434,11 +434,11 @@ def test_abandoned_upload_rows_are_swept(gateway: Gateway) -> None:
             from aistats_gateway.auth.tables import ApiKey
 
             ws = (await s.execute(select(ApiKey.workspace_id).where(ApiKey.id == k.split("_")[3]))).scalar_one()
-            old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=service.UPLOAD_STALE_SECONDS + 5)
+            old = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=service.UPLOAD_STALE_SECONDS + 5)
             fid = service.new_id()
             s.add(StoredFile(id=fid, workspace_id=ws, key_id=None, filename="x", purpose="", status="uploading",
                              bytes=0, storage_key=f"files/{fid}", created_at=old, updated_at=old))
-            return fid
+            return str(fid)
 
     fid = run_async(orphan, gateway.settings)
     blob_of(gateway, fid).parent.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,7 @@ class JsonlValidator:
             data = bytes(self._buf) + chunk
             self._buf.clear()
             self._started = True
-            chunk = data[len(_BOM):] if data.startswith(_BOM) else data
+            chunk = data.removeprefix(_BOM)
         start = 0
         while True:
             nl = chunk.find(b"\n", start)

@@ -195,7 +195,7 @@ async def delete_owned(ctx: FilesContext, workspace_id: str, file_id: str) -> No
         raise not_found(file_id)  # deleted (or swept) by someone else meanwhile
     try:
         await _remove(ctx, row.id)
-    except Exception:  # noqa: BLE001 - the row stays 'deleting'; the sweep retries
+    except Exception:
         log.warning("file blob not removed yet; the sweep will retry", exc_info=True, extra={"file_id": row.id})
 
 

@@ -26,7 +26,14 @@ from starlette.requests import ClientDisconnect, Request
 
 from aistats_gateway.files import service
 from aistats_gateway.files.jsonl import BatchFileError, BatchFileStats, JsonlValidator
-from aistats_gateway.files.multipart import Data, FormStream, MalformedForm, PartEnd, PartStart, boundary_of
+from aistats_gateway.files.multipart import (
+    Data,
+    FormStream,
+    MalformedForm,
+    PartEnd,
+    PartStart,
+    boundary_of,
+)
 from aistats_gateway.files.service import FilesContext
 from aistats_gateway.files.tables import StoredFile
 from aistats_gateway.http.errors import APIError, bad_request
