@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 
 from aistats_gateway.files.tables import StoredFile
 from tests.support.gateway import Gateway, run_async, running_gateway
+from tests.test_storage import s3_server  # noqa: F401  (the moto server fixture)
 
 SMALL_LIMIT = 64 * 1024
 
@@ -489,3 +490,43 @@ def test_large_upload_and_download_stay_in_bounded_memory(gateway: Gateway) -> N
     assert r.json()["bytes"] == size and received == size and got.hexdigest() == digest.hexdigest()
     assert upload_peak < 16 * 1024 * 1024, upload_peak
     assert download_peak < 16 * 1024 * 1024, download_peak
+
+
+# -- S3 blob storage ----------------------------------------------------------------------------
+
+def test_files_on_s3_storage(s3_server: dict[str, str], tmp_path: Path) -> None:
+    """The same flow with AISTATS_STORAGE=s3 (a moto server): multipart upload of a 20 MiB file,
+    ranged reads, deletion, and a refused upload that leaves no object behind."""
+    import asyncio
+
+    from aistats_gateway.storage import S3BlobStore
+
+    prefix = f"files-{int(time.time() * 1000)}/"
+    with running_gateway("sqlite", tmp_path, storage="s3", s3_endpoint_url=s3_server["endpoint_url"],
+                         s3_bucket=s3_server["bucket"], s3_access_key_id=s3_server["access_key"],
+                         s3_secret_access_key=s3_server["secret_key"], s3_prefix=prefix,
+                         files_max_bytes=24 * 1024 * 1024) as gw:
+        k, api, sdk = fresh(gw)
+        data = bytes(range(256)) * (80 * 1024)  # 20 MiB: more than one 8 MiB part
+        f = sdk.files.create(file=("big.bin", data), purpose="user_data")
+        assert f.bytes == len(data)
+        assert sdk.files.content(f.id).read() == data
+        r = api.get(f"/v1/files/{f.id}/content", headers={"Range": "bytes=9000000-9000099"})
+        assert r.status_code == 206 and r.content == data[9000000:9000100]
+        assert r.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+        with pytest.raises(openai.APIStatusError) as e:
+            sdk.files.create(file=("huge.bin", data + data), purpose="user_data")
+        assert e.value.status_code == 413
+        refused = [r for r in rows_of(gw) if r.id != f.id]
+        assert refused == []
+        sdk.files.delete(f.id)
+        assert not (gw.data_dir / "blobs" / "files").exists()  # nothing went to the local disk
+
+        async def objects() -> list[str]:
+            store = S3BlobStore(**s3_server, prefix=prefix)
+            try:
+                return [key for key in ("files/" + f.id,) if await store.stat(key) is not None]
+            finally:
+                await store.close()
+
+        assert asyncio.run(objects()) == []

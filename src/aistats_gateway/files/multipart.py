@@ -4,7 +4,8 @@ Invariants: the body is never held whole. :class:`FormStream` feeds each receive
 python-multipart's streaming parser and hands out :class:`PartStart`, :class:`Data` and
 :class:`PartEnd` events, then ``None`` at the end; only the events of one received chunk are
 buffered. A body that ends before the closing boundary, a malformed part or too many parts raise
-:class:`MalformedForm` (the caller answers 400). :meth:`FormStream.drain` reads and discards what
+:class:`MalformedForm` (the caller answers 400); more than ``max_body_bytes`` in all (a huge
+preamble, say) raises :class:`BodyTooLarge`. :meth:`FormStream.drain` reads and discards what
 the client is still sending (bounded), so an early error reaches a client that writes its whole
 body before it reads the answer.
 """
@@ -18,11 +19,15 @@ from dataclasses import dataclass
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["Data", "FormStream", "MalformedForm", "PartEnd", "PartStart", "boundary_of"]
+__all__ = ["BodyTooLarge", "Data", "FormStream", "MalformedForm", "PartEnd", "PartStart", "boundary_of"]
 
 
 class MalformedForm(ValueError):
     """The body is not well-formed multipart/form-data."""
+
+
+class BodyTooLarge(ValueError):
+    """The body went past ``max_body_bytes`` (whatever its parts hold)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,10 @@ def boundary_of(content_type: str) -> bytes | None:
 
 
 class FormStream:
-    def __init__(self, stream: AsyncIterator[bytes], boundary: bytes, *, max_parts: int = 16,
-                 max_header_bytes: int = 8192) -> None:
+    def __init__(self, stream: AsyncIterator[bytes], boundary: bytes, *, max_body_bytes: float = float("inf"),
+                 max_parts: int = 16, max_header_bytes: int = 8192) -> None:
         self._stream = stream
+        self._max_body = max_body_bytes
         self._events: deque[Event] = deque()
         self._parts = 0
         self._max_parts = max_parts
@@ -157,12 +163,15 @@ class FormStream:
                 return None
             if chunk:
                 self.received += len(chunk)
+                if self.received > self._max_body:
+                    raise BodyTooLarge(f"The request body is larger than {self._max_body} bytes.")
                 return chunk
         return None
 
     async def drain(self, budget: int) -> bool:
         """Discard the rest of the body, reading at most ``budget`` more bytes; True if it ended."""
         self._events.clear()
+        self._max_body = float("inf")
         limit = self.received + budget
         while self.received <= limit:
             try:

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from aistats_gateway.files import service
 from aistats_gateway.files.jsonl import BatchFileError, BatchFileStats, JsonlValidator
 from aistats_gateway.files.multipart import (
+    BodyTooLarge,
     Data,
     FormStream,
     MalformedForm,
@@ -78,10 +79,13 @@ async def receive(ctx: FilesContext, request: Request, workspace_id: str, key_id
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > ctx.max_bytes + FORM_OVERHEAD:
         raise too_large(ctx.max_bytes)
-    up = _Upload(ctx, workspace_id, key_id, FormStream(request.stream(), boundary))
+    form = FormStream(request.stream(), boundary, max_body_bytes=ctx.max_bytes + FORM_OVERHEAD)
+    up = _Upload(ctx, workspace_id, key_id, form)
     try:
         try:
             return await _receive(up)
+        except BodyTooLarge:
+            raise too_large(ctx.max_bytes) from None
         except ClientDisconnect:
             raise APIError(400, "The client disconnected before the upload finished.", param="file",
                            code="upload_incomplete") from None
