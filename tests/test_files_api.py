@@ -530,3 +530,48 @@ def test_files_on_s3_storage(s3_server: dict[str, str], tmp_path: Path) -> None:
                 await store.close()
 
         assert asyncio.run(objects()) == []
+
+
+def test_missing_blob_is_a_clean_500(gateway: Gateway) -> None:
+    _, api, sdk = fresh(gateway)
+    f = sdk.files.create(file=("lost.txt", b"will vanish"), purpose="user_data")
+    blob_of(gateway, f.id).unlink()
+    r = api.get(f"/v1/files/{f.id}/content")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "file_content_unavailable"
+    assert api.delete(f"/v1/files/{f.id}").json()["deleted"] is True  # still deletable
+
+
+def test_upload_swept_mid_write_leaves_no_blob(gateway: Gateway) -> None:
+    """The sweep took an upload's row while its bytes were still arriving: the late blob is removed
+    with the failed upload, and finishing it is refused."""
+    from aistats_gateway.files import service
+    from aistats_gateway.storage import LocalBlobStore
+
+    k, _, _ = fresh(gateway)
+
+    async def scenario(sessions: Any) -> tuple[bool, int, bool, bool]:
+        from aistats_gateway.auth.tables import ApiKey
+
+        store = LocalBlobStore(gateway.data_dir / "blobs")
+        ctx = service.FilesContext(sessions, store, 1024, 10, 1024, 0)
+        async with sessions() as s:
+            ws = (await s.execute(select(ApiKey.workspace_id).where(ApiKey.id == k.split("_")[3]))).scalar_one()
+        row = await service.begin(ctx, ws, None, "late.bin", "user_data")
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=service.UPLOAD_STALE_SECONDS + 1)
+        swept = await service.sweep_one(ctx, row.id, now=later)
+
+        async def chunks() -> Any:
+            yield b"late bytes"
+
+        await store.put_stream(row.storage_key, chunks(), content_type="application/octet-stream")
+        status = 0
+        try:
+            await service.finish(ctx, row, purpose="user_data", size=10, sha256=None, expires_at=None, stats=None)
+        except service.APIError as e:
+            status = e.status
+        await service.discard(ctx, row)
+        async with sessions() as s:
+            left = await s.get(StoredFile, row.id)
+        return swept, status, await store.stat(row.storage_key) is None, left is None
+
+    assert run_async(scenario, gateway.settings) == (True, 409, True, True)

@@ -60,6 +60,7 @@ async def serve(request: Request, ctx: FilesContext, row: StoredFile) -> Respons
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
+    await service.check_content(ctx, row)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=MEDIA_TYPE)
 

@@ -122,6 +122,16 @@ def open_content(ctx: FilesContext, row: StoredFile, start: int = 0, end: int | 
     return ctx.storage.open_range(row.storage_key, start, end)  # type: ignore[no-any-return]
 
 
+async def check_content(ctx: FilesContext, row: StoredFile) -> None:
+    """A 500 before any byte is sent when the blob is missing or not the size recorded."""
+    info = await ctx.storage.stat(row.storage_key)
+    if info is None or info.size != row.bytes:
+        log.error("file content missing or wrong size in the blob store",
+                  extra={"file_id": row.id, "key": row.storage_key, "stored": info.size if info else None,
+                         "expected": row.bytes})
+        raise APIError(500, "The file's content is not available.", code="file_content_unavailable")
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 async def begin(ctx: FilesContext, workspace_id: str, key_id: str | None, filename: str,
@@ -164,12 +174,18 @@ async def finish(ctx: FilesContext, row: StoredFile, *, purpose: str, size: int,
     return fresh
 
 
-async def discard(ctx: FilesContext, file_id: str) -> None:
-    """Forget an unfinished or failed upload: its row goes to ``deleting``, then blob and row go."""
+async def discard(ctx: FilesContext, row: StoredFile) -> None:
+    """Forget an unfinished or failed upload: its row goes to ``deleting``, then blob and row go.
+
+    The blob is deleted by key even when the row is already gone (swept while the bytes were still
+    arriving), so a late write never outlives its row.
+    """
     async with ctx.sessions() as s, s.begin():
-        await s.execute(update(StoredFile).where(StoredFile.id == file_id, StoredFile.status == "uploading")
+        await s.execute(update(StoredFile).where(StoredFile.id == row.id, StoredFile.status == "uploading")
                         .values(status="deleting", updated_at=utcnow()))
-    await _remove(ctx, file_id)
+    await ctx.storage.delete(row.storage_key)
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(delete(StoredFile).where(StoredFile.id == row.id, StoredFile.status == "deleting"))
 
 
 async def store_stream(ctx: FilesContext, workspace_id: str, *, filename: str, purpose: str,
@@ -182,7 +198,7 @@ async def store_stream(ctx: FilesContext, workspace_id: str, *, filename: str, p
         return await finish(ctx, row, purpose=purpose, size=info.size, sha256=info.sha256, expires_at=expires_at,
                             stats=None)
     except BaseException:
-        await discard(ctx, row.id)
+        await discard(ctx, row)
         raise
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from aistats_gateway.files.service import FilesContext
 from aistats_gateway.files.tables import StoredFile
 from aistats_gateway.http.errors import APIError, bad_request
 
+log = logging.getLogger("aistats_gateway.files")
 CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 4096
 MAX_FILENAME_CHARS = 512
@@ -91,7 +93,10 @@ async def receive(ctx: FilesContext, request: Request, workspace_id: str, key_id
                            code="upload_incomplete") from None
     except BaseException as exc:
         if up.row is not None:
-            await asyncio.shield(service.discard(ctx, up.row.id))
+            try:
+                await asyncio.shield(service.discard(ctx, up.row))
+            except Exception:  # noqa: BLE001 - the sweep removes what is left; answer the real error
+                log.warning("discarding a failed upload failed", exc_info=True, extra={"file_id": up.row.id})
         if isinstance(exc, APIError):
             await up.form.drain(ctx.max_bytes + FORM_OVERHEAD)
         raise
