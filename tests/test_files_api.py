@@ -494,7 +494,7 @@ def test_large_upload_and_download_stay_in_bounded_memory(gateway: Gateway) -> N
 
 # -- S3 blob storage ----------------------------------------------------------------------------
 
-def test_files_on_s3_storage(s3_server: dict[str, str], tmp_path: Path) -> None:
+def test_files_on_s3_storage(s3_server: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     """The same flow with AISTATS_STORAGE=s3 (a moto server): multipart upload of a 20 MiB file,
     ranged reads, deletion, and a refused upload that leaves no object behind."""
     import asyncio
@@ -506,7 +506,7 @@ def test_files_on_s3_storage(s3_server: dict[str, str], tmp_path: Path) -> None:
                          s3_bucket=s3_server["bucket"], s3_access_key_id=s3_server["access_key"],
                          s3_secret_access_key=s3_server["secret_key"], s3_prefix=prefix,
                          files_max_bytes=24 * 1024 * 1024) as gw:
-        k, api, sdk = fresh(gw)
+        _, api, sdk = fresh(gw)
         data = bytes(range(256)) * (80 * 1024)  # 20 MiB: more than one 8 MiB part
         f = sdk.files.create(file=("big.bin", data), purpose="user_data")
         assert f.bytes == len(data)
