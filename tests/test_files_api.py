@@ -26,9 +26,17 @@ from tests.test_storage import s3_server  # noqa: F401  (the moto server fixture
 SMALL_LIMIT = 64 * 1024
 
 
+BODIES: dict[str, dict[str, Any]] = {
+    "chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "messages": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
+    "responses": {"input": "hi"}, "embeddings": {"input": ["a", "b"]}, "moderations": {"input": "hi"},
+    "images/generations": {"prompt": "a cat"},
+}
+
+
 def row(cid: str, url: str = "/v1/chat/completions", **extra: Any) -> dict[str, Any]:
-    body = extra.pop("body", {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": cid}]})
-    return {"custom_id": cid, "method": "POST", "url": url, "body": body, **extra}
+    default = {"model": "openai/gpt-4o-mini", **BODIES.get(url.removeprefix("/v1/").removeprefix("/"), {})}
+    return {"custom_id": cid, "method": "POST", "url": url, "body": extra.pop("body", default), **extra}
 
 
 def jsonl(*rows: Any) -> bytes:

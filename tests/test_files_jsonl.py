@@ -9,16 +9,24 @@ import orjson
 import pytest
 
 from aistats_gateway.files.jsonl import (
+    ENDPOINTS,
     BatchFileError,
     JsonlValidator,
     normalize_endpoint,
     validate_rows,
 )
 
+BODIES: dict[str, dict[str, Any]] = {
+    "chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "messages": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
+    "responses": {"input": "hi"}, "embeddings": {"input": ["a", "b"]}, "moderations": {"input": "hi"},
+    "images/generations": {"prompt": "a cat"},
+}
+
 
 def row(cid: str, url: str = "/v1/chat/completions", **extra: Any) -> dict[str, Any]:
-    body = extra.pop("body", {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": cid}]})
-    return {"custom_id": cid, "method": "POST", "url": url, "body": body, **extra}
+    default = {"model": "openai/gpt-4o-mini", **BODIES.get(url.removeprefix("/v1/").removeprefix("/"), {})}
+    return {"custom_id": cid, "method": "POST", "url": url, "body": extra.pop("body", default), **extra}
 
 
 def jsonl(*rows: Any, end: bytes = b"\n") -> bytes:
@@ -40,7 +48,7 @@ def error(data: bytes, chunk: int | None = None, **kw: Any) -> BatchFileError:
 
 
 def test_valid_file_any_chunking() -> None:
-    data = jsonl(row("a"), row("b", body={"model": "m2", "messages": []}), row("ü" * 10))
+    data = jsonl(row("a"), row("b", body={"model": "m2", "messages": [{"role": "user", "content": "x"}]}), row("ü" * 10))
     for chunk in (None, 1, 2, 3, 7, 64):
         stats = check(data, chunk)
         assert (stats.lines, stats.endpoint) == (3, "/v1/chat/completions")
@@ -64,7 +72,13 @@ def test_bom_crlf_no_final_newline_and_trailing_blank_lines() -> None:
     (jsonl(row("a", url="/v1/videos")), 1, ["/v1/videos", "not supported"]),
     (jsonl(row("a", body=[1, 2])), 1, ["body", "object"]),
     (jsonl({k: v for k, v in row("a").items() if k != "body"}), 1, ["body", "missing"]),
-    (jsonl(row("a", body={"model": "m", "stream": True})), 1, ["stream"]),
+    (jsonl(row("a", body={"model": "m", "messages": [1], "stream": True})), 1, ["stream"]),
+    (jsonl(row("a", body={"model": "m"})), 1, ["'body.messages' is missing", "/v1/chat/completions"]),
+    (jsonl(row("a", body={"model": "m", "messages": []})), 1, ["'body.messages' must be a non-empty array"]),
+    (jsonl(row("a", url="/v1/responses", body={"model": "m"})), 1, ["'body.input' is missing"]),
+    (jsonl(row("a", url="/v1/embeddings", body={"model": "m"})), 1, ["'body.input' is missing"]),
+    (jsonl(row("a", url="/v1/images/generations", body={"prompt": 3})), 1, ["'body.prompt' must be"]),
+    (jsonl(row("a", body={"model": 3, "messages": [1]})), 1, ["'body.model' must be a non-empty string"]),
     (jsonl(row("a"), b"[1, 2]"), 2, ["JSON object"]),
     (jsonl(row("x" * 513)), 1, ["512 bytes"]),
     (jsonl(row("")), 1, ["non-empty"]),
@@ -96,18 +110,24 @@ def test_custom_id_limit_is_bytes_not_characters() -> None:
 def test_max_lines_and_max_line_bytes() -> None:
     e = error(jsonl(row("a"), row("b"), row("c")), max_lines=2)
     assert (e.line, e.code) == (3, "batch_too_many_rows")
-    long = row("big", body={"model": "m", "input": "x" * 5000})
+    long = row("big", body={"model": "m", "messages": ["x" * 5000]})
     e = error(jsonl(row("a"), long), 100, max_line_bytes=2048)
     assert (e.line, e.code) == (2, "batch_line_too_large")
 
 
 def test_buffer_holds_at_most_one_line() -> None:
     v = JsonlValidator(max_line_bytes=4096)
-    line = orjson.dumps(row("a", body={"model": "m", "input": "y" * 1000})) + b"\n"
+    line = orjson.dumps(row("a", body={"model": "m", "messages": ["y" * 1000]})) + b"\n"
     for i in range(200):
         v.feed(line.replace(b'"a"', f'"r{i}"'.encode()))
         assert len(v._buf) < len(line)
     assert v.finish().lines == 200
+
+
+def test_every_endpoint_with_its_minimal_body() -> None:
+    for url in ENDPOINTS:
+        assert check(jsonl(row("a", url=url), row("b", url=url))).endpoint == url
+    assert check(jsonl(row("a", body={"messages": [{"role": "user", "content": "x"}]}))).models == []
 
 
 def test_endpoints_with_or_without_v1() -> None:

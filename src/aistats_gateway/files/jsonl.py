@@ -9,7 +9,9 @@ service for inline ``requests[]`` (:func:`validate_rows`). Invariants:
   first error stops validation (:class:`BatchFileError`).
 * Rules: each line is a JSON object with a non-empty string ``custom_id`` of at most 512 UTF-8
   bytes, unique in the file; ``method`` ``"POST"``; ``url`` one of :data:`ENDPOINTS` (written with
-  or without ``/v1``); a JSON object ``body`` without ``stream: true``; one endpoint per file.
+  or without ``/v1``); a JSON object ``body`` without ``stream: true`` holding what its endpoint
+  cannot do without (``messages`` for chat and messages, ``input`` for responses, embeddings and
+  moderations, ``prompt`` for images; ``model``, when given, a string); one endpoint per file.
   Blank lines are allowed only at the end; a UTF-8 byte order mark at the start is ignored;
   ``\\r\\n`` line ends are accepted. Unknown keys on a line are ignored, as OpenAI does.
 """
@@ -216,6 +218,7 @@ class JsonlValidator:
             raise BatchFileError(line, "'body' must be a JSON object.")
         if body.get("stream") is True:
             raise BatchFileError(line, "'body.stream' must not be true in a batch.")
+        _check_body(endpoint, body, line)
         digest = hashlib.blake2b(encoded, digest_size=16).digest()
         first = self._seen.get(digest)
         if first is not None:
@@ -229,6 +232,31 @@ class JsonlValidator:
             else:
                 self.stats.models_truncated = True
         self.stats.lines += 1
+
+
+# What each endpoint's body cannot do without (the rest is checked when the row runs).
+_REQUIRED: dict[str, tuple[str, str]] = {
+    "/v1/chat/completions": ("messages", "list"),
+    "/v1/messages": ("messages", "list"),
+    "/v1/responses": ("input", "any"),
+    "/v1/embeddings": ("input", "any"),
+    "/v1/moderations": ("input", "any"),
+    "/v1/images/generations": ("prompt", "str"),
+}
+
+
+def _check_body(endpoint: str, body: dict[str, Any], line: int) -> None:
+    name, kind = _REQUIRED[endpoint]
+    value = body.get(name)
+    if value is None:
+        raise BatchFileError(line, f"'body.{name}' is missing; a {endpoint} request needs it.")
+    if kind == "list" and (not isinstance(value, list) or not value):
+        raise BatchFileError(line, f"'body.{name}' must be a non-empty array.")
+    if kind == "str" and (not isinstance(value, str) or not value):
+        raise BatchFileError(line, f"'body.{name}' must be a non-empty string.")
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise BatchFileError(line, "'body.model' must be a non-empty string.")
 
 
 def validate_rows(rows: Iterable[Mapping[str, Any]], *, endpoint: str | None = None,
