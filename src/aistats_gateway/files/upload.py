@@ -6,7 +6,9 @@ Invariants:
   arrives (counted, hashed by the store, fed to the JSONL validator); small fields are capped.
 * The size limit is the ``file`` part's bytes (``AISTATS_FILES_MAX_BYTES``): above it the upload
   stops at once with 413 ``param: "file"``; a Content-Length that cannot fit is refused before any
-  byte is read.
+  byte is stored. After any error the rest of the body is read and dropped (up to the limit, at
+  least 16 MiB) so that clients which send everything before reading get the answer; a body
+  declared larger than that is not read at all.
 * Nothing is left behind: a failed, refused or disconnected upload aborts the blob write and
   deletes its ``uploading`` row (a crash leaves a row the sweep removes).
 * ``purpose=batch`` files are validated line by line while they stream in (or, when ``purpose``
@@ -45,6 +47,7 @@ CHUNK = 256 * 1024
 MAX_FIELD_BYTES = 4096
 MAX_FILENAME_CHARS = 512
 FORM_OVERHEAD = 1024 * 1024  # room for boundaries, part headers and the small fields
+DRAIN_MIN_BYTES = 16 * 1024 * 1024  # after an error, read and drop at least this much of the rest
 FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
 
 
@@ -78,13 +81,14 @@ async def receive(ctx: FilesContext, request: Request, workspace_id: str, key_id
     if boundary is None:
         raise APIError(415, "Upload files as multipart/form-data with the fields 'file' and 'purpose'.",
                        code="unsupported_media_type")
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > ctx.max_bytes + FORM_OVERHEAD:
-        raise too_large(ctx.max_bytes)
+    header = request.headers.get("content-length")
+    length = int(header) if header and header.isdigit() else None
     form = FormStream(request.stream(), boundary, max_body_bytes=ctx.max_bytes + FORM_OVERHEAD)
     up = _Upload(ctx, workspace_id, key_id, form)
     try:
         try:
+            if length is not None and length > ctx.max_bytes + FORM_OVERHEAD:
+                raise too_large(ctx.max_bytes)
             return await _receive(up)
         except BodyTooLarge:
             raise too_large(ctx.max_bytes) from None
@@ -97,8 +101,9 @@ async def receive(ctx: FilesContext, request: Request, workspace_id: str, key_id
                 await asyncio.shield(service.discard(ctx, up.row))
             except Exception:
                 log.warning("discarding a failed upload failed", exc_info=True, extra={"file_id": up.row.id})
-        if isinstance(exc, APIError):
-            await up.form.drain(ctx.max_bytes + FORM_OVERHEAD)
+        budget = max(ctx.max_bytes + FORM_OVERHEAD, DRAIN_MIN_BYTES)
+        if isinstance(exc, APIError) and (length is None or length - up.form.received <= budget):
+            await up.form.drain(budget)  # so a client that sends everything before reading sees the error
         raise
 
 
