@@ -43,7 +43,7 @@ def client(fake: RunningFake, secret: str = "fake-secret-access-key", region: st
                         config=botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[Any]:
     return [{"role": "user", "content": [{"text": text}]}]
 
 

@@ -35,11 +35,11 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "amazon-bedrock": _bedrock.create_app,
     "x-ai": _xai.create_app,  # video + OpenAI-compatible chat/embeddings (xAI error shape)
     # OpenAI-compatible inference (chat completions + embeddings); also for operator providers (Ollama /v1…)
-    "mistral": compat_factory("mistral", "mistral-test", error_style="mistral"),
+    "mistral": compat_factory("mistral", "mistral-test", error_style="mistral", usage_style="final_chunk"),
     "deepseek": compat_factory("deepseek", "sk-deepseek-test"),
-    "groq": compat_factory("groq", "gsk_test"),
-    "together": compat_factory("together", "together-test"),
-    "openai-compatible": compat_factory("openai-compatible", "sk-test"),
+    "groq": compat_factory("groq", "gsk_test", usage_style="x_groq"),
+    "together": compat_factory("together", "together-test", usage_style="final_chunk"),
+    "openai-compatible": compat_factory("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
 }
 
 

@@ -125,7 +125,7 @@ def endpoint(state: InferenceState, style: str, handler: Handler) -> Callable[[R
         try:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if key != state.api_key:  # xAI answers a wrong key with 400
+            if state.api_key and key != state.api_key:  # no key configured: any (Ollama); xAI: a wrong key → 400
                 raise OAIError(400 if style == "xai" and key else 401, f"Incorrect API key provided: {key[:3]}***{key[-4:]}." if key else
                                "You didn't provide an API key. You need to provide your API key in an Authorization "
                                "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
@@ -147,6 +147,9 @@ def endpoint(state: InferenceState, style: str, handler: Handler) -> Callable[[R
             response = exc.response(style)
         rec.status = response.status_code
         response.headers["x-request-id"] = f"req_{secrets.token_hex(16)}"
+        if state.provider == "openai":
+            response.headers["openai-version"] = "2020-10-01"
+            response.headers["openai-processing-ms"] = "1"
         return response
     return wrapped
 
@@ -363,11 +366,15 @@ def reply_for(state: InferenceState, kind: str, schema: Any, echo: str, max_toke
 
 
 # ---------------------------------------------------------------- chat: response
-def chat_usage_json(u: Any) -> dict[str, Any]:
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+def chat_usage_json(u: Any, state: InferenceState | None = None) -> dict[str, Any]:
+    out = {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
+           "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens, "audio_tokens": 0,
+                                         "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    if state is not None and state.provider == "deepseek":  # DeepSeek's context-cache counters
+        out["prompt_cache_hit_tokens"] = u.cached_tokens
+        out["prompt_cache_miss_tokens"] = u.input_tokens - u.cached_tokens
+    return out
 
 
 def _check_chat(body: dict[str, Any], state: InferenceState) -> dict[str, Any]:
@@ -431,11 +438,17 @@ def _chat_stream_events(state: InferenceState, req: dict[str, Any], base: dict[s
                         calls: list[dict[str, Any]], finish: str, usage: Any) -> list[bytes]:
     extra: dict[str, Any] = {"usage": None} if req["include_usage"] else {}
 
+    style, last = state.usage_style, req["n"] - 1
+
     def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         data = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
                                      "finish_reason": finish_reason}], **extra}
         if req["obfuscate"]:
             data["obfuscation"] = secrets.token_urlsafe(6)
+        if finish_reason is not None and index == last and style == "final_chunk":
+            data["usage"] = chat_usage_json(usage, state)
+        if finish_reason is not None and index == last and style == "x_groq":
+            data["x_groq"] = {"id": f"req_{secrets.token_hex(12)}", "usage": chat_usage_json(usage, state)}
         return sse(data)
 
     events: list[bytes] = []
@@ -456,8 +469,8 @@ def _chat_stream_events(state: InferenceState, req: dict[str, Any], base: dict[s
             events.append(chunk(i, {"role": "assistant", "content": "", "refusal": None}))
             events.extend(chunk(i, {"content": piece}) for piece in pieces(content or ""))
         events.append(chunk(i, {}, finish))
-    if req["include_usage"]:
-        events.append(sse({**base, "choices": [], "usage": chat_usage_json(usage)}))
+    if req["include_usage"] and style != "final_chunk":
+        events.append(sse({**base, "choices": [], "usage": chat_usage_json(usage, state)}))
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -483,7 +496,7 @@ def chat_handler(state: InferenceState) -> Handler:
             message["tool_calls"] = calls
         return JSONResponse({**base, "choices": [
             {"index": i, "message": message, "logprobs": {"content": [], "refusal": None} if body.get("logprobs")
-             else None, "finish_reason": finish} for i in range(req["n"])], "usage": chat_usage_json(usage)})
+             else None, "finish_reason": finish} for i in range(req["n"])], "usage": chat_usage_json(usage, state)})
     return chat
 
 
@@ -524,7 +537,12 @@ def create_app(api_key: str = "sk-test", *, provider: str = "openai-compatible",
     return app
 
 
-def compat_factory(provider: str, api_key: str, error_style: str = "openai") -> Callable[..., Starlette]:
+def compat_factory(provider: str, api_key: str, error_style: str = "openai",
+                   usage_style: str = "openai") -> Callable[..., Starlette]:
+    """A FAKES entry for an OpenAI-compatible provider: its default key, error shape and streamed-usage style
+    (``openai``: a ``choices: []`` chunk when asked; ``final_chunk``: usage on the finish chunk, always;
+    ``x_groq``: also ``x_groq.usage`` on the finish chunk)."""
     def factory(api_key: str = api_key, **knobs: Any) -> Starlette:
+        knobs.setdefault("usage_style", usage_style)
         return create_app(api_key, provider=provider, error_style=error_style, **knobs)
     return factory
