@@ -28,9 +28,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.state
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.cached_tokens, st.usage = 0, None, None, 0, {}
+    st.reset()
     return st
 
 

@@ -31,9 +31,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.app.state.inference
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.block_words, st.cached_tokens = 0, None, None, [], 0
+    st.reset()
     return st
 
 

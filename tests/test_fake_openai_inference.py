@@ -33,10 +33,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.app.state.inference
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.first_byte_delay = 0, None, None, 0.0
-    st.stream_fail_mode, st.usage, st.tool_calls, st.first_event_delay = "event", {}, None, 0.0
+    st.reset()
     return st
 
 
@@ -144,6 +141,7 @@ def test_chat_json_schema_and_json_object(client: OpenAI, state: Any) -> None:
     ({"stream_options": {"include_usage": True}}, "stream_options", None),
     ({"model": "gpt-5", "max_tokens": 5}, "max_tokens", "unsupported_parameter"),
     ({"model": "o3", "temperature": 0.2}, "temperature", "unsupported_value"),
+    ({"reasoning_effort": "low"}, "reasoning_effort", "unsupported_parameter"),
 ])
 def test_chat_validation_errors(client: OpenAI, state: Any, kwargs: dict[str, Any], param: str,
                                 code: str | None) -> None:
@@ -340,12 +338,19 @@ def test_keyless_compat_server_and_first_event_delay(state: Any, fake: RunningFa
         c = OpenAI(api_key="anything", base_url=f.base_url, max_retries=0)
         assert c.chat.completions.create(model="llama3", messages=user("hi")).choices[0].message.content == "hi"
     state.first_event_delay = 0.3
-    try:
-        with httpx.stream("POST", fake.base_url + "/chat/completions", headers={"Authorization": "Bearer sk-test"},
-                          json={"model": "gpt-4o", "messages": user("x"), "stream": True}) as r:
-            assert r.status_code == 200  # headers arrive before the first event
-            head_at = state.requests[-1].at
-            next(r.iter_raw())
-            assert time.monotonic() - head_at >= 0.3
-    finally:
-        state.first_event_delay = 0.0
+    with httpx.stream("POST", fake.base_url + "/chat/completions", headers={"Authorization": "Bearer sk-test"},
+                      json={"model": "gpt-4o", "messages": user("x"), "stream": True}) as r:
+        assert r.status_code == 200  # headers arrive before the first event
+        head_at = state.requests[-1].at
+        next(r.iter_raw())
+        assert time.monotonic() - head_at >= 0.3
+
+
+def test_reset_restores_the_configured_state() -> None:
+    with RunningFake("groq", reply_text="fixed") as f:
+        OpenAI(api_key="gsk_test", base_url=f.base_url).chat.completions.create(model="m", messages=user("x"))
+        assert f.state.request_count == 1 and len(f.state.usages) == 1
+        f.state.fail_next, f.state.reply_text = 3, "changed"
+        f.state.reset()
+        assert (f.state.fail_next, f.state.reply_text, f.state.requests, f.state.usage_style) == (
+            0, "fixed", [], "x_groq")

@@ -25,12 +25,13 @@ Invariants every inference fake keeps:
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from starlette.requests import Request
@@ -112,6 +113,14 @@ class InferenceState:
 
     def find(self, path_contains: str) -> list[RecordedCall]:
         return [r for r in self.requests if path_contains in r.path]
+
+    def __post_init__(self) -> None:
+        self._initial = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def reset(self) -> None:
+        """Back to the state the factory built (knobs as configured, no records); for fakes shared by tests."""
+        for name, value in self._initial.items():
+            setattr(self, name, copy.deepcopy(value))
 
     def take_failure(self) -> int | None:
         """The injected status for this request, or None (decrements ``fail_next``)."""

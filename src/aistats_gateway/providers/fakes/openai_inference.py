@@ -68,7 +68,7 @@ PART_TYPES = {"user": ("text", "image_url", "input_audio", "file"), "system": ("
               "developer": ("text",), "assistant": ("text", "refusal"), "tool": ("text",)}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5(?!.*-chat))")  # gpt-5-chat-latest is not a reasoning model
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length"}
 XAI_CODES = {400: "Client specified an invalid argument", 401: "Unauthenticated", 403: "The caller does not have "
              "permission to execute the specified operation", 404: "Some requested entity was not found",
@@ -410,7 +410,8 @@ def _check_chat(body: dict[str, Any], state: InferenceState) -> dict[str, Any]:
                                              "with this model. Only the default (1) value is supported.",
                               "unsupported_value")
         elif effort is not None:
-            raise invalid("reasoning_effort", "Unrecognized request argument supplied: reasoning_effort", None)
+            raise invalid("reasoning_effort", "Unsupported parameter: 'reasoning_effort' is not supported with this "
+                                              "model.", "unsupported_parameter")
     tools, choice, tool_tokens = parse_tools(body)
     kind, schema = parse_response_format(body, all_text)
     reasoning = reasoning_tokens_for(effort or ("medium" if REASONING_MODEL.match(model) else None))
