@@ -154,3 +154,15 @@ def test_injected_throttling(fake: RunningFake, state: Any) -> None:
         client(fake).converse(modelId=MODEL, messages=user("x"))
     assert exc.value.response["Error"]["Code"] == "ThrottlingException"
     assert "amazon-bedrock" in FAKES
+
+
+def test_openai_compatible_endpoint(fake: RunningFake, state: Any) -> None:
+    import openai
+    from openai import OpenAI
+
+    c = OpenAI(api_key="bedrock-api-key-test", base_url=fake.url + "/openai/v1", max_retries=0)
+    r = c.chat.completions.create(model="openai.gpt-oss-120b-1:0", messages=[{"role": "user", "content": "via compat"}])
+    assert r.choices[0].message.content == "via compat" and state.last.path == "/openai/v1/chat/completions"
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(api_key="nope", base_url=fake.url + "/openai/v1", max_retries=0).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}])

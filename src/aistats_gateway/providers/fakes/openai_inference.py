@@ -502,20 +502,21 @@ def chat_handler(state: InferenceState) -> Handler:
 
 
 # ---------------------------------------------------------------- routes and app
-def inference_routes(state: InferenceState, *, flavor: str = "openai", error_style: str = "openai"
-                     ) -> list[BaseRoute]:
-    """The inference routes bound to ``state`` (``flavor="compat"``: chat and embeddings only)."""
+def inference_routes(state: InferenceState, *, flavor: str = "openai", error_style: str = "openai",
+                     prefix: str = "/v1") -> list[BaseRoute]:
+    """The inference routes bound to ``state`` under ``prefix`` (``flavor="compat"``: chat and embeddings only)."""
     from .openai_embeddings import embeddings_handler, moderations_handler
     from .openai_responses import responses_handler
 
     routes: list[BaseRoute] = [
-        Route("/v1/chat/completions", endpoint(state, error_style, chat_handler(state)), methods=["POST"]),
-        Route("/v1/embeddings", endpoint(state, error_style, embeddings_handler(state)), methods=["POST"]),
+        Route(f"{prefix}/chat/completions", endpoint(state, error_style, chat_handler(state)), methods=["POST"]),
+        Route(f"{prefix}/embeddings", endpoint(state, error_style, embeddings_handler(state)), methods=["POST"]),
     ]
     if flavor == "openai":
         routes += [
-            Route("/v1/responses", endpoint(state, error_style, responses_handler(state)), methods=["POST"]),
-            Route("/v1/moderations", endpoint(state, error_style, moderations_handler(state)), methods=["POST"]),
+            Route(f"{prefix}/responses", endpoint(state, error_style, responses_handler(state)), methods=["POST"]),
+            Route(f"{prefix}/moderations", endpoint(state, error_style, moderations_handler(state)),
+                  methods=["POST"]),
         ]
     return routes
 
