@@ -9,6 +9,7 @@ Routes (anything else: 404 with the OpenAI error JSON; no auth is checked, any A
 * ``POST /v1/chat/completions`` — a fixed ``chat.completion`` (``--reply``, usage ``--prompt-tokens`` /
   completion tokens = words of the reply); with ``"stream": true`` in the body a fixed SSE stream: a role
   chunk, one chunk per reply word, a finish chunk, a usage chunk (``choices: []``) and ``data: [DONE]``.
+* ``POST /v1/messages`` — a fixed Anthropic message, or its SSE event sequence with ``"stream": true``.
 * ``POST /v1/embeddings`` — a fixed 8-dimension embedding per request; ``GET /health`` — ``ok``.
 
 Invariants: responses are precomputed bytes (one ``transport.write`` per request unless
@@ -58,6 +59,26 @@ def build_replies(reply: str, prompt_tokens: int, model: str) -> dict[str, objec
     embed = json.dumps({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.125] * 8}],
                         "model": model, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}},
                        separators=(",", ":")).encode()
+    a_usage = {"input_tokens": prompt_tokens, "output_tokens": len(words), "cache_creation_input_tokens": 0,
+               "cache_read_input_tokens": 0}
+    a_msg = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
+    message = json.dumps({**a_msg, "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
+                          "usage": a_usage}, separators=(",", ":")).encode()
+
+    def a_event(kind: str, data: dict[str, object]) -> bytes:
+        return f"event: {kind}\ndata: ".encode() + json.dumps({"type": kind, **data},
+                                                                separators=(",", ":")).encode() + b"\n\n"
+
+    a_events = [a_event("message_start", {"message": {**a_msg, "content": [], "stop_reason": None,
+                                                      "usage": {**a_usage, "output_tokens": 1}}}),
+                a_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})]
+    a_events += [a_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                       "text": (" " if i else "") + w}})
+                 for i, w in enumerate(words)]
+    a_events += [a_event("content_block_stop", {"index": 0}),
+                 a_event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                           "usage": {"output_tokens": len(words)}}),
+                 a_event("message_stop", {})]
     not_found = json.dumps({"error": {"message": "Unknown route (mock)", "type": "invalid_request_error",
                                       "param": None, "code": None}}).encode()
     return {
@@ -67,6 +88,8 @@ def build_replies(reply: str, prompt_tokens: int, model: str) -> dict[str, objec
                        b"x-request-id: req_mock\r\n\r\n",
         "events": events,
         "embed": _http("200 OK", "application/json", embed),
+        "message": _http("200 OK", "application/json", message),
+        "message_stream": _http("200 OK", "text/event-stream", b"".join(a_events)),
         "health": _http("200 OK", "text/plain", b"ok"),
         "404": _http("404 Not Found", "application/json", not_found),
     }
@@ -110,6 +133,9 @@ class MockProtocol(asyncio.Protocol):
                 t.write(r["stream"])  # type: ignore[arg-type]
             else:
                 t.write(r["chat"])  # type: ignore[arg-type]
+        elif line.startswith(b"post /v1/messages"):
+            streamed = b'"stream":true' in body or b'"stream": true' in body
+            t.write(r["message_stream" if streamed else "message"])  # type: ignore[arg-type]
         elif line.startswith(b"post /v1/embeddings"):
             t.write(r["embed"])  # type: ignore[arg-type]
         elif line.startswith(b"get /health"):

@@ -85,3 +85,13 @@ def test_slow_stream_is_chunked_and_spaced() -> None:
     finally:
         child.terminate()
         child.wait(timeout=5)
+
+
+def test_anthropic_sdk_against_the_mock(port: int) -> None:
+    import anthropic
+
+    c = anthropic.Anthropic(api_key="any", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+    m = c.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert m.content[0].text == "fixed reply here" and m.usage.output_tokens == 3  # type: ignore[union-attr]
+    with c.messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as s:
+        assert "".join(s.text_stream) == "fixed reply here"
