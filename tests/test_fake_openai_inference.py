@@ -52,7 +52,8 @@ def test_chat_plain_echo_and_exact_usage(client: OpenAI, state: Any) -> None:
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     assert r.choices[0].message.content == "Hello, world!" and r.choices[0].finish_reason == "stop"
     assert r.usage is not None
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (count_tokens("Be brief.") + count_tokens("Hello, world!"), 4)
+    prompt = count_tokens("Be brief.") + count_tokens("Hello, world!")
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (prompt, 4)
     assert r.usage.total_tokens == r.usage.prompt_tokens + 4
     assert state.request_count == 1 and state.last_headers["authorization"] == "Bearer sk-test"
     assert state.last_body["model"] == "gpt-4o" and state.usages[-1].output_tokens == 4
@@ -177,7 +178,8 @@ def test_auth_and_injected_failures(fake: RunningFake, client: OpenAI, state: An
     assert rl.value.response.headers["retry-after"] == "2" and rl.value.code == "rate_limit_exceeded"
     state.fail_next, state.fail_status, state.retry_after_seconds = 1, 503, 0
     retrying = OpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=1)
-    assert retrying.chat.completions.create(model="gpt-4o", messages=user("again")).choices[0].message.content == "again"
+    again = retrying.chat.completions.create(model="gpt-4o", messages=user("again"))
+    assert again.choices[0].message.content == "again"
     assert state.request_count == 4 and [r.status for r in state.requests] == [401, 429, 503, 200]
 
 

@@ -342,7 +342,8 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
     ``region``, the :class:`InferenceState` knobs). The state is ``app.state.fake``."""
     state = BedrockState(api_key=api_key, provider="amazon-bedrock", **knobs)
 
-    def endpoint(handler: Callable[[Request, str, Any], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(handler: Callable[[Request, str, Any], Awaitable[Response]]
+                 ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             rec = record(state, request)
             try:

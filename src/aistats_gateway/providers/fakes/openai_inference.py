@@ -126,9 +126,10 @@ def endpoint(state: InferenceState, style: str, handler: Handler) -> Callable[[R
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
             if state.api_key and key != state.api_key:  # no key configured: any (Ollama); xAI: a wrong key → 400
-                raise OAIError(400 if style == "xai" and key else 401, f"Incorrect API key provided: {key[:3]}***{key[-4:]}." if key else
-                               "You didn't provide an API key. You need to provide your API key in an Authorization "
-                               "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                missing = ("You didn't provide an API key. You need to provide your API key in an Authorization "
+                           "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                raise OAIError(400 if style == "xai" and key else 401,
+                               f"Incorrect API key provided: {key[:3]}***{key[-4:]}." if key else missing,
                                code="invalid_api_key")
             if (status := state.take_failure()) is not None:
                 raise injected(state, status)
