@@ -4,6 +4,7 @@ as Python allows, so a gateway benchmark measures the gateway, not the mock.
     python bench/mock_upstream.py --port 9200                 # serve until Ctrl-C (127.0.0.1 only)
     python bench/mock_upstream.py --port 9200 --stream-delay-ms 5   # stream events 5 ms apart (chunked)
     python bench/mock_upstream.py --self-check                # start one in a child process and load it
+    from mock_upstream import spawn; proc, port = spawn("--reply", "hi")   # from a benchmark script
 
 Routes (anything else: 404 with the OpenAI error JSON; no auth is checked, any Authorization is fine):
 * ``POST /v1/chat/completions`` — a fixed ``chat.completion`` (``--reply``, usage ``--prompt-tokens`` /
@@ -24,6 +25,8 @@ import argparse
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 
 BIND = "127.0.0.1"
@@ -215,6 +218,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn(*args: str, port: int = 0, timeout: float = 15.0) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the mock in a child process (``args`` are CLI flags); (process, port) once it accepts connections.
+    The caller terminates the process. For benchmarks: the mock then has its own process (and core)."""
+    port = port or _free_port()
+    child = subprocess.Popen([sys.executable, __file__, "--port", str(port), *args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((BIND, port), timeout=0.2).close()
+            return child, port
+        except OSError:
+            if time.monotonic() > deadline or child.poll() is not None:
+                child.kill()
+                child.wait()
+                raise RuntimeError("mock_upstream did not start") from None
+            time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=9200)
@@ -230,21 +251,8 @@ def main() -> None:
     except ImportError:
         pass
     if args.self_check:
-        import subprocess
-        import sys
-
-        port = _free_port()
-        child = subprocess.Popen([sys.executable, __file__, "--port", str(port)], stdout=subprocess.DEVNULL)
+        child, port = spawn()
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection((BIND, port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("mock did not start") from None
-                    time.sleep(0.05)
             asyncio.run(self_check(port))
         finally:
             child.terminate()
