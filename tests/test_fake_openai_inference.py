@@ -71,6 +71,17 @@ def test_chat_fixed_reply_usage_override_and_max_tokens(client: OpenAI, state: A
     assert r.usage.prompt_tokens_details is not None and r.usage.prompt_tokens_details.cached_tokens == 200
 
 
+def test_reasoning_tokens_count_against_max_completion_tokens(client: OpenAI, state: Any) -> None:
+    r = client.chat.completions.create(model="gpt-5", messages=user("a b c d e f"), reasoning_effort="low",
+                                       max_completion_tokens=10)
+    assert r.choices[0].message.content == "a b" and r.choices[0].finish_reason == "length"
+    assert r.usage is not None and r.usage.completion_tokens == 10
+    assert r.usage.completion_tokens_details is not None and r.usage.completion_tokens_details.reasoning_tokens == 8
+    starved = client.chat.completions.create(model="o3", messages=user("x y"), max_completion_tokens=20)
+    assert starved.choices[0].message.content == "" and starved.choices[0].finish_reason == "length"
+    assert starved.usage is not None and starved.usage.completion_tokens == 20  # all of it spent reasoning
+
+
 def test_chat_stream_include_usage_sdk(client: OpenAI, state: Any) -> None:
     chunks = list(client.chat.completions.create(model="gpt-4o", messages=user("Stream me, please."), stream=True,
                                                  stream_options={"include_usage": True}))
