@@ -43,7 +43,7 @@ def check_secret(secret: str) -> str | None:
 def standard_key(secret: str) -> bytes:
     """The Standard Webhooks HMAC key: what ``standardwebhooks.Webhook(secret)`` decodes, or the
     secret's UTF-8 bytes when it is not base64."""
-    raw = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    raw = secret.removeprefix(SECRET_PREFIX)
     try:
         key = base64.b64decode(raw + "==")  # the library's own decoding (lenient padding)
     except (binascii.Error, ValueError):
