@@ -143,7 +143,10 @@ def test_status_changed_on_every_change(api: httpx.Client) -> None:
     receiver = Receiver()
     secret = "status-secret-value"
     try:
-        created = _create(api, receiver, secret=secret, events=["video.status_changed", "video.completed"])
+        # The Phaseo names: job.<phase> is the video's event.
+        created = _create(api, receiver, secret=secret, events=["job.status_changed", "video.completed",
+                                                                 "job.completed"])
+        assert created["webhook"]["events"] == ["video.status_changed", "video.completed"]
         receiver.wait_for(created["id"], "video.completed")
         deadline = time.monotonic() + 20
         keys: set[str] = set()
@@ -171,6 +174,12 @@ def test_status_changed_is_opt_in(api: httpx.Client) -> None:
         assert all(d.event["type"] != "video.status_changed" for d in receiver.for_video(created["id"]))
     finally:
         receiver.stop()
+
+
+def test_events_of_another_kind_are_a_400(api: httpx.Client) -> None:
+    r = api.post("/v1/videos", json={"model": MODEL, "prompt": "x", "duration": 1,
+                                     "webhook": {"url": "http://127.0.0.1:9/hook", "events": ["batch.completed"]}})
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("webhook.events"), r.text
 
 
 @pytest.mark.parametrize("secret", ["short", "has a space", "x" * 501])

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
 OutputAccess = Literal["bytes", "signed_url", "both"]
 ReferenceRole = Literal["first_frame", "last_frame", "reference", "source", "mask"]
 WebhookEvent = Literal["video.created", "video.status_changed", "video.progress", "video.completed", "video.failed",
                        "video.cancelled", "video.expired"]
+# Also accepted (the Phaseo names): job.<phase> for the video's event, and the spelling "canceled".
+WebhookEventName = Literal[
+    "video.created", "video.status_changed", "video.progress", "video.completed", "video.failed", "video.cancelled",
+    "video.expired", "video.canceled", "job.created", "job.status_changed", "job.progress", "job.completed",
+    "job.failed", "job.cancelled", "job.canceled", "job.expired"]
+
+
+def canonical_events(names: list[str] | None) -> list[str] | None:
+    """``job.X`` → ``video.X``, ``canceled`` → ``cancelled``, duplicates dropped (order kept)."""
+    if names is None:
+        return None
+    return list(dict.fromkeys("video." + n.split(".", 1)[1].replace("canceled", "cancelled") for n in names))
 
 
 def _not_bool(value: Any) -> Any:
@@ -60,7 +72,9 @@ class VideoOutputConfig(_In):
 class VideoWebhook(_In):
     url: str = Field(max_length=2048)
     secret: str | None = Field(default=None, max_length=500)
-    events: list[WebhookEvent] | None = None
+    events: Annotated[list[WebhookEventName] | None, AfterValidator(canonical_events)] = Field(
+        default=None, description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
+        "event, canceled is read as cancelled")
 
 
 class ProviderRouting(_In):
