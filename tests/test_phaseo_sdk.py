@@ -177,3 +177,22 @@ def test_conflicting_duration_spellings_are_a_400(sdk: Phaseo) -> None:
     assert err.code == 400
     body = json.loads(err.read())
     assert body["error"]["code"] == "conflicting_parameters" and body["error"]["param"] == "duration_seconds"
+
+
+def test_health_reports_an_unreachable_database() -> None:
+    """No gateway: the database check itself, with sessions that cannot connect."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aistats_gateway.http.health import database_health
+
+    class Broken:
+        async def __aenter__(self) -> Broken:
+            raise ConnectionRefusedError("connection refused")
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    gw = SimpleNamespace(settings=SimpleNamespace(is_sqlite=False), sessions=Broken)
+    assert asyncio.run(database_health(gw)) == {"status": "unavailable", "backend": "postgresql",
+                                                 "latency_ms": None, "error": "ConnectionRefusedError"}
