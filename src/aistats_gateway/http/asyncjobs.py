@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from aistats_gateway.auth.dependencies import Principal, require_key
 from aistats_gateway.http.errors import APIError, error_response
 from aistats_gateway.http.responses import _err
 
+log = logging.getLogger("aistats_gateway.asyncjobs")
 DEFAULT_INTERVAL_MS = 2500
 MIN_INTERVAL_MS, MAX_INTERVAL_MS = 1000, 10000
 CLOSING_STATUSES = frozenset({"completed", "failed", "cancelled"})  # expired does not close (reference)
@@ -152,29 +154,34 @@ async def _send(ws: WebSocket, message: dict[str, Any]) -> None:
 
 @router.websocket("/{kind}/{job_id}/ws")
 async def follow(ws: WebSocket, kind: str, job_id: str) -> None:
-    try:
-        loader = KINDS.get(kind)
-        if loader is None:
-            raise APIError(400, f"Unknown async job kind {kind!r}; one of: {', '.join(sorted(KINDS))}.",
-                           param="kind", code="invalid_async_job_path")
-        interval = parse_interval(ws.query_params.get("interval_ms")) / 1000
-        close_on_terminal = parse_close_on_terminal(ws.query_params.get("close_on_terminal"))
-        principal = await _authenticate(ws)
-        view = await loader(ws, principal.workspace_id, job_id)
-        if view is None:
-            raise APIError(404, f"No {kind} job found with id '{job_id}'.", param="id",
-                           code="async_job_not_found_or_not_owned")
-    except APIError as e:
-        await _deny(ws, e)
-        return
-    await ws.accept()
     inbox: asyncio.Queue[str] = asyncio.Queue()
+    # Watch before the first read, so a change between that read and the loop is not missed.
     async with NOTIFIER.watch(kind, job_id, inbox):
+        try:
+            loader = KINDS.get(kind)
+            if loader is None:
+                raise APIError(400, f"Unknown async job kind {kind!r}; one of: {', '.join(sorted(KINDS))}.",
+                               param="kind", code="invalid_async_job_path")
+            interval = parse_interval(ws.query_params.get("interval_ms")) / 1000
+            close_on_terminal = parse_close_on_terminal(ws.query_params.get("close_on_terminal"))
+            principal = await _authenticate(ws)
+            view = await loader(ws, principal.workspace_id, job_id)
+            if view is None:
+                raise APIError(404, f"No {kind} job found with id '{job_id}'.", param="id",
+                               code="async_job_not_found_or_not_owned")
+        except APIError as e:
+            await _deny(ws, e)
+            return
+        await ws.accept()
         reader = asyncio.create_task(_read_client(ws, inbox))
         try:
             await _serve(ws, loader, principal.workspace_id, kind, job_id, view, inbox, interval, close_on_terminal)
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client went away mid-send
+        except Exception:
+            log.exception("async-job websocket failed", extra={"kind": kind, "job_id": job_id})
+            with contextlib.suppress(Exception):
+                await ws.close(1011)
         finally:
             reader.cancel()
             with contextlib.suppress(BaseException):
