@@ -128,9 +128,11 @@ def test_video_generations_alias(api: httpx.Client, gateway: Gateway) -> None:
     assert r.status_code == 202, r.text
     vid = r.json()["id"]
     deadline = time.monotonic() + 60
-    while api.get(f"/v1/video/generations/{vid}").json()["status"] != "completed" and time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # finished: completed and its hold settled (nothing changes after)
+        one = api.get(f"/v1/video/generations/{vid}").json()
+        if one["status"] == "completed" and one["billing"]["state"] == "settled":
+            break
         time.sleep(0.1)
-    one = api.get(f"/v1/video/generations/{vid}").json()
     assert one["status"] == "completed" and one == {**api.get(f"/v1/videos/{vid}").json(),
                                                       "download_url": one["download_url"],
                                                       "expires_at": one["expires_at"],
