@@ -104,6 +104,7 @@ def test_snapshot_of_a_finished_job_then_close(gateway: Gateway, key: str, api: 
 def test_query_key_ping_refresh_and_deleted_push(gateway: Gateway, key: str, api: httpx.Client) -> None:
     vid = _finished(api, _create(api)["id"])["id"]
     with _open(gateway, vid, None, f"api_key={key}&close_on_terminal=false&interval_ms=10000") as ws:
+        connected_at = time.monotonic()  # the server's first re-read is due 10 s after its accept, before this
         assert _recv(ws)["type"] == "job.snapshot"
         ws.send("ping")
         assert _recv(ws) == {"type": "pong"}
@@ -115,32 +116,31 @@ def test_query_key_ping_refresh_and_deleted_push(gateway: Gateway, key: str, api
         ws.send("something else")  # ignored
         ws.send("ping")
         assert _recv(ws) == {"type": "pong"}
-        deleted_at = time.monotonic()
         assert api.delete(f"/v1/videos/{vid}").status_code == 200
         gone = _recv(ws, timeout=30)
-        pushed_after = time.monotonic() - deleted_at
+        pushed_after = time.monotonic() - connected_at
         assert gone == {"type": "job.deleted", "data": {"id": vid, "kind": "video"}}
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
         assert ws.close_code == 1000
-    assert pushed_after < 5, pushed_after  # pushed, not found by the 10 s re-read
+    assert pushed_after < 9.5, pushed_after  # so it was pushed on the change, not found by a re-read
 
 
 def test_changes_are_pushed_and_terminal_closes(gateway: Gateway, key: str, api: httpx.Client) -> None:
     vid = _create(api, duration=20, resolution="1080p", prompt="long")["id"]
     messages = []
     with _open(gateway, vid, key, "interval_ms=10000") as ws:
+        connected_at = time.monotonic()  # the server's first re-read is due 10 s after its accept, before this
         messages.append(_recv(ws))
-        cancelled_at = time.monotonic()
         assert api.post(f"/v1/videos/{vid}/cancel").status_code == 200
         while True:
             try:
                 messages.append(_recv(ws))
             except ConnectionClosed:
                 break
-        pushed_after = time.monotonic() - cancelled_at
+        pushed_after = time.monotonic() - connected_at
         assert ws.close_code == 1000
     assert messages[0]["type"] == "job.snapshot" and messages[0]["data"]["status"] in ("queued", "in_progress")
     assert all(m["type"] == "job.updated" for m in messages[1:])
     assert messages[-1]["data"]["status"] == "cancelled" and messages[-1]["data"]["lifecycle_status"] == "cancelled"
-    assert pushed_after < 5, pushed_after  # pushed on change, not found by the 10 s re-read
+    assert pushed_after < 9.5, pushed_after  # so it was pushed on the change, not found by a re-read
