@@ -27,6 +27,8 @@ from aistats_gateway.http.responses import ErrorResponse, JSONBytes
 from aistats_gateway.settings import Settings
 
 log = logging.getLogger("aistats_gateway")
+# The domains whose ``jobs`` module gives the job engines their sources (``sources(state)``).
+JOB_DOMAINS = ("aistats_gateway.videos.jobs", "aistats_gateway.billing.jobs", "aistats_gateway.webhooks.jobs")
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -128,7 +130,6 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.http.client import create_client
     from aistats_gateway.jobs.engine import LocalEngine
     from aistats_gateway.storage import create_store
-    from aistats_gateway.videos import jobs as video_jobs
     from aistats_gateway.videos.runner import RunnerContext
 
     s = state.settings
@@ -145,21 +146,19 @@ async def start_services(state: GatewayState) -> None:
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
                                  data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader)
-    from aistats_gateway.billing import jobs as billing_jobs
+    from aistats_gateway.jobs.registry import collect as collect_sources
     from aistats_gateway.videos.hooks import JobHooks
-    from aistats_gateway.webhooks import jobs as webhook_jobs
     from aistats_gateway.webhooks import service as webhook_service
 
     state.webhooks = webhook_service.WebhookConfig(
         policy=webhook_service.policy_for(s.webhook_allow_local, s.allowed_hosts),
         schedule=s.retry_schedule, timeout=s.webhook_timeout_seconds)
     state.hooks = JobHooks(state)
-    state.runner.on_status.append(state.hooks.on_status)
+    state.runner.events.on_terminal("video", state.hooks.on_status)
     state.runner.on_progress.append(state.hooks.on_progress)
-    sources = [video_jobs.source(state.runner), billing_jobs.source(state, state.hooks),
-               webhook_jobs.source(state, state.webhooks)]
+    sources = collect_sources(state, JOB_DOMAINS)
     if s.is_sqlite:
-        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
+        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency, max_idle=s.job_max_idle_seconds)
     else:
         from aistats_gateway.jobs.procrastinate_engine import ProcrastinateEngine
 
