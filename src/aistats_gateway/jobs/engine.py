@@ -39,6 +39,8 @@ class GroupLimiter:
 
     cap: int | None = None
     running: dict[str, int] = field(default_factory=dict)
+    recent: dict[str, int] = field(default_factory=dict)  # group → sequence number of its last start
+    _seq: int = 0
 
     def full(self, group: str | None) -> bool:
         return self.cap is not None and group is not None and self.running.get(group, 0) >= self.cap
@@ -46,6 +48,10 @@ class GroupLimiter:
     def enter(self, group: str | None) -> None:
         if group is not None:
             self.running[group] = self.running.get(group, 0) + 1
+            self._seq += 1
+            if len(self.recent) > 10_000:
+                self.recent.clear()
+            self.recent[group] = self._seq
 
     def leave(self, group: str | None) -> None:
         if group is not None:
@@ -67,6 +73,7 @@ class LeasedWork:
     seconds: float
     limiter: GroupLimiter = field(default_factory=GroupLimiter)
     error_delay: float = 30.0
+    reader: leases.Reader | None = None  # a cheaper path for the engine's SELECTs
     capped_retry: float = 1.0  # a claimed row whose group is at its cap is handed back for this long
 
     async def run_lease(self, lease: leases.Lease) -> float | None:
@@ -126,11 +133,13 @@ class JobEngine(Protocol):
 
 class LocalEngine:
     def __init__(self, sources: list[Source], *, concurrency: int = 4, tick: float = 0.25,
-                 max_idle: float = 5.0) -> None:
+                 max_idle: float = 5.0, min_gap: float = 0.005, batch: float = 0.05) -> None:
         self.sources = {s.name: s for s in sources}
         self.concurrency = concurrency
         self.tick = tick  # the wait when due work is blocked (caps, a race with another process)
         self.max_idle = max_idle  # the longest sleep (rows added by other processes are seen then)
+        self.min_gap = min_gap
+        self.batch = batch  # rows due within this of each other are claimed by one look
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -171,6 +180,8 @@ class LocalEngine:
             if wait > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._event.wait(), wait)
+            if self.min_gap > 0:  # let a burst of finishing steps and wake-ups share one fill
+                await asyncio.sleep(self.min_gap)
             self._event.clear()
 
     def _free(self) -> int:
@@ -194,23 +205,23 @@ class LocalEngine:
         return wake
 
     async def _fill_leased(self, source: Source, work: LeasedWork) -> dt.datetime:
-        free = self._free()
-        if free > 0:
-            claimed = await leases.claim_due(work.db, work.table, work.owner, work.seconds, free,
-                                             running=work.limiter.running, cap=work.limiter.cap)
-            for lease in claimed:
-                self._start(source, lease.item_id, work.run_lease(lease))
-        nxt = await leases.next_due(work.db, work.table)
-        if nxt is None:
-            return utcnow() + dt.timedelta(seconds=self.max_idle)
-        if nxt <= utcnow():
+        found = await leases.look(work.db, work.table, work.owner, work.seconds, self._free(),
+                                  running=work.limiter.running, cap=work.limiter.cap, recent=work.limiter.recent,
+                                  reader=work.reader)
+        for lease in found.leases:
+            self._start(source, lease.item_id, work.run_lease(lease))
+        now = utcnow()
+        if found.next_due is None:
+            return now + dt.timedelta(seconds=self.max_idle)
+        if found.next_due <= now:
             self._blocked = True  # due but not ours to start now (slots, caps or another process)
-        return nxt
+        # A timed look waits at least ``batch`` after this one, so rows due close together share it.
+        return max(found.next_due, now + dt.timedelta(seconds=self.batch))
 
     async def _fill_plain(self, source: Source, now: dt.datetime) -> dt.datetime:
         last = self._swept.get(source.name)
         every = dt.timedelta(seconds=source.sweep_every)
-        if last is not None and now - last < every and not self._event.is_set():
+        if last is not None and now - last < every:
             return last + every
         self._swept[source.name] = now
         free = self._free()

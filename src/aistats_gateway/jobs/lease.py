@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Table, and_, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Table, and_, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aistats_gateway.db.base import utcnow
@@ -78,6 +79,7 @@ class Lease:
     until: dt.datetime
     seconds: float
     group: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # more columns to write when it is released
 
     def held(self) -> ColumnElement[bool]:
         """The condition that the row is still leased by us."""
@@ -89,6 +91,35 @@ class Lease:
 
 
 Db = AsyncEngine | async_sessionmaker[AsyncSession]
+_current: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("aistats_lease", default=None)
+
+
+class Reader(Protocol):
+    """A cheap read path (``db.fastread.FastReader``): plain SELECTs outside any transaction."""
+
+    async def all(self, stmt: Any) -> Sequence[Any]: ...
+
+
+def current() -> Lease | None:
+    """The lease the running step works under (set by ``run_leased``), if any."""
+    return _current.get()
+
+
+def on_release(item_id: str, **values: Any) -> bool:
+    """Write ``values`` with the release of the current lease of ``item_id`` (one UPDATE instead of
+    two); False when no such lease is running here (write them yourself then)."""
+    lease = _current.get()
+    if lease is None or lease.item_id != item_id:
+        return False
+    lease.values.update(values)
+    return True
+
+
+async def _select(db: Db, stmt: Any, reader: Reader | None) -> Sequence[Any]:
+    if reader is not None:
+        return await reader.all(stmt)
+    async with engine_of(db).connect() as conn:
+        return (await conn.execute(stmt)).all()
 
 
 def engine_of(db: Db) -> AsyncEngine:
@@ -110,6 +141,26 @@ def _lease_values(lt: LeaseTable, owner: str, until: dt.datetime) -> dict[str, A
     return values
 
 
+async def _due_rows(db: Db, lt: LeaseTable, now: dt.datetime, limit: int, reader: Reader | None, *,
+                    due_only: bool = True) -> list[tuple[Any, str, str | None]]:
+    """(due time, id, group) of up to ``limit`` workable rows in due order. One query per active
+    status, each an ordered walk of the (status, due) index that stops after ``limit`` rows: an
+    ``IN`` over the statuses would sort every active row on each look (10,000 rows: milliseconds)."""
+    due, ident = lt.c(lt.due_col), lt.c(lt.id_col)
+    group = lt.c(lt.group_col) if lt.group_col else None
+    cols = [due, ident] + ([group] if group is not None else [])
+    until = lt.c(lt.until_col)
+    out: list[tuple[Any, str, str | None]] = []
+    for status in lt.active:
+        stmt = (select(*cols).where(lt.c(lt.status_col) == status, *lt.live, or_(until.is_(None), until < now),
+                                    *((due <= now,) if due_only else ()))
+                .order_by(due).limit(limit))
+        for r in await _select(db, stmt, reader):
+            out.append((r[0], r[1], r[2] if group is not None else None))
+    out.sort(key=lambda r: r[0])
+    return out[:limit]
+
+
 async def claim(db: Db, lt: LeaseTable, item_id: str, owner: str, seconds: float) -> Lease | None:
     """Take the row's lease if it is workable and nobody holds it. Not re-entrant: a second claim by
     the same owner fails while the first lease lasts (one process may run two tasks for one row)."""
@@ -122,17 +173,19 @@ async def claim(db: Db, lt: LeaseTable, item_id: str, owner: str, seconds: float
 
 
 def fair_order(candidates: Sequence[tuple[str, str | None]], running: dict[str, int] | None = None,
-               cap: int | None = None) -> list[tuple[str, str | None]]:
+               cap: int | None = None, recent: dict[str, int] | None = None) -> list[tuple[str, str | None]]:
     """Round-robin over groups: ``candidates`` are (id, group) in due order; the result takes one
-    from each group in turn, groups with fewer running items first, and at most ``cap`` running
+    from each group in turn, groups with fewer running items first, then the group served least
+    recently (``recent``: group → sequence number of its last start), and at most ``cap`` running
     per group (counting ``running``). Within a group the due order is kept."""
     running = dict(running or {})
+    recent = recent or {}
     queues: dict[str | None, list[tuple[str, str | None]]] = {}
     for item in candidates:
         queues.setdefault(item[1], []).append(item)
     out: list[tuple[str, str | None]] = []
     while queues:
-        for group in sorted(queues, key=lambda g: running.get(g or "", 0)):
+        for group in sorted(queues, key=lambda g: (running.get(g or "", 0), recent.get(g or "", -1))):
             q = queues[group]
             if cap is not None and group is not None and running.get(group, 0) >= cap:
                 del queues[group]
@@ -144,56 +197,69 @@ def fair_order(candidates: Sequence[tuple[str, str | None]], running: dict[str, 
     return out
 
 
+@dataclass
+class Claimed:
+    """What one look at a table found: the leases taken, and when the next row not taken is due."""
+
+    leases: list[Lease]
+    next_due: dt.datetime | None
+
+
 async def claim_due(db: Db, lt: LeaseTable, owner: str, seconds: float, limit: int, *,
                     running: dict[str, int] | None = None, cap: int | None = None,
-                    scan: int | None = None) -> list[Lease]:
-    """Lease up to ``limit`` due rows at once: one SELECT of due candidates (the due-time index), a
-    fair pick across groups (``fair_order``), then one conditional UPDATE of the picked ids. Rows
-    another process took in between are simply not ours (the UPDATE re-checks)."""
-    if limit <= 0:
-        return []
+                    recent: dict[str, int] | None = None, scan: int | None = None,
+                    reader: Reader | None = None) -> list[Lease]:
+    """Lease up to ``limit`` due rows at once (see ``look``)."""
+    return (await look(db, lt, owner, seconds, limit, running=running, cap=cap, recent=recent, scan=scan,
+                       reader=reader)).leases
+
+
+async def look(db: Db, lt: LeaseTable, owner: str, seconds: float, limit: int, *,
+               running: dict[str, int] | None = None, cap: int | None = None,
+               recent: dict[str, int] | None = None, scan: int | None = None,
+               reader: Reader | None = None) -> Claimed:
+    """One look: the first workable rows in due order (an ordered walk of the due-time index), a
+    fair pick of the due ones across groups (``fair_order``), one conditional UPDATE … RETURNING of
+    the picked ids (rows another process took in between are simply not ours), and the due time of
+    the first row left (due now when something due was left for lack of slots, a cap or a race)."""
     now = utcnow()
-    group = lt.c(lt.group_col) if lt.group_col else None
-    cols = [lt.c(lt.id_col)] + ([group] if group is not None else [])
-    stmt = (select(*cols).where(lt.workable(now), lt.c(lt.due_col) <= now)
-            .order_by(lt.c(lt.due_col)).limit(scan or max(limit * 8, 64)))
-    until = now + dt.timedelta(seconds=seconds)
-    eng = engine_of(db)
-    async with eng.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
+    rows = await _due_rows(db, lt, now, scan or max(limit * 8, 64), reader, due_only=False)
+    due = [r for r in rows if _aware(r[0]) <= now]
+    picked = fair_order([(r[1], r[2]) for r in due], running, cap, recent)[:max(limit, 0)]
+    won: list[Lease] = []
+    if picked:
+        until = now + dt.timedelta(seconds=seconds)
+        groups = dict(picked)
+        async with engine_of(db).begin() as conn:
+            res = await conn.execute(
+                update(lt.table).where(lt.c(lt.id_col).in_(list(groups)), lt.workable(utcnow()))
+                .values(**_lease_values(lt, owner, until)).returning(lt.c(lt.id_col)))
+            won = [Lease(lt, r[0], owner, until, seconds, groups.get(r[0])) for r in res]
+    taken = {x.item_id for x in won}
+    left = [_aware(r[0]) for r in rows if r[1] not in taken]
+    return Claimed(won, min(left) if left else None)
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t
+
+
+async def next_due(db: Db, lt: LeaseTable, reader: Reader | None = None) -> dt.datetime | None:
+    """The earliest due time of the workable (unleased or lease-expired) rows: one ``ORDER BY due
+    LIMIT 1`` on the due-time index. Rows leased now are not counted; a crashed holder's row is
+    seen by the first look after its lease ends (engines look at least every few seconds)."""
+    rows = await _due_rows(db, lt, utcnow(), 1, reader, due_only=False)
     if not rows:
-        return []
-    picked = fair_order([(r[0], r[1] if group is not None else None) for r in rows], running, cap)[:limit]
-    if not picked:
-        return []
-    groups = dict(picked)
-    async with eng.begin() as conn:
-        res = await conn.execute(
-            update(lt.table).where(lt.c(lt.id_col).in_(list(groups)), lt.workable(utcnow()))
-            .values(**_lease_values(lt, owner, until)).returning(lt.c(lt.id_col)))
-        won = [r[0] for r in res]
-    return [Lease(lt, i, owner, until, seconds, groups.get(i)) for i in won]
+        return None
+    found: dt.datetime = rows[0][0]
+    if found.tzinfo is None:  # a raw read path may hand back naive UTC
+        found = found.replace(tzinfo=dt.timezone.utc)
+    return found
 
 
-async def next_due(db: Db, lt: LeaseTable) -> dt.datetime | None:
-    """When the next row becomes workable: the earliest due time of unleased rows, or the earliest
-    lease expiry of leased ones (a crashed holder's row is resumed then). Two index-friendly MINs."""
-    now = utcnow()
-    async with engine_of(db).connect() as conn:
-        due = (await conn.execute(select(func.min(lt.c(lt.due_col))).where(lt.workable(now)))).scalar()
-        leased = (await conn.execute(select(func.min(lt.c(lt.until_col))).where(
-            lt.c(lt.status_col).in_(lt.active), *lt.live, lt.c(lt.until_col) >= now))).scalar()
-    found = [t for t in (due, leased) if t is not None]
-    return min(found) if found else None
-
-
-async def due_ids(db: Db, lt: LeaseTable, limit: int) -> list[str]:
+async def due_ids(db: Db, lt: LeaseTable, limit: int, reader: Reader | None = None) -> list[str]:
     """Up to ``limit`` ids of due, workable rows (for reconcilers)."""
-    now = utcnow()
-    async with engine_of(db).connect() as conn:
-        rows = await conn.execute(select(lt.c(lt.id_col)).where(lt.workable(now), lt.c(lt.due_col) <= now)
-                                  .order_by(lt.c(lt.due_col)).limit(limit))
-        return [r[0] for r in rows]
+    return [r[1] for r in await _due_rows(db, lt, utcnow(), limit, reader)]
 
 
 async def heartbeat(db: Db, lease: Lease) -> bool:
@@ -211,7 +277,7 @@ async def heartbeat(db: Db, lease: Lease) -> bool:
 async def release(db: Db, lease: Lease, delay: float | None = None, **values: Any) -> bool:
     """Drop the lease (and set the due time ``delay`` seconds from now, and ``values``) if still ours."""
     lt = lease.table
-    vals: dict[str, Any] = {lt.until_col: None, **values}
+    vals: dict[str, Any] = {lt.until_col: None, **lease.values, **values}
     if lt.owner_col is not None:
         vals[lt.owner_col] = None
     if delay is not None:
@@ -236,7 +302,11 @@ async def run_leased(db: Db, lease: Lease, step: Step, *, on_lost: Callable[[], 
                      error_delay: float = 30.0) -> float | None:
     """Run ``step(lease)`` under ``lease`` (already claimed) with a heartbeat, then release it with
     the step's answer as the next due time. Returns that answer; None when the lease was lost."""
-    task: asyncio.Task[float | None] = asyncio.create_task(step(lease), name=f"{lease.table.kind}-step-{lease.item_id}")
+    async def under_lease() -> float | None:
+        _current.set(lease)  # this task's own context: steps find their lease with current()
+        return await step(lease)
+
+    task: asyncio.Task[float | None] = asyncio.create_task(under_lease(), name=f"{lease.table.kind}-step-{lease.item_id}")
     lost = asyncio.Event()
     beat = asyncio.create_task(_beat(db, lease, task, lost))
     delay: float | None = None

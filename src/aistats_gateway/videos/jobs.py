@@ -20,7 +20,8 @@ def source(ctx: RunnerContext, limiter: GroupLimiter | None = None) -> Source:
         return await advance(ctx, lease.item_id)
 
     return leased_source("videos", LeasedWork(db=ctx.sessions, table=VIDEO_LEASE, step=step, owner=ctx.worker_id,
-                                              seconds=ctx.lease_seconds, limiter=limiter or GroupLimiter()))
+                                              seconds=ctx.lease_seconds, limiter=limiter or GroupLimiter(),
+                                              reader=ctx.reader))
 
 
 def sources(state: Any) -> list[Source]:

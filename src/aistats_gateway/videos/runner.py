@@ -140,7 +140,11 @@ async def run_claimed(ctx: RunnerContext, lease: leases.Lease) -> float | None:
 
 
 async def _load(ctx: RunnerContext, job_id: str) -> VideoJob | None:
-    """The row as a plain (transient) ``VideoJob``: one Core SELECT, no session or identity map."""
+    """The row as a plain (transient) ``VideoJob``: on the lean read path when there is one (a raw
+    cursor on SQLite), else one Core SELECT; no session or identity map."""
+    if ctx.reader is not None:
+        rows = await ctx.reader.rows_by(JOBS, "id", job_id)
+        return VideoJob(**rows[0]) if rows else None
     async with leases.engine_of(ctx.sessions).connect() as conn:
         row = (await conn.execute(select(JOBS).where(JOBS.c.id == job_id))).first()
     return VideoJob(**row._mapping) if row is not None else None
@@ -264,7 +268,7 @@ async def _count_poll(ctx: RunnerContext, job: VideoJob, adapter: Any, *, estima
                                   else_=JOBS.c.progress)
         values["progress_source"] = case((and_(JOBS.c.status == "in_progress", JOBS.c.progress < pct), "estimated"),
                                          else_=JOBS.c.progress_source)
-    if not values:
+    if not values or leases.on_release(job.id, **values):  # written with the lease's release
         return
     async with leases.engine_of(ctx.sessions).begin() as conn:
         await conn.execute(update(JOBS).where(JOBS.c.id == job.id).values(values))
