@@ -55,6 +55,7 @@ class GatewayState:
     jobs: Any = None  # the job engine
     hooks: Any = None  # what happens when a job changes (billing, webhooks)
     webhooks: Any = None  # webhook delivery configuration
+    rendered_jobs: Any = None  # videos.cache.RenderedJobs: JSON of finished jobs for GET /v1/videos/{id}
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
@@ -72,6 +73,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     from aistats_gateway.db.fastread import FastReader
 
     state.reader = FastReader(engine, settings.db_url)
+    from aistats_gateway.videos.cache import RenderedJobs
+
+    state.rendered_jobs = RenderedJobs()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,7 +149,8 @@ async def start_services(state: GatewayState) -> None:
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
-                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader)
+                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader,
+                                 poll_age_fraction=s.job_poll_age_fraction)
     from aistats_gateway.jobs.registry import collect as collect_sources
     from aistats_gateway.videos.hooks import JobHooks
     from aistats_gateway.webhooks import service as webhook_service

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     job_workspace_concurrency: int = Field(
         default=0, ge=0, le=256,
         description="Most background jobs one workspace runs at once per process (0: job_concurrency - 1)")
+    job_poll_age_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="Poll a running job at least this fraction of its age apart (0: the provider's backoff only)")
     job_max_idle_seconds: float = Field(
         default=5.0, gt=0, le=3600, description="Longest sleep of the in-process engine between looks for work")
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -50,6 +50,7 @@ class RunnerContext:
     worker_id: str = field(default_factory=lambda: "w_" + secrets.token_hex(6))
     lease_seconds: float = LEASE_SECONDS
     reader: Any = None  # db.fastread.FastReader, for reads outside a transaction
+    poll_age_fraction: float = 0.0  # see _paced (settings.job_poll_age_fraction)
     on_status: list[StatusHook] = field(default_factory=list)
     on_progress: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
     events: leases.JobEvents = field(default_factory=leases.JobEvents)
@@ -117,6 +118,21 @@ async def set_progress(ctx: RunnerContext, job_id: str, progress: int, source: s
     for hook in ctx.on_progress:
         with contextlib.suppress(Exception):
             await hook(job_id, progress)
+
+
+def _paced(ctx: RunnerContext, job: VideoJob, backoff: float) -> float:
+    """A long-running job is polled less often: at least ``poll_age_fraction`` of its age apart
+    (0.1: a job running for an hour is looked at every 6 minutes, so its completion is seen at most
+    10 % late), never past its deadline. Below 10x the provider's longest interval this is the
+    backoff itself, so ordinary jobs are polled exactly as before."""
+    if ctx.poll_age_fraction <= 0:
+        return backoff
+    now = _now()
+    age = (now - (job.started_at or job.created_at)).total_seconds()
+    paced = ctx.poll_age_fraction * age
+    if job.deadline_at is not None:
+        paced = min(paced, max((job.deadline_at - now).total_seconds(), 0.0) + 1.0)
+    return max(backoff, paced)
 
 
 def _backoff(provider_id: str, adapter: Any, poll_count: int) -> float:
@@ -216,16 +232,16 @@ async def _poll(ctx: RunnerContext, job: VideoJob, adapter: Any, request: VideoR
         watcher.cancel()
     await _count_poll(ctx, job, adapter, estimate=result.status == "in_progress" and result.progress is None
                       and job.status == "in_progress")
-    wait = result.poll_after if result.poll_after is not None else _backoff(job.provider or "", adapter,
-                                                                           job.poll_count + 1)
+    wait = result.poll_after if result.poll_after is not None else _paced(
+        ctx, job, _backoff(job.provider or "", adapter, job.poll_count + 1))
     if result.status in ("queued",):
         return wait
     if result.status == "in_progress":
         if job.status == "queued":
             await transition(ctx, job.id, "in_progress")
-        if result.progress is not None:
+        if result.progress is not None and result.progress > job.progress:
             await set_progress(ctx, job.id, result.progress, "provider")
-        elif job.status == "queued":
+        elif result.progress is None and job.status == "queued":
             await _count_poll(ctx, job, adapter, estimate=True, count=False)
         return wait
     if result.status in ("failed", "cancelled", "expired"):

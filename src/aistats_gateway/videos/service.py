@@ -23,7 +23,7 @@ from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ProviderError
 from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
-from aistats_gateway.videos import render, validation
+from aistats_gateway.videos import cache, render, validation
 from aistats_gateway.webhooks import service as webhooks
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
@@ -285,6 +285,20 @@ async def _read(reader: Any, video_id: str) -> tuple[VideoJob, list[VideoOutput]
         return None
     outs = await reader.rows_by(VideoOutput.__table__, "job_id", video_id) if job.status == "completed" else []
     return job, [VideoOutput(**o) for o in outs]
+
+
+_STAMP_COLUMNS = ("workspace_id", "status", "deleted_at", "updated_at", "webhook")
+
+
+async def stamp_of(reader: Any, video_id: str) -> tuple[cache.Stamp, bool] | None:
+    """The row's owner and version (and whether it has a webhook), read without its large columns."""
+    if not _possible_id(video_id):
+        return None
+    rows = await reader.columns_by(VideoJob.__table__, _STAMP_COLUMNS, "id", video_id)
+    if not rows:
+        return None
+    ws, status, deleted_at, updated_at, webhook = rows[0]
+    return cache.Stamp(ws, status, deleted_at is not None, updated_at), bool(webhook)
 
 
 async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:
