@@ -196,6 +196,21 @@ def profile(b: Bench, seconds: float) -> list[str]:
     return lines
 
 
+def healthz_cpu(b: Bench, n: int = 2000) -> float:
+    """CPU ms of the gateway per sequential ``GET /healthz``: the same-run yardstick of what one small
+    request costs on this machine now (a loaded machine inflates every figure alike)."""
+    conn = Conn(b.gw.port)
+    try:
+        for _ in range(50):
+            conn.request("GET", "/healthz")
+        c0 = _proc_cpu(b.gw.pid)
+        for _ in range(n):
+            conn.request("GET", "/healthz")
+        return (_proc_cpu(b.gw.pid) - c0) / n * 1000
+    finally:
+        conn.close()
+
+
 def body(b: Bench) -> None:
     args = b.args
     seconds = 10.0 if args.quick else args.seconds
@@ -204,6 +219,7 @@ def body(b: Bench) -> None:
     time.sleep(3.0)  # let the start-up settle (catalogue sync, first engine looks)
     log(f"baseline: no job in flight, {seconds:.0f}s")
     base_cpu, base_polls, _ = measure(b, seconds)
+    yard = healthz_cpu(b)
     t = time.perf_counter()
     native = create_at_fake(b.fake_port, jobs)
     expected = store_in_flight(b, created["workspace_id"], created["id"], native, args.poll_cap, args.max_age,
@@ -220,6 +236,7 @@ def body(b: Bench) -> None:
              if args.age_fraction else f"cadence {args.poll_cap:g} s")
     rows = [
         ["no job in flight (baseline)", "0", f"{base_cpu:.1f}", f"{base_polls:.1f}", "", "baseline"],
+        ["yardstick: one GET /healthz, sequential", "", "", "", f"{yard:.2f}", "CPU ms per request, same process"],
         [f"{jobs:,} jobs in flight, {label}", f"{jobs:,}", f"{cpu:.1f}", f"{polls:.1f}",
          f"{per_poll:.2f}", f"expected {expected:.1f} polls/s; target <= {TARGET_CPU:g}% at 10,000 jobs: {verdict}"],
     ]
@@ -229,7 +246,11 @@ def body(b: Bench) -> None:
                                            "CPU ms/poll", "comparison"]))
     b.report.notes.append(f"{jobs:,} jobs, {label}: gateway {cpu:.1f}% of one core "
                           f"(baseline {base_cpu:.1f}%), the fake saw {polls:.1f} polls/s "
-                          f"(expected {expected:.1f}), {per_poll:.2f} ms CPU per poll")
+                          f"(expected {expected:.1f}), {per_poll:.2f} ms CPU per poll "
+                          f"({per_poll / yard:.1f}x one GET /healthz, {yard:.2f} ms, same run)")
+    b.report.notes.append(f"job concurrency {b.gw.env.get('AISTATS_JOB_CONCURRENCY', '4 (default)')}, per-workspace "
+                          f"cap {b.gw.env.get('AISTATS_JOB_WORKSPACE_CONCURRENCY', 'default (concurrency - 1)')}; "
+                          "all jobs in one workspace")
 
 
 if __name__ == "__main__":

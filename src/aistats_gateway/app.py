@@ -99,6 +99,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     )
     app.state.gateway = state
     errors.install(app)
+    from aistats_gateway.videos.fastget import FastVideoGet
+
+    app.add_middleware(FastVideoGet)  # inside GatewayMiddleware (added later = outermost)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["Operations"], summary="The process is up", response_model=Health)
