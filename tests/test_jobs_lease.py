@@ -20,7 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aistats_gateway.db.base import UTCDateTime, utcnow
 from aistats_gateway.db.engine import create_engine
 from aistats_gateway.jobs import lease as leases
-from aistats_gateway.jobs.engine import GroupLimiter, LeasedWork, LocalEngine, leased_source
+from aistats_gateway.jobs.engine import (
+    GroupLimiter,
+    LeasedWork,
+    LocalEngine,
+    leased_source,
+)
 from tests.support.gateway import BACKENDS, Database, new_database
 
 meta = MetaData()

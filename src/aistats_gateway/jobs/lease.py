@@ -295,7 +295,7 @@ async def keep(db: Db, lease: Lease) -> None:
             if not await heartbeat(db, lease):
                 return
         except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
-            continue
+            log.debug("lease heartbeat failed; retrying", exc_info=True)
 
 
 async def run_leased(db: Db, lease: Lease, step: Step, *, on_lost: Callable[[], None] | None = None,
@@ -340,6 +340,7 @@ async def _beat(db: Db, lease: Lease, task: asyncio.Task[Any], lost: asyncio.Eve
         try:
             ours = await heartbeat(db, lease)
         except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
+            log.debug("lease heartbeat failed; retrying", exc_info=True)
             continue
         if not ours:
             lost.set()

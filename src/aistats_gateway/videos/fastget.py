@@ -45,7 +45,7 @@ class FastVideoGet:
                 auth = v
             elif k == b"host":
                 host = v
-        if auth is None or host is None or not auth[:7].lower() == b"bearer ":
+        if auth is None or host is None or auth[:7].lower() != b"bearer ":
             return False
         parsed = keys.parse(auth[7:].decode("latin-1").strip())
         if parsed is None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aistats_gateway.jobs.lease import Lease
 from aistats_gateway.jobs.engine import GroupLimiter, LeasedWork, Source, leased_source
+from aistats_gateway.jobs.lease import Lease
 from aistats_gateway.videos.runner import RunnerContext, advance
 from aistats_gateway.videos.tables import VIDEO_LEASE
 
