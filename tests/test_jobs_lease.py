@@ -320,3 +320,29 @@ def test_fair_order_unit() -> None:
     assert [i for i, _ in leases.fair_order(cands, running={"A": 1}, cap=1)] == ["b1", "c1"]
     assert [i for i, _ in leases.fair_order(cands, recent={"A": 5, "B": 2})] == ["c1", "b1", "a1", "b2", "a2",
                                                                                   "a3"]
+
+
+def test_a_task_for_a_capped_workspace_is_handed_back(database: Database) -> None:
+    """The procrastinate path (``LeasedWork.run_one``): a row whose workspace already runs ``cap``
+    steps in this process is released and due again shortly, without running its step; another
+    workspace's row runs."""
+
+    async def main() -> None:
+        eng = await _engine(database)
+        try:
+            await _add(eng, _row("a1", "ws_a"), _row("b1", "ws_b"))
+            started: list[str] = []
+            gates = {"b1": asyncio.Event()}
+            gates["b1"].set()
+            work = _work(eng, started, gates, cap=1)
+            work.limiter.enter("ws_a")  # ws_a already runs one step here
+            assert await work.run_one("a1") == work.capped_retry
+            row = await _status(eng, "a1")
+            assert row.lease_owner is None and row.status == "queued" and row.next_run_at > utcnow()
+            assert await work.run_one("b1") is None
+            assert started == ["b1"] and (await _status(eng, "b1")).status == "done"
+            work.limiter.leave("ws_a")
+        finally:
+            await eng.dispose()
+
+    asyncio.run(main())
