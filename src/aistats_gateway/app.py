@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
@@ -24,7 +24,19 @@ from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
 from aistats_gateway.http.responses import ErrorResponse, JSONBytes
+from aistats_gateway.routing.breaker import BreakerCollector, CircuitBreaker
 from aistats_gateway.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from aistats_gateway.db.fastread import FastReader
+    from aistats_gateway.http.ssrf import GuardPolicy
+    from aistats_gateway.jobs.engine import JobEngine
+    from aistats_gateway.storage.base import BlobStore
+    from aistats_gateway.videos.hooks import JobHooks
+    from aistats_gateway.videos.runner import RunnerContext
+    from aistats_gateway.webhooks.service import WebhookConfig
 
 log = logging.getLogger("aistats_gateway")
 
@@ -36,37 +48,50 @@ class Ready(BaseModel):
     status: Literal["ready"]
 
 
+class StopSignal(Protocol):
+    async def wait(self) -> object: ...
+
+
 @dataclass
 class GatewayState:
+    """Everything one gateway process shares. The optional fields are set up by ``start_services``
+    (the lifespan) and are None before it ran and after ``stop_services``."""
+
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     catalogue: catalogue_service.CatalogueStore
     metrics: Metrics
-    reader: Any = None  # FastReader for the hot read paths
-    # Set up in the lifespan: blob storage, upstream HTTP clients, the job runner and engine.
-    storage: Any = None
-    http: Any = None
-    fetch_client: Any = None
-    fetch_policy: Any = None
-    runner: Any = None
-    jobs: Any = None  # the job engine
-    hooks: Any = None  # what happens when a job changes (billing, webhooks)
-    webhooks: Any = None  # webhook delivery configuration
+    reader: FastReader | None = None  # the lean reader of the hot read paths
+    # routing's per-provider circuit breaker and observed health (in /metrics)
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    storage: BlobStore | None = None
+    http: httpx.AsyncClient | None = None  # upstream provider calls
+    fetch_client: httpx.AsyncClient | None = None  # fetching caller-given URLs (images, webhooks)
+    fetch_policy: GuardPolicy | None = None
+    runner: RunnerContext | None = None
+    jobs: JobEngine | None = None  # the job engine
+    hooks: JobHooks | None = None  # what happens when a job changes (billing, webhooks)
+    webhooks: WebhookConfig | None = None  # webhook delivery configuration
+
+
+def _new_state(settings: Settings, engine: AsyncEngine, metrics: Metrics) -> GatewayState:
+    sessions = session_factory(engine)
+    state = GatewayState(
+        settings=settings, engine=engine, sessions=sessions,
+        catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds), metrics=metrics,
+        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds),
+    )
+    metrics.registry.register(BreakerCollector(state.breaker))
+    return state
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     metrics = metrics or Metrics()
     settings.ensure_data_dir()
     engine = create_engine(settings.db_url, pool_size=settings.db_pool_size)
-    sessions = session_factory(engine)
-    state = GatewayState(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds),
-        metrics=metrics,
-    )
+    state = _new_state(settings, engine, metrics)
+    sessions = state.sessions
     from aistats_gateway.db.fastread import FastReader
 
     state.reader = FastReader(engine, settings.db_url)
@@ -124,49 +149,53 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
 
 async def start_services(state: GatewayState) -> None:
     from aistats_gateway import providers  # noqa: F401  (registers the adapters)
+    from aistats_gateway.billing import jobs as billing_jobs
     from aistats_gateway.http import ssrf
     from aistats_gateway.http.client import create_client
     from aistats_gateway.jobs.engine import LocalEngine
     from aistats_gateway.storage import create_store
     from aistats_gateway.videos import jobs as video_jobs
+    from aistats_gateway.videos.hooks import JobHooks
     from aistats_gateway.videos.runner import RunnerContext
+    from aistats_gateway.webhooks import jobs as webhook_jobs
+    from aistats_gateway.webhooks import service as webhook_service
 
     s = state.settings
     if state.reader is None:
         from aistats_gateway.db.fastread import FastReader
 
         state.reader = FastReader(state.engine, s.db_url)
-    state.storage = create_store(s.storage, s.data_dir, {
+    state.storage = storage = create_store(s.storage, s.data_dir, {
         "endpoint_url": s.s3_endpoint_url, "bucket": s.s3_bucket, "access_key": s.s3_access_key_id,
         "secret_key": s.s3_secret_access_key, "region": s.s3_region, "prefix": s.s3_prefix,
     } if s.storage == "s3" else None)
-    state.http = create_client(s.upstream_timeout_seconds)
+    state.http = http = create_client(s.upstream_timeout_seconds)
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
-    state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
-                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader)
-    from aistats_gateway.billing import jobs as billing_jobs
-    from aistats_gateway.videos.hooks import JobHooks
-    from aistats_gateway.webhooks import jobs as webhook_jobs
-    from aistats_gateway.webhooks import service as webhook_service
-
-    state.webhooks = webhook_service.WebhookConfig(
+    state.runner = runner = RunnerContext(sessions=state.sessions, storage=storage, http=http, data_dir=s.data_dir,
+                                          lease_seconds=s.job_lease_seconds, reader=state.reader,
+                                          breaker=state.breaker)
+    state.webhooks = webhook_cfg = webhook_service.WebhookConfig(
         policy=webhook_service.policy_for(s.webhook_allow_local, s.allowed_hosts),
         schedule=s.retry_schedule, timeout=s.webhook_timeout_seconds)
-    state.hooks = JobHooks(state)
-    state.runner.on_status.append(state.hooks.on_status)
-    state.runner.on_progress.append(state.hooks.on_progress)
-    sources = [video_jobs.source(state.runner), billing_jobs.source(state, state.hooks),
-               webhook_jobs.source(state, state.webhooks)]
+    state.hooks = hooks = JobHooks(state)
+    runner.on_status.append(hooks.on_status)
+    runner.on_progress.append(hooks.on_progress)
+    # Each product's finalizer for its holds (the sweep settles holds of terminal operations).
+    finalizers = {"video": hooks.finalize}
+    sources = [video_jobs.source(runner), billing_jobs.source(state.sessions, finalizers),
+               webhook_jobs.source(state, webhook_cfg)]
+    engine: JobEngine
     if s.is_sqlite:
-        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
+        engine = LocalEngine(sources, concurrency=s.job_concurrency)
     else:
         from aistats_gateway.jobs.procrastinate_engine import ProcrastinateEngine
 
-        state.jobs = ProcrastinateEngine(s.db_url, sources, run_worker=s.run_worker, concurrency=s.job_concurrency)
+        engine = ProcrastinateEngine(s.db_url, sources, run_worker=s.run_worker, concurrency=s.job_concurrency)
+    state.jobs = engine
     if s.is_sqlite and not s.run_worker:
         log.warning("AISTATS_RUN_WORKER=false is ignored on SQLite: jobs run in the server process")
-    await state.jobs.start()
+    await engine.start()
 
 
 async def stop_services(state: GatewayState) -> None:
@@ -199,13 +228,10 @@ async def sync_catalogue_at_start(state: GatewayState) -> None:
              extra={"version": result.version, "models": result.models})
 
 
-async def run_worker_forever(settings: Settings, stop: Any) -> None:
+async def run_worker_forever(settings: Settings, stop: StopSignal) -> None:
     """A worker process: the services and the job engine, no HTTP server."""
     engine = create_engine(settings.db_url, pool_size=settings.db_pool_size)
-    sessions = session_factory(engine)
-    state = GatewayState(settings=settings, engine=engine, sessions=sessions,
-                         catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds),
-                         metrics=Metrics())
+    state = _new_state(settings, engine, Metrics())
     await start_services(state)
     try:
         await stop.wait()

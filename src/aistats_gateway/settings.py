@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     run_worker: bool = True
     job_concurrency: int = Field(default=4, ge=1, le=256)
     job_lease_seconds: float = Field(default=120.0, ge=1.0, description="How long a crashed worker holds a job")
+    breaker_threshold: int = Field(default=5, ge=1, description="Consecutive retryable failures after which a "
+                                   "provider is skipped (its circuit opens)")
+    breaker_cooldown_seconds: float = Field(default=30.0, ge=0.0, description="How long an open circuit skips "
+                                            "its provider before trying it again")
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     # Job webhooks.
     webhook_allow_local: bool = Field(default=False, description="Allow http://localhost targets (development)")

@@ -123,7 +123,7 @@ class Gateway:
         return env
 
     def create_key(self, name: str = "test", credits_usd: float = 0) -> str:
-        from aistats_gateway.auth import service
+        from aistats_gateway.billing import accounts as service
 
         async def work(sessions: Any) -> Any:
             async with sessions() as s, s.begin():

@@ -17,6 +17,7 @@ from typing import Any
 
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -24,7 +25,7 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
-from aistats_gateway.videos import render
+from aistats_gateway.media import render
 
 FPS = 24
 
@@ -121,4 +122,4 @@ class LocalVideo:
 
 
 adapter = LocalVideo()
-registry.register("local", "video.generation", adapter, needs_credentials=False)
+registry.register("local", VIDEO, adapter, needs_credentials=False)

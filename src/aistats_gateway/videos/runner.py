@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.providers import config as provider_config
 from aistats_gateway.providers import registry
+from aistats_gateway.routing.breaker import CircuitBreaker
 from aistats_gateway.providers.base import CallContext, OutputRef, ProviderError, VideoRequest
 from aistats_gateway.videos import media
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
@@ -50,6 +51,7 @@ class RunnerContext:
     reader: Any = None  # db.fastread.FastReader, for reads outside a transaction
     on_status: list[StatusHook] = field(default_factory=list)
     on_progress: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)  # routing's, shared with the gateway
 
     def call_context(self, provider_id: str, **extra: Any) -> CallContext:
         cfg = provider_config.load(provider_id)

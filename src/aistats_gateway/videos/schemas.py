@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from aistats_gateway.routing.schemas import ProviderRouting
+
 VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
 OutputAccess = Literal["bytes", "signed_url", "both"]
 ReferenceRole = Literal["first_frame", "last_frame", "reference", "source", "mask"]
@@ -61,13 +63,6 @@ class VideoWebhook(_In):
     url: str = Field(max_length=2048)
     secret: str | None = Field(default=None, max_length=500)
     events: list[WebhookEvent] | None = None
-
-
-class ProviderRouting(_In):
-    order: list[str] | None = None
-    only: list[str] | None = None
-    ignore: list[str] | None = None
-    include_alpha: Bool = Field(default=False, description="Include alpha providers in routing (off by default)")
 
 
 class VideoCreateRequest(_In):

@@ -21,9 +21,11 @@ from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ProviderError
-from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
-from aistats_gateway.videos import render, validation
+from aistats_gateway.media import render
+from aistats_gateway.videos import billing as video_billing
+from aistats_gateway.videos import events
+from aistats_gateway.videos import validation
 from aistats_gateway.webhooks import service as webhooks
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
@@ -160,7 +162,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     """Validate, hold the estimate, store the job and submit it. Returns the job and, when the gateway
     generated the webhook secret, that secret (shown once)."""
     has_image = upload is not None or bool(req.input_references) or req.input_reference is not None
-    plan = validation.plan(snap, req, has_image=has_image)
+    plan = validation.plan(snap, req, has_image=has_image, health=rctx.breaker)
     webhook, new_secret = await _webhook(req, webhook_cfg)
     images = await _images(fetch_client, policy, req, upload)
     job_id = new_id()
@@ -169,7 +171,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     first = plan.offers[0]
     sample_count = int(plan.values.get("sample_count") or 1)
     audio = bool(plan.values.get("generate_audio"))
-    estimate = billing.estimate_video(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
+    estimate = video_billing.estimate(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
                                       resolution=plan.resolution or validation.size_class(plan.width, plan.height),
                                       audio=audio, size=f"{plan.width}x{plan.height}")
     job = VideoJob(
@@ -198,8 +200,8 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     async with rctx.sessions() as s, s.begin():
         s.add(job)
         await s.flush()
-        await billing.hold_for_job(s, job_id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id,
-                                   estimate=estimate)
+        await billing.hold(s, ref=video_billing.ref(job_id), workspace_id=caller.workspace_id,
+                           key_id=caller.key_id, amount_nanos=estimate.nanos)
     try:
         for img, stored in zip(images, stored_images):
             async def one(data: bytes = img["content"]) -> Any:
@@ -227,28 +229,13 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
 async def _webhook(req: VideoCreateRequest, cfg: Any) -> tuple[dict[str, Any] | None, str | None]:
     if req.webhook is None:
         return None, None
-    url = req.webhook.url
-    if cfg is not None:
-        try:
-            await webhooks.check_target(url, cfg)
-        except ssrf.URLRejected as e:
-            raise bad_request(f"Cannot use webhook.url: {e.reason}", "webhook.url", e.code) from None
-    secret, generated = req.webhook.secret, None
-    if not secret:
-        secret = generated = webhooks.new_secret()
-    try:
-        if not webhooks.secret_bytes(secret):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise bad_request("webhook.secret must be a base64 secret (whsec_… as the Standard Webhooks libraries "
-                          "use); omit it and the gateway generates one.", "webhook.secret") from None
-    events = list(dict.fromkeys(req.webhook.events)) if req.webhook.events else list(webhooks.DEFAULT_EVENTS)
-    return {"url": url, "secret": secret, "events": events}, generated
+    return await webhooks.subscription(events.KIND, req.webhook.url, req.webhook.secret,
+                                       list(req.webhook.events) if req.webhook.events else None, cfg)
 
 
 async def _void_and_discard(rctx: RunnerContext, job_id: str, memo: str) -> None:
     async with rctx.sessions() as s, s.begin():
-        await ledger.void(s, billing.hold_id(job_id), memo=memo)
+        await billing.void(s, video_billing.ref(job_id), memo=memo)
     await _discard(rctx, job_id)
 
 
@@ -301,7 +288,7 @@ async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob
 
 async def webhook_deliveries(rctx: RunnerContext, job: VideoJob) -> list[dict[str, Any]]:
     async with rctx.sessions() as s:
-        return await webhooks.for_job(s, job.id)
+        return await webhooks.for_subject(s, events.subject(job.id))
 
 
 def parse_statuses(values: list[str]) -> list[str]:
