@@ -62,8 +62,8 @@ def test_open_hold_of_finished_job_settles_once_after_restart(tmp_path: Path, ba
                 s.add(VideoOutput(job_id=job_id, index=0, variant="video", storage_key=f"videos/{job_id}/0.mp4",
                                   mime_type="video/mp4", bytes=1, sha256="0" * 64, width=854, height=480,
                                   duration_seconds=4.0))
-            await ledger.place_hold(s, hold_id=billing.hold_id(job_id), workspace_id=k.workspace_id, key_id=k.id, ref_kind="video",
-                                    ref=job_id, amount_nanos=2 * USD)
+            await ledger.place_hold(s, hold_id=billing.hold_id(job_id), workspace_id=k.workspace_id, key_id=k.id,
+                                    ref_kind="video", ref=job_id, amount_nanos=2 * USD)
             return k.workspace_id
 
     workspace = run_async(crashed_state, settings)

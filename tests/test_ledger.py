@@ -66,8 +66,10 @@ def test_hold_settle_void_exactly_once(gateway: Gateway) -> None:
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
-            await ledger.place_hold(s, hold_id="hold_a", workspace_id=ws, key_id=key_id, ref_kind="test", ref="a", amount_nanos=4 * USD)
-            await ledger.place_hold(s, hold_id="hold_b", workspace_id=ws, key_id=key_id, ref_kind="test", ref="b", amount_nanos=3 * USD)
+            await ledger.place_hold(s, hold_id="hold_a", workspace_id=ws, key_id=key_id, ref_kind="test",
+                                    ref="a", amount_nanos=4 * USD)
+            await ledger.place_hold(s, hold_id="hold_b", workspace_id=ws, key_id=key_id, ref_kind="test",
+                                    ref="b", amount_nanos=3 * USD)
         async with sessions() as s:
             mid = await ledger.balance(s, ws)
         # Many concurrent finalizers race on the same holds: exactly one wins each.
@@ -107,7 +109,8 @@ def test_concurrent_holds_never_overdraw(gateway: Gateway, attempts: int) -> Non
         async def one(i: int) -> bool:
             try:
                 async with sessions() as s, s.begin():
-                    await ledger.place_hold(s, hold_id=f"hold_c{i}_{ws}", workspace_id=ws, key_id=key_id, ref_kind="test",
+                    await ledger.place_hold(s, hold_id=f"hold_c{i}_{ws}", workspace_id=ws, key_id=key_id,
+                                            ref_kind="test",
                                             ref=f"c{i}", amount_nanos=USD)
                 return True
             except ledger.InsufficientFunds:

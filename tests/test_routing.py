@@ -213,8 +213,8 @@ def test_fallback_loop_records_every_attempt_and_stops_on_the_callers_error() ->
 
 
 def test_retryable_kinds_are_one_set() -> None:
-    assert routing.RETRYABLE_KINDS == frozenset({"rate_limit", "unavailable", "upstream", "auth", "quota",
-                                                 "not_found"})
+    assert frozenset({"rate_limit", "unavailable", "upstream", "auth", "quota",
+                                                 "not_found"}) == routing.RETRYABLE_KINDS
     assert all(_err(k).retryable for k in routing.RETRYABLE_KINDS)
     assert not _err("client").retryable and not _err("content_policy").retryable
 

@@ -74,7 +74,7 @@ async def hold(s: AsyncSession, *, ref: Ref, workspace_id: str, key_id: str, amo
     await ledger.place_hold(s, hold_id=hid, workspace_id=workspace_id, key_id=key_id, ref_kind=ref.kind, ref=ref.id,
                             amount_nanos=amount_nanos)
     _, daily, monthly = await ledger.key_limits(s, key_id)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     periods = (("daily", daily, now.replace(hour=0, minute=0, second=0, microsecond=0)),
                ("monthly", monthly, _month_start(now)))
     for period, limit, since in periods:

@@ -28,14 +28,14 @@ from aistats_gateway.providers import config
 
 T = TypeVar("T")
 
-_CAPABILITIES: dict[str, "Capability[Any]"] = {}
-_BY_ENDPOINT: dict[str, "Capability[Any]"] = {}
+_CAPABILITIES: dict[str, Capability[Any]] = {}
+_BY_ENDPOINT: dict[str, Capability[Any]] = {}
 
 
 class Capability(Generic[T]):
     """A typed registry key: what a provider can do, and the gateway endpoints that need it."""
 
-    __slots__ = ("name", "endpoints")
+    __slots__ = ("endpoints", "name")
     name: str
     endpoints: frozenset[str]
 

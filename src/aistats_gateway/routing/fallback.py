@@ -45,7 +45,7 @@ class Target:
     slug: str | None = None
 
 
-O = TypeVar("O", bound=Routable)
+OfferT = TypeVar("OfferT", bound=Routable)
 R = TypeVar("R")
 
 
@@ -84,8 +84,8 @@ def is_retryable(error: ProviderError) -> bool:
 
 
 async def run_with_fallback(
-    offers: Sequence[O],
-    call: Callable[[O], Awaitable[R]],
+    offers: Sequence[OfferT],
+    call: Callable[[OfferT], Awaitable[R]],
     breaker: CircuitBreaker | None,
     *,
     clock: Callable[[], float] = time.time,

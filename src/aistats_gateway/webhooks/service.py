@@ -3,9 +3,10 @@
 Each domain registers its subject kind and event names once (``register_events("video", …)``,
 later ``"batch"``), and validates a caller's subscription with :func:`subscription` (url through
 the SSRF guard, secret, events of that kind). Events are written to ``webhook_deliveries`` when
-they happen — one row per subject ``(kind, id)`` and event key, so an event is never queued twice. The job engine delivers due rows: a POST with ``webhook-id``,
-``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256>`` headers (verifiable with
-the ``standardwebhooks`` package), retried with backoff on errors, timeouts and non-2xx answers.
+they happen — one row per subject ``(kind, id)`` and event key, so an event is never queued twice.
+The job engine delivers due rows: a POST with ``webhook-id``, ``webhook-timestamp`` and
+``webhook-signature: v1,<base64 HMAC-SHA256>`` headers (verifiable with the ``standardwebhooks``
+package), retried with backoff on errors, timeouts and non-2xx answers.
 Delivery never blocks the job itself. Targets pass the SSRF guard (https only, no private,
 loopback, link-local or metadata addresses) unless the operator allows local targets.
 """
