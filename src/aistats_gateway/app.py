@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -73,6 +73,9 @@ class GatewayState:
     jobs: JobEngine | None = None  # the job engine
     hooks: JobHooks | None = None  # what happens when a job changes (billing, webhooks)
     webhooks: WebhookConfig | None = None  # webhook delivery configuration
+    # Per hold kind (billing.Ref.kind), the product's settle-or-void of one operation; the billing
+    # sweep calls it for terminal operations whose hold is still open.
+    hold_finalizers: dict[str, Callable[[str], Awaitable[None]]] = field(default_factory=dict)
 
 
 def _new_state(settings: Settings, engine: AsyncEngine, metrics: Metrics) -> GatewayState:
@@ -154,6 +157,7 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.http.client import create_client
     from aistats_gateway.jobs.engine import LocalEngine
     from aistats_gateway.storage import create_store
+    from aistats_gateway.videos import billing as video_billing
     from aistats_gateway.videos import jobs as video_jobs
     from aistats_gateway.videos.hooks import JobHooks
     from aistats_gateway.videos.runner import RunnerContext
@@ -181,10 +185,8 @@ async def start_services(state: GatewayState) -> None:
     state.hooks = hooks = JobHooks(state)
     runner.on_status.append(hooks.on_status)
     runner.on_progress.append(hooks.on_progress)
-    # Each product's finalizer for its holds (the sweep settles holds of terminal operations).
-    finalizers = {"video": hooks.finalize}
-    sources = [video_jobs.source(runner), billing_jobs.source(state.sessions, finalizers),
-               webhook_jobs.source(state, webhook_cfg)]
+    state.hold_finalizers[video_billing.KIND] = hooks.finalize
+    sources = [video_jobs.source(runner), *billing_jobs.sources(state), webhook_jobs.source(state, webhook_cfg)]
     engine: JobEngine
     if s.is_sqlite:
         engine = LocalEngine(sources, concurrency=s.job_concurrency)

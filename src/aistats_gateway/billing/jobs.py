@@ -1,15 +1,15 @@
 """The billing sweep: finalize open holds whose operation is already terminal (e.g. after a crash).
 
 Billing joins no product table: each product registers, per hold kind, a selectable of its terminal
-operation ids (``register_terminal("video", lambda: select(VideoJob.id).where(...))``) and the app
-hands the sweep each kind's finalizer (the product's own settle-or-void). The sweep's items are
-``"<kind>:<id>"``.
+operation ids (``register_terminal("video", lambda: select(VideoJob.id).where(...))``) and puts its
+finalizer (its own settle-or-void of one operation) in ``GatewayState.hold_finalizers[kind]``. The
+sweep's items are ``"<kind>:<id>"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,6 +38,16 @@ async def due_refs(sessions: async_sessionmaker[AsyncSession], kinds: list[str],
                 .limit(limit - len(out)))
             out += [f"{kind}:{r[0]}" for r in rows]
     return out
+
+
+class HasFinalizers(Protocol):
+    sessions: async_sessionmaker[AsyncSession]
+    hold_finalizers: dict[str, Callable[[str], Awaitable[None]]]
+
+
+def sources(state: HasFinalizers) -> list[Source]:
+    """The sweep over every kind the products registered a finalizer for (``state.hold_finalizers``)."""
+    return [source(state.sessions, state.hold_finalizers)]
 
 
 def source(sessions: async_sessionmaker[AsyncSession],

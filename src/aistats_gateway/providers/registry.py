@@ -22,7 +22,7 @@ to their protocol, e.g. in ``providers/inference.py``::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 from aistats_gateway.providers import config
 
@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 _CAPABILITIES: dict[str, Capability[Any]] = {}
 _BY_ENDPOINT: dict[str, Capability[Any]] = {}
+_IMPLICIT: set[str] = set()  # capabilities made by register(pid, "<endpoint>", adapter), before a typed key
 
 
 class Capability(Generic[T]):
@@ -40,19 +41,42 @@ class Capability(Generic[T]):
     endpoints: frozenset[str]
 
     def __init__(self, name: str, endpoints: frozenset[str]) -> None:
-        if name in _CAPABILITIES:
+        if name in _CAPABILITIES and name not in _IMPLICIT:
             raise ValueError(f"capability {name!r} is already defined")
-        clash = [e for e in endpoints if e in _BY_ENDPOINT]
+        clash = [e for e in endpoints if e in _BY_ENDPOINT and _BY_ENDPOINT[e].name not in _IMPLICIT]
         if clash:
             raise ValueError(f"endpoint {clash[0]!r} already belongs to capability {_BY_ENDPOINT[clash[0]].name!r}")
         self.name = name
         self.endpoints = endpoints
-        _CAPABILITIES[name] = self
-        for e in endpoints:
+        for e in endpoints:  # a typed key replaces the implicit one of its endpoints (adapters move over)
+            old = _BY_ENDPOINT.get(e)
+            if old is not None:
+                _adopt(old, self)
             _BY_ENDPOINT[e] = self
+        _CAPABILITIES[name] = self
 
     def __repr__(self) -> str:
         return f"Capability({self.name!r})"
+
+
+def _adopt(old: Capability[Any], new: Capability[Any]) -> None:
+    _IMPLICIT.discard(old.name)
+    _CAPABILITIES.pop(old.name, None)
+    for entry in _REGISTRY.values():
+        if old in entry.adapters:
+            entry.adapters[new] = entry.adapters.pop(old)
+
+
+def _key(capability: Capability[Any] | str) -> Capability[Any]:
+    """A capability key; an endpoint string (``"chat.completions"``) names the capability serving it,
+    made implicitly (untyped) when no typed key exists for that endpoint yet."""
+    if isinstance(capability, Capability):
+        return capability
+    found = _BY_ENDPOINT.get(capability)
+    if found is None:
+        _IMPLICIT.add(capability)
+        found = Capability(capability, frozenset({capability}))
+    return found
 
 
 def capability_for(endpoint: str) -> Capability[Any] | None:
@@ -80,12 +104,22 @@ class AdapterEntry:
 _REGISTRY: dict[str, AdapterEntry] = {}
 
 
-def register(provider_id: str, capability: Capability[T], adapter: T, *, needs_credentials: bool = True) -> None:
-    """Register ``adapter`` as ``provider_id``'s implementation of ``capability`` (replacing any earlier one)."""
+@overload
+def register(provider_id: str, capability: Capability[T], adapter: T, *, needs_credentials: bool = True) -> None: ...
+
+
+@overload
+def register(provider_id: str, capability: str, adapter: object, *, needs_credentials: bool = True) -> None: ...
+
+
+def register(provider_id: str, capability: Capability[Any] | str, adapter: object, *,
+             needs_credentials: bool = True) -> None:
+    """Register ``adapter`` as ``provider_id``'s implementation of ``capability`` (replacing any earlier
+    one). Prefer the typed key; an endpoint string is accepted for adapters without one yet."""
     entry = _REGISTRY.get(provider_id)
     if entry is None:
         entry = _REGISTRY[provider_id] = AdapterEntry(provider_id)
-    entry.adapters[capability] = adapter
+    entry.adapters[_key(capability)] = adapter
     entry.needs_credentials = needs_credentials
 
 
