@@ -1,9 +1,10 @@
-"""Provider adapters. Importing this package registers every adapter with the registry.
+"""Provider adapters. Importing this package registers every adapter with the registry (and defines
+the capability keys of ``protocols``).
 
 A provider with one capability is a module (``kling.py``); once it has more than one it is a package
 with one module per capability (``openai/video.py``, later ``openai/chat.py`` …)."""
 
-from aistats_gateway.providers import (  # noqa: F401  # noqa: F401  # noqa: F401
+from aistats_gateway.providers import (  # noqa: F401  (each module registers its adapters)
     alibaba,
     byteplus,
     fal,
@@ -13,6 +14,7 @@ from aistats_gateway.providers import (  # noqa: F401  # noqa: F401  # noqa: F40
     luma,
     minimax,
     openai,
+    protocols,
     runway,
     xai,
 )
