@@ -9,7 +9,7 @@ their protocol and key next to each other (chat/embeddings/moderation in ``provi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -179,7 +179,7 @@ class CallContext:
     api_key: str | None
     base_url: str | None
     data_dir: Path | None = None  # for the local renderer's scratch space
-    progress: Callable[[int], Awaitable[None]] | None = None  # for adapters that report progress while working
+    progress: Callable[[int], Coroutine[Any, Any, None]] | None = None  # for adapters reporting progress as they work
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -38,7 +38,9 @@ class LocalVideo:
     deadline_seconds = 3600.0
 
     def _scratch(self, ctx: CallContext) -> Path:
-        path = Path(ctx.data_dir) / "scratch" / "local"
+        if ctx.data_dir is None:
+            raise ProviderError("unavailable", "the local renderer needs a data directory", code="no_data_dir")
+        path = ctx.data_dir / "scratch" / "local"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -90,9 +92,12 @@ class LocalVideo:
                 negative_prompt=request.negative_prompt, first_frame=first_frame,
             )
             path = self._scratch(ctx) / f"{native_id}-{i}.mp4"
+
+            def on_progress(pct: int, index: int = i) -> None:
+                report(index, pct)
+
             try:
-                result = await asyncio.to_thread(
-                    render.render_to_file, spec, path, lambda pct, i=i: report(i, pct), cancel.is_set)
+                result = await asyncio.to_thread(render.render_to_file, spec, path, on_progress, cancel.is_set)
             except render.RenderCancelled:
                 return Polled(status="cancelled", error_code="cancelled", error_message="cancelled while rendering")
             except ValueError as e:

@@ -131,8 +131,9 @@ def get(provider_id: str, capability: Capability[T]) -> T | None:
     return cast("T | None", entry.adapters.get(capability))
 
 
-def adapter_for(provider_id: str, endpoint: str) -> object | None:
-    """The adapter serving a gateway endpoint, untyped (for code that only has the endpoint string)."""
+def adapter_for(provider_id: str, endpoint: str) -> Any:
+    """The adapter serving a gateway endpoint, or None — untyped, for code that only has the endpoint
+    string. Prefer ``get(provider_id, KEY)``, which is typed."""
     cap = _BY_ENDPOINT.get(endpoint)
     return get(provider_id, cap) if cap is not None else None
 

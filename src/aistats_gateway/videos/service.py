@@ -22,7 +22,7 @@ from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
 from aistats_gateway.media import render
 from aistats_gateway.providers import registry
-from aistats_gateway.providers.base import ProviderError
+from aistats_gateway.providers.base import VIDEO, ProviderError
 from aistats_gateway.videos import billing as video_billing
 from aistats_gateway.videos import events, validation
 from aistats_gateway.videos.parsing import Upload
@@ -338,7 +338,7 @@ async def cancel(rctx: RunnerContext, caller: Caller, video_id: str) -> VideoJob
     if job.status in TERMINAL:
         raise APIError(409, f"The video is already {job.status} and cannot be cancelled.", param="video_id",
                        code="video_not_cancellable")
-    adapter = registry.adapter_for(job.provider or "", "video.generation")
+    adapter = registry.get(job.provider or "", VIDEO)
     if adapter is not None and adapter.can_cancel and job.native_id:
         try:
             await adapter.cancel(job.native_id, rctx.call_context(job.provider or ""))
