@@ -168,12 +168,13 @@ def serve(
 
 def _bootstrap(settings: Settings) -> None:
     from aistats_gateway.auth import service
+    from aistats_gateway.billing import accounts
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
             if await service.count_active(s) > 0:
                 return None
-            return await service.create_key(s, settings.pepper, "first key", credits_nanos=10_000_000_000)
+            return await accounts.create_key(s, settings.pepper, "first key", credits_nanos=10_000_000_000)
 
     created = _run(work, settings)
     if created is None:
@@ -270,12 +271,12 @@ def keys_create(
     nanos = _usd_to_nanos(credits) if credits is not None else 0
     settings = _settings(data_dir=data_dir, database_url=database_url)
     _migrate(settings)
-    from aistats_gateway.auth import service
+    from aistats_gateway.billing import accounts
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
-            return await service.create_key(s, settings.pepper, name.strip(), workspace_id=workspace,
-                                            credits_nanos=nanos)
+            return await accounts.create_key(s, settings.pepper, name.strip(), workspace_id=workspace,
+                                             credits_nanos=nanos)
 
     try:
         created = _run(work, settings)
