@@ -53,6 +53,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .inference_common import InferenceState
+from .openai_inference import inference_routes
+
 MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 PRO_MODELS = frozenset({"sora-2-pro", "sora-2-pro-2025-10-06"})
 SECONDS = ("4", "8", "12", "16", "20")
@@ -501,6 +504,7 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
         Route("/v1/videos/{video_id}", retrieve_video, methods=["GET"]),
         Route("/v1/videos/{video_id}", delete_video, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", download_content, methods=["GET"]),
+        *inference_routes(inference := InferenceState(api_key=api_key)),  # chat, responses, embeddings…
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake = state
+    app.state.fake, app.state.inference = state, inference
     return app

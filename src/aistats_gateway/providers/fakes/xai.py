@@ -41,7 +41,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .inference_common import InferenceState
 from .openai import RecordedRequest, render_media
+from .openai_inference import inference_routes
 
 MODELS = ("grok-imagine-video", "grok-imagine-video-1.5")
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
@@ -311,6 +313,8 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
         Route("/v1/videos/generations", generate, methods=["POST"]),
         Route("/v1/videos/{request_id}", retrieve, methods=["GET"]),
         Route("/xai-vidgen-bucket/xai-video-{file_id}.mp4", endpoint(link, api=False), methods=["GET"]),
+        *inference_routes(inference := InferenceState(api_key=api_key, provider="x-ai", reject_unknown_params=False),
+                          flavor="compat", error_style="xai"),  # chat completions and embeddings
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake = state
+    app.state.fake, app.state.inference = state, inference
     return app
