@@ -12,7 +12,15 @@ from aistats_gateway.http.errors import APIError
 from aistats_gateway.inference.codecs import chat, messages, responses
 from aistats_gateway.inference.codecs._common import Meta
 from aistats_gateway.inference.ir import (
-    ImagePart, IRDelta, IRResponse, StreamSummary, ToolCall, ToolCallDelta, Usage, budget_to_effort, effort_to_budget,
+    ImagePart,
+    IRDelta,
+    IRResponse,
+    StreamSummary,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    budget_to_effort,
+    effort_to_budget,
 )
 from aistats_gateway.providers import gemini_chat
 

@@ -20,6 +20,7 @@ from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.billing.endpoints import router as billing_router
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
 from aistats_gateway.videos.endpoints import router as videos_router
+from aistats_gateway.inference.endpoints import router as inference_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
@@ -119,6 +120,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(catalogue_router)
     app.include_router(videos_router)
     app.include_router(billing_router)
+    app.include_router(inference_router)
     return app
 
 

@@ -8,6 +8,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueProvider,
     CatalogueState,
 )
+from aistats_gateway.inference.tables import Generation, TokenCounter
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
@@ -17,9 +18,11 @@ __all__ = [
     "CatalogueOrganisation",
     "CatalogueProvider",
     "CatalogueState",
+    "Generation",
     "Hold",
     "LedgerEntry",
     "RateCounter",
+    "TokenCounter",
     "VideoJob",
     "VideoOutput",
     "WebhookDelivery",

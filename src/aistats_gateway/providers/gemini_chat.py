@@ -20,12 +20,26 @@ from urllib.parse import quote
 
 from aistats_gateway.inference.codecs._common import dumps, int_of, json_args
 from aistats_gateway.inference.ir import (
-    FinishReason, ImagePart, IRDelta, IRRequest, IRResponse, TextPart, ToolCall, ToolCallDelta, Usage, new_call_id,
+    FinishReason,
+    ImagePart,
+    IRDelta,
+    IRRequest,
+    IRResponse,
+    TextPart,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    new_call_id,
 )
 from aistats_gateway.providers import google_common as g
 from aistats_gateway.providers.base import CallContext, ProviderError
 from aistats_gateway.providers.inference import (
-    EmbeddingsRequest, EmbeddingsResult, event_json, open_stream, post_json, sse_events,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    event_json,
+    open_stream,
+    post_json,
+    sse_events,
 )
 
 AI_STUDIO_BASE = "https://generativelanguage.googleapis.com"

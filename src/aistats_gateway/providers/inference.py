@@ -153,7 +153,7 @@ async def sse_events(resp: httpx.Response) -> AsyncIterator[SSEEvent]:
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
+        value = value.removeprefix(" ")
         if name == "data":
             cur.data.append(value)
         elif name == "event":

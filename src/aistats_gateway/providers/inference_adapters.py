@@ -10,8 +10,15 @@ from __future__ import annotations
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.anthropic.messages import AnthropicChat
 from aistats_gateway.providers.gemini_chat import GeminiChat, GeminiEmbeddings
-from aistats_gateway.providers.openai_compat.chat import FAMILIES, Family, OpenAICompatChat
-from aistats_gateway.providers.openai_compat.embeddings import OpenAICompatEmbeddings, OpenAICompatModerations
+from aistats_gateway.providers.openai_compat.chat import (
+    FAMILIES,
+    Family,
+    OpenAICompatChat,
+)
+from aistats_gateway.providers.openai_compat.embeddings import (
+    OpenAICompatEmbeddings,
+    OpenAICompatModerations,
+)
 
 EMBEDDINGS = ("openai", "mistral", "together")
 MODERATIONS = ("openai",)

@@ -13,7 +13,12 @@ from collections.abc import AsyncIterator
 from aistats_gateway.inference.codecs import messages
 from aistats_gateway.inference.ir import IRDelta, IRRequest, IRResponse
 from aistats_gateway.providers.base import CallContext, ErrorKind, ProviderError
-from aistats_gateway.providers.inference import event_json, open_stream, post_json, sse_events
+from aistats_gateway.providers.inference import (
+    event_json,
+    open_stream,
+    post_json,
+    sse_events,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 DEFAULT_MAX_TOKENS = 4096

@@ -14,7 +14,12 @@ from typing import Any
 from aistats_gateway.inference.codecs import chat
 from aistats_gateway.inference.ir import IRDelta, IRRequest, IRResponse
 from aistats_gateway.providers.base import CallContext, ProviderError
-from aistats_gateway.providers.inference import event_json, open_stream, post_json, sse_events
+from aistats_gateway.providers.inference import (
+    event_json,
+    open_stream,
+    post_json,
+    sse_events,
+)
 
 ALL = frozenset({"max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
                  "tools", "tool_choice", "response_format", "reasoning_effort", "user"})

@@ -6,7 +6,10 @@ from typing import Any
 
 from aistats_gateway.providers.base import CallContext, ProviderError
 from aistats_gateway.providers.inference import (
-    EmbeddingsRequest, EmbeddingsResult, ModerationResult, post_json,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    ModerationResult,
+    post_json,
 )
 from aistats_gateway.providers.openai_compat.chat import Family, base_url, headers
 

@@ -1,0 +1,210 @@
+"""Money and token limits for one inference call (today's ``billing.ledger`` functions).
+
+Invariants:
+* :func:`open_call` runs before anything is sent upstream, in one transaction: the key's
+  tokens-per-minute check (429 + Retry-After), the hold of the upper-bound estimate (402 with the
+  shortfall; nothing held for a free call) and the ``in_progress`` generation row.
+* :func:`close_call` runs exactly once per call, in one transaction: it finalises the generation
+  with a conditional UPDATE (``status = in_progress``) and, only if that matched, settles the hold
+  for the actual cost (or voids it). So ledger settlements and ``generations.cost_nanos`` always
+  agree. Settlement is capped at the hold (the estimate is an upper bound: output is bounded by
+  ``max_tokens``, or :data:`DEFAULT_MAX_OUTPUT` when the client set none).
+* Prices (pro rata per token, rounded up to a nano-USD per line): ``input_tokens`` for uncached input, ``cached_input_tokens`` for cached input (else the
+  input price), ``output_tokens`` for output including reasoning tokens, ``request`` per call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aistats_gateway.auth.tables import ApiKey
+from aistats_gateway.billing import ledger, pricing
+from aistats_gateway.billing import service as billing
+from aistats_gateway.catalogue.schema import PriceRule
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.http.errors import APIError
+from aistats_gateway.inference.ir import ImagePart, IRRequest, TextPart, Usage
+from aistats_gateway.inference.tables import Generation, TokenCounter
+
+DEFAULT_MAX_OUTPUT = 16_384
+IMAGE_TOKENS = 2_000  # upper bound per input image
+
+
+def input_upper_bound(req: IRRequest) -> int:
+    """At most one token per UTF-8 byte of text, a fixed allowance per image and per message/tool."""
+    n = 0
+    for m in req.messages:
+        n += 8
+        for p in m.content:
+            if isinstance(p, TextPart):
+                n += len(p.text.encode())
+            elif isinstance(p, ImagePart):
+                n += IMAGE_TOKENS
+        for c in m.tool_calls:
+            n += len(c.name) + len(c.arguments.encode()) + 8
+    for t in req.tools:
+        import orjson
+
+        n += len(orjson.dumps(t.parameters)) + len(t.name) + len((t.description or "").encode()) + 16
+    if req.response_format is not None and req.response_format.schema:
+        import orjson
+
+        n += len(orjson.dumps(req.response_format.schema))
+    return n
+
+
+def output_upper_bound(req: IRRequest) -> int:
+    out = req.max_tokens or DEFAULT_MAX_OUTPUT
+    budget = req.thinking_budget()
+    return out + (budget or 0) if budget and (req.max_tokens or 0) <= budget else out
+
+
+def _line(rules: list[PriceRule], meter: str, qty: int, fallback: str | None = None) -> pricing.Line | None:
+    """Tokens are priced pro rata (``qty * price / unit_size``, rounded up to a whole nano-USD), not
+    in whole blocks of ``unit_size`` like video seconds; per-request meters price whole units."""
+    if qty <= 0:
+        return None
+    rule = pricing.pick(rules, meter, {}) or (pricing.pick(rules, fallback, {}) if fallback else None)
+    if rule is None:
+        return None
+    nanos = -(-qty * rule.price_nanos // rule.unit_size)
+    return pricing.Line(meter, qty, qty, rule.price_nanos, nanos, rule)
+
+
+def cost(rules: list[PriceRule], usage: Usage) -> tuple[int, list[dict[str, Any]]]:
+    lines = [_line(rules, "input_tokens", max(0, usage.input_tokens - usage.cached_tokens)),
+             _line(rules, "cached_input_tokens", usage.cached_tokens, "input_tokens"),
+             _line(rules, "output_tokens", usage.output_tokens),
+             _line(rules, "request", 1)]
+    got = [ln for ln in lines if ln is not None]
+    return sum(ln.nanos for ln in got), [ln.as_dict() for ln in got]
+
+
+def estimate(rules_list: list[list[PriceRule]], input_tokens: int, output_tokens: int) -> int:
+    """The most any candidate would cost for these token counts (fallback may land on any)."""
+    return max((cost(r, Usage(input_tokens, output_tokens))[0] for r in rules_list), default=0)
+
+
+@dataclass
+class Call:
+    gen_id: str
+    workspace_id: str
+    key_id: str
+    endpoint: str
+    model: str
+    stream: bool
+    hold_nanos: int
+    est_tokens: int
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _window(now: float) -> int:
+    return int(now // 60)
+
+
+async def _tpm_check(s: AsyncSession, key_id: str, est_tokens: int) -> None:
+    limit = (await s.execute(select(ApiKey.tpm_limit).where(ApiKey.id == key_id))).scalar()
+    if not limit:
+        return
+    now = time.time()
+    used = (await s.execute(select(TokenCounter.tokens).where(TokenCounter.key_id == key_id,
+                                                              TokenCounter.window == _window(now)))).scalar() or 0
+    if used + min(est_tokens, limit) > limit:
+        retry = max(1, int(60 - now % 60))
+        raise APIError(429, f"Rate limit reached: this key allows {limit} tokens per minute ({used} used in this "
+                       f"minute). Try again in {retry} s.", code="tokens_per_minute_exceeded",
+                       type="rate_limit_error", headers={"Retry-After": str(retry)})
+
+
+async def count_tokens(s: AsyncSession, key_id: str, tokens: int) -> None:
+    if tokens <= 0:
+        return
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(TokenCounter).values(key_id=key_id, window=_window(time.time()), tokens=tokens)
+    await s.execute(stmt.on_conflict_do_update(index_elements=["key_id", "window"],
+                                               set_={"tokens": TokenCounter.tokens + tokens}))
+
+
+async def open_call(sessions: async_sessionmaker[AsyncSession], call: Call, *, tpm_tokens: int) -> None:
+    async with sessions() as s, s.begin():
+        await _tpm_check(s, call.key_id, tpm_tokens)
+        s.add(Generation(id=call.gen_id, workspace_id=call.workspace_id, key_id=call.key_id, endpoint=call.endpoint,
+                         model=call.model, stream=call.stream, status="in_progress", attempts=[], usage={},
+                         hold_nanos=call.hold_nanos, cost_nanos=0))
+        if call.hold_nanos > 0:
+            await billing.hold_for_job(s, job_id=call.gen_id, workspace_id=call.workspace_id, key_id=call.key_id,
+                                       estimate=billing.Estimate(call.hold_nanos, None, [], True))
+        else:
+            bal = await ledger.balance(s, call.workspace_id)
+            if bal.available_nanos < 0:
+                raise APIError(402, "Insufficient credits: the workspace balance is negative.",
+                               code="insufficient_credits")
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | failed
+    provider: str | None = None
+    native_id: str | None = None
+    usage: Usage | None = None
+    rules: list[PriceRule] | None = None
+    finish_reason: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    status_code: int = 200
+    error_code: str | None = None
+    error_message: str | None = None
+    ttft_ms: int | None = None
+    extra_usage: dict[str, Any] = field(default_factory=dict)
+
+
+async def close_call(sessions: async_sessionmaker[AsyncSession], call: Call, out: Outcome) -> tuple[int, list[Any]]:
+    """Finalise the generation and settle/void its hold, exactly once. Returns (charged nanos, lines)."""
+    nanos, lines = (cost(out.rules, out.usage) if out.status == "completed" and out.usage is not None
+                    and out.rules is not None else (0, []))
+    if call.hold_nanos > 0:
+        nanos = min(nanos, call.hold_nanos)
+    elif nanos > 0:
+        nanos = 0  # nothing was held: the call was priced as free
+    u = out.usage or Usage()
+    usage_doc = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cached_tokens": u.cached_tokens,
+                 "reasoning_tokens": u.reasoning_tokens, "total_tokens": u.total_tokens, **out.extra_usage,
+                 "lines": lines}
+    latency = int((time.perf_counter() - call.started) * 1000)
+    async with sessions() as s, s.begin():
+        res = await s.execute(update(Generation).where(Generation.id == call.gen_id,
+                                                       Generation.status == "in_progress").values(
+            status=out.status, provider=out.provider, native_id=(out.native_id or None) and out.native_id[:200],
+            status_code=out.status_code, error_code=out.error_code, error_message=out.error_message,
+            attempts=out.attempts, usage=usage_doc, finish_reason=out.finish_reason, cost_nanos=nanos,
+            latency_ms=latency, ttft_ms=out.ttft_ms, finished_at=utcnow()))
+        if getattr(res, "rowcount", 0) != 1:
+            return 0, []
+        if call.hold_nanos > 0:
+            hid = billing.hold_id(call.gen_id)
+            if out.status == "completed" and nanos > 0:
+                await ledger.settle(s, hid, nanos)
+            else:
+                await ledger.void(s, hid, memo=f"voided {call.gen_id}: {out.status}")
+        await count_tokens(s, call.key_id, u.total_tokens)
+    return nanos, lines
+
+
+def as_record(g: Generation) -> dict[str, Any]:
+    def ts(d: dt.datetime | None) -> int | None:
+        return int(d.timestamp()) if d else None
+
+    return {"id": g.id, "object": "generation", "endpoint": g.endpoint, "model": g.model, "provider": g.provider,
+            "native_response_id": g.native_id, "stream": g.stream, "status": g.status, "status_code": g.status_code,
+            "success": g.status == "completed", "error_code": g.error_code, "error_message": g.error_message,
+            "attempts": g.attempts, "usage": g.usage, "finish_reason": g.finish_reason, "cost_nanos": g.cost_nanos,
+            "cost_usd": ledger.usd(g.cost_nanos), "currency": "USD", "held_nanos": g.hold_nanos,
+            "latency_ms": g.latency_ms, "time_to_first_token_ms": g.ttft_ms, "key_id": g.key_id,
+            "created_at": ts(g.created_at), "finished_at": ts(g.finished_at)}
