@@ -159,14 +159,21 @@ def apply_stop(text: str, stops: Iterable[str]) -> tuple[str, str | None]:
     return (text[:best[0]], best[1]) if best else (text, None)
 
 
-def finish_text(state: InferenceState, echo: str, max_tokens: int | None,
-                stops: Iterable[str] = ()) -> tuple[str, str]:
-    """(reply text, reason) with reason in ``stop`` | ``length`` | ``stop_sequence``."""
+def finish_text_seq(state: InferenceState, echo: str, max_tokens: int | None,
+                    stops: Iterable[str] = ()) -> tuple[str, str, str | None]:
+    """(reply text, reason, the stop sequence hit) with reason in ``stop`` | ``length`` | ``stop_sequence``."""
     text = state.reply_text if state.reply_text is not None else (echo.strip() or "OK")
     text, hit = apply_stop(text, stops)
     if max_tokens is not None and count_tokens(text) > max_tokens:
-        return truncate_tokens(text, max_tokens), "length"
-    return text, "stop_sequence" if hit else "stop"
+        return truncate_tokens(text, max_tokens), "length", None
+    return text, "stop_sequence" if hit else "stop", hit
+
+
+def finish_text(state: InferenceState, echo: str, max_tokens: int | None,
+                stops: Iterable[str] = ()) -> tuple[str, str]:
+    """(reply text, reason) with reason in ``stop`` | ``length`` | ``stop_sequence``."""
+    text, reason, _ = finish_text_seq(state, echo, max_tokens, stops)
+    return text, reason
 
 
 def make_usage(state: InferenceState, input_tokens: int, output_tokens: int, reasoning: int = 0) -> Usage:
