@@ -101,7 +101,9 @@ def test_chat_to_upstream_chat_round_trip_and_unsupported_fields_dropped() -> No
 
 
 def test_chat_to_anthropic_request() -> None:
-    req = chat.decode_request(chat_body(reasoning_effort="medium", tool_choice="required", max_tokens=1000,
+    forced = messages.encode_request(chat.decode_request(chat_body(reasoning_effort="medium", tool_choice="required")))
+    assert "thinking" not in forced and forced["tool_choice"] == {"type": "any"}  # Anthropic forbids both at once
+    req = chat.decode_request(chat_body(reasoning_effort="medium", tool_choice="auto", max_tokens=1000,
                                         stop=["END"]))
     body = messages.encode_request(req)
     assert body["system"] == "Be brief."
@@ -113,7 +115,7 @@ def test_chat_to_anthropic_request() -> None:
     assert body["messages"][2]["content"][0]["tool_use_id"] == "call_1"
     assert body["thinking"] == {"type": "enabled", "budget_tokens": effort_to_budget("medium")}
     assert body["max_tokens"] > body["thinking"]["budget_tokens"]  # the budget must fit inside max_tokens
-    assert body["tool_choice"] == {"type": "any"}
+    assert body["tool_choice"] == {"type": "auto"}
     assert body["tools"][0]["input_schema"] == WEATHER
     assert body["stop_sequences"] == ["END"]
 

@@ -120,11 +120,14 @@ def _per_million(rules: list[PriceRule], meter: str) -> Decimal:
     return Decimal(0)
 
 
-def _offer_supports(offer: catalogue.ProviderOffer, endpoint: str, adapter_supports: frozenset[str]) -> frozenset[str]:
+def _offer_supports(offer: catalogue.ProviderOffer, endpoint: str, adapter_supports: frozenset[str],
+                    native: frozenset[str] = frozenset()) -> frozenset[str]:
+    """The adapter's features the catalogue lists for this offer, plus the adapter's ``native`` ones
+    (features it maps to a provider-native control, e.g. effort → Anthropic/Gemini thinking budgets)."""
     listed = offer.spec.parameters.get(endpoint)  # type: ignore[call-overload]
     if not listed:
         return adapter_supports
-    out = set()
+    out = set(adapter_supports & native)
     for feature in adapter_supports:
         names = _CATALOGUE_NAMES.get(feature, (feature,))
         if any(catalogue.offer_supports(offer, endpoint, n) for n in names):
@@ -170,7 +173,8 @@ def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, routing: Rou
             continue
         if routing.max_completion is not None and _per_million(rules, "output_tokens") > routing.max_completion:
             continue
-        supports = _offer_supports(offer, endpoint, frozenset(getattr(adapter, "supports", frozenset())))
+        supports = _offer_supports(offer, endpoint, frozenset(getattr(adapter, "supports", frozenset())),
+                                   frozenset(getattr(adapter, "native", frozenset())))
         if routing.require_parameters and used and not used <= supports:
             skipped.append(f"{pid} (does not support {', '.join(sorted(used - supports))})")
             continue

@@ -152,6 +152,7 @@ def decode_response(doc: dict[str, Any]) -> IRResponse:
 class GeminiChat:
     supports = frozenset({"max_tokens", "temperature", "top_p", "top_k", "stop", "seed", "presence_penalty",
                           "frequency_penalty", "tools", "tool_choice", "response_format", "reasoning_effort"})
+    native = frozenset({"reasoning_effort"})  # effort/budget → thinkingConfig.thinkingBudget
 
     def __init__(self, provider_id: str) -> None:
         self.provider_id = provider_id

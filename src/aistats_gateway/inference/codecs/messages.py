@@ -339,6 +339,8 @@ def encode_request(req: IRRequest, default_max_tokens: int = 4096) -> dict[str, 
     if req.system_text:
         body["system"] = req.system_text
     budget = req.thinking_budget()
+    if req.tool_choice is not None and req.tool_choice.mode in ("required", "tool") and req.tools:
+        budget = None  # Anthropic forbids extended thinking with a forced tool choice: the tool choice wins
     if budget:
         budget = max(1024, budget)
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}

@@ -40,6 +40,8 @@ class AnthropicChat:
     provider_id = "anthropic"
     supports = frozenset({"max_tokens", "temperature", "top_p", "top_k", "stop", "tools", "tool_choice",
                           "response_format", "reasoning_effort", "user"})
+    # Kept whatever the catalogue's parameter list says: effort becomes an extended-thinking budget.
+    native = frozenset({"reasoning_effort"})
 
     async def complete(self, req: IRRequest, ctx: CallContext) -> IRResponse:
         body = messages.encode_request(req, DEFAULT_MAX_TOKENS)
