@@ -16,7 +16,7 @@ from . import luma as _luma
 from . import google as _google
 from . import alibaba as _alibaba, byteplus as _byteplus, minimax as _minimax
 from . import fal as _fal, runway as _runway, xai as _xai
-from . import anthropic as _anthropic
+from . import anthropic as _anthropic, bedrock as _bedrock, cohere as _cohere
 from .openai_inference import compat_factory
 
 FAKES: dict[str, Callable[..., Starlette]] = {
@@ -31,6 +31,8 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "fal": _fal.create_app,
     "runway": _runway.create_app,
     "anthropic": _anthropic.create_app,
+    "cohere": _cohere.create_app,
+    "amazon-bedrock": _bedrock.create_app,
     "x-ai": _xai.create_app,  # video + OpenAI-compatible chat/embeddings (xAI error shape)
     # OpenAI-compatible inference (chat completions + embeddings); also for operator providers (Ollama /v1…)
     "mistral": compat_factory("mistral", "mistral-test", error_style="mistral"),

@@ -55,11 +55,13 @@ from starlette.routing import Route
 
 from .google_auth import GOOGLE_TOKEN_AUDIENCE, JWT_BEARER, SCOPE, OAuthError, verify_assertion
 from .google_errors import ApiError, injected_failure, invalid, rate_limited
+from .google_inference import gemini_routes
 from .google_operations import INTERNAL_FAILURE, RAI_REASON, new_operation, operation_json, video_bytes
 from .google_state import FakeGoogleState, Operation, ServiceAccount
 from .google_validation import (COMMON_PARAMS, DIMENSIONS, IMAGE_TYPES, PERSON_GENERATION,
                                 STUDIO_INSTANCE_KEYS, VERTEX_INSTANCE_KEYS, VERTEX_ONLY_PARAMS, ModelSpec,
                                 model_spec, read_json, validate_create)
+from .inference_common import InferenceState
 from .openai import RecordedRequest
 
 STUDIO_MODELS = ("veo-3.1-generate-preview", "veo-3.1-fast-generate-preview", "veo-3.1-lite-generate-preview",
@@ -309,6 +311,7 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
         Route("/token", token, methods=["POST"]),
         Route("/storage/v1/b/{bucket}/o/{object:path}", gcs_object, methods=["GET"]),
         Route("/_fake/service-account.json", service_account_json, methods=["GET"]),
+        *gemini_routes(state, inference := InferenceState(api_key=api_key, provider="google")),  # generateContent…
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake = state
+    app.state.fake, app.state.inference = state, inference
     return app

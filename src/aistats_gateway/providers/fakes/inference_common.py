@@ -73,6 +73,7 @@ class InferenceState:
     models: set[str] | None = None  # None: any model name is accepted
     reject_unknown_params: bool = True
     tool_calls: list[tuple[str, dict[str, Any]]] | None = None  # force these calls (name, arguments)
+    block_words: list[str] = field(default_factory=list)  # prompts refused by a safety filter (Gemini)
     flag_words: dict[str, str] = field(default_factory=lambda: {  # moderation: word → category
         "kill": "violence", "hate": "hate", "bomb": "illicit/violent", "suicide": "self-harm"})
     # faults
