@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.responses import JSONResponse, Response
 
 from aistats_gateway.auth.dependencies import require_key
 from aistats_gateway.http.errors import APIError, bad_request
-from aistats_gateway.http.responses import ERRORS
+from aistats_gateway.http.responses import ERRORS, _err
 from aistats_gateway.inference import charge, route, service
 from aistats_gateway.inference.codecs import chat, messages, responses
 from aistats_gateway.inference.codecs._common import Meta, arr, integer, opt_str, string
@@ -31,7 +32,31 @@ from aistats_gateway.providers.inference import (
     ModerationResult,
 )
 
-router = APIRouter(prefix="/v1", tags=["Inference"], responses=ERRORS)
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+def _anthropic_err(description: str) -> dict[str, Any]:
+    return {"model": AnthropicErrorResponse, "description": description}
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 402: _err("Insufficient credits for the request's upper-bound cost (nothing was sent upstream)"),
+    404: _err("Unknown model (or generation)"), 429: _err("Rate or tokens-per-minute limit, or every provider "
+                                                          "rate limited"),
+    502: _err("Every provider failed"), 504: _err("Every provider timed out")}
+ANTHROPIC_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: _anthropic_err(doc["description"]) for status, doc in OPENAI_ERRORS.items() if status != 413}
+ANTHROPIC_ERRORS[413] = ERRORS[413]  # answered by the body-size middleware before the route, OpenAI-shaped
+
+router = APIRouter(prefix="/v1", tags=["Inference"])
 _OPEN_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 MAX_EMBED_INPUTS = 2048
 
@@ -81,21 +106,22 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return bool(isinstance(so, dict) and so.get("include_usage"))
 
 
-@router.post("/chat/completions", summary="Create a chat completion (any text model)", openapi_extra=_OPEN_BODY)
+@router.post("/chat/completions", summary="Create a chat completion (any text model)", openapi_extra=_OPEN_BODY,
+             responses=OPENAI_ERRORS)
 async def chat_completions(request: Request) -> Response:
     return await _text(request, chat.decode_request, "chat.completions", chat.encode_response,
                        lambda meta, body: chat.StreamEncoder(meta, _include_usage(body)))
 
 
 @router.post("/responses", summary="Create a response (OpenAI Responses API, any text model)",
-             openapi_extra=_OPEN_BODY)
+             openapi_extra=_OPEN_BODY, responses=OPENAI_ERRORS)
 async def create_response(request: Request) -> Response:
     return await _text(request, responses.decode_request, "responses", responses.encode_response,
                        lambda meta, body: responses.StreamEncoder(meta))
 
 
 @router.post("/messages", summary="Create a message (Anthropic Messages API, any text model)",
-             openapi_extra=_OPEN_BODY)
+             openapi_extra=_OPEN_BODY, responses=ANTHROPIC_ERRORS)
 async def create_message(request: Request) -> Response:
     try:
         return await _text(request, messages.decode_request, "messages", messages.encode_response,
@@ -125,7 +151,7 @@ def _embed_inputs(value: Any) -> list[str] | list[list[int]]:
     return [string(x, f"input[{i}]") for i, x in enumerate(items)]
 
 
-@router.post("/embeddings", summary="Create embeddings", openapi_extra=_OPEN_BODY)
+@router.post("/embeddings", summary="Create embeddings", openapi_extra=_OPEN_BODY, responses=OPENAI_ERRORS)
 async def create_embeddings(request: Request) -> Response:
     principal = await _principal(request)
     body = await _body(request)
@@ -166,7 +192,8 @@ async def create_embeddings(request: Request) -> Response:
     return _json(out, upstream_ms, p)
 
 
-@router.post("/moderations", summary="Classify text (and images) for policy violations", openapi_extra=_OPEN_BODY)
+@router.post("/moderations", summary="Classify text (and images) for policy violations", openapi_extra=_OPEN_BODY,
+             responses=OPENAI_ERRORS)
 async def create_moderation(request: Request) -> Response:
     principal = await _principal(request)
     body = await _body(request)
@@ -220,12 +247,12 @@ async def _generation(request: Request, gen_id: str | None) -> Response:
     return Response(orjson.dumps(charge.as_record(g)), media_type="application/json")
 
 
-@router.get("/generations/{gen_id}", summary="The stored record of one inference call")
+@router.get("/generations/{gen_id}", summary="The stored record of one inference call", responses=OPENAI_ERRORS)
 async def get_generation(request: Request, gen_id: str) -> Response:
     return await _generation(request, gen_id)
 
 
-@router.get("/generations", summary="The stored record of one inference call (?id=)")
+@router.get("/generations", summary="The stored record of one inference call (?id=)", responses=OPENAI_ERRORS)
 async def get_generation_by_query(request: Request, id: str | None = None) -> Response:
     return await _generation(request, id)
 
