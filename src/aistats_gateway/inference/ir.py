@@ -126,6 +126,7 @@ class IRRequest:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     user: str | None = None
+    verbosity: str | None = None  # low | medium | high (OpenAI)
     stream: bool = False
     params: set[str] = field(default_factory=set)  # optional features used (see module docstring)
 

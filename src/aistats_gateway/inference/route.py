@@ -31,6 +31,7 @@ _METERS = {"chat.completions": ("input_tokens", "output_tokens"), "embeddings": 
 # is taken as not restricting that feature).
 _CATALOGUE_NAMES: dict[str, tuple[str, ...]] = {
     "max_tokens": ("max_tokens", "max_completion_tokens"), "reasoning_effort": ("reasoning_effort", "reasoning"),
+    "seed": ("seed", "random_seed"),
 }
 
 

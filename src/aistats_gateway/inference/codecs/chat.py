@@ -158,6 +158,7 @@ def decode_request(body: dict[str, Any]) -> IRRequest:
     req.presence_penalty = number(body, "presence_penalty", -2, 2)
     req.frequency_penalty = number(body, "frequency_penalty", -2, 2)
     req.user = opt_str(body, "user")
+    req.verbosity = verbosity(body.get("verbosity"), "verbosity")
     req.stream = bool(boolean(body, "stream"))
     if body.get("tools"):
         req.tools = decode_tools(body["tools"])
@@ -181,6 +182,14 @@ def decode_request(body: dict[str, Any]) -> IRRequest:
     return req
 
 
+def verbosity(value: Any, param: str) -> str | None:
+    if value is None:
+        return None
+    if value not in ("low", "medium", "high"):
+        raise bad_request(f"Invalid value for '{param}': expected low, medium or high.", param)
+    return str(value)
+
+
 def mark_params(req: IRRequest) -> None:
     """Fill ``req.params`` with the optional features the request uses."""
     checks = {"max_tokens": req.max_tokens is not None, "temperature": req.temperature is not None,
@@ -189,7 +198,7 @@ def mark_params(req: IRRequest) -> None:
               "frequency_penalty": req.frequency_penalty is not None, "tools": bool(req.tools),
               "tool_choice": req.tool_choice is not None, "response_format": req.response_format is not None,
               "reasoning_effort": req.reasoning_effort is not None or req.reasoning_budget is not None,
-              "user": req.user is not None}
+              "user": req.user is not None, "verbosity": req.verbosity is not None}
     req.params = {k for k, used in checks.items() if used}
 
 
@@ -329,18 +338,20 @@ def encode_tools(tools: list[Tool]) -> list[dict[str, Any]]:
 
 
 def encode_request(req: IRRequest, *, supports: frozenset[str] | None = None, developer_role: bool = True,
-                   max_tokens_key: str = "max_completion_tokens") -> dict[str, Any]:
-    """IR → an OpenAI-compatible chat body. ``supports`` (when given) drops unlisted features."""
+                   max_tokens_key: str = "max_completion_tokens",
+                   renames: dict[str, str] | None = None) -> dict[str, Any]:
+    """IR → an OpenAI-compatible chat body. ``supports`` (when given) drops unlisted features;
+    ``renames`` maps field names for providers that spell them differently (Mistral ``random_seed``)."""
     def ok(name: str) -> bool:
         return supports is None or name in supports
 
     body: dict[str, Any] = {"model": req.model, "messages": encode_messages(req.messages, developer_role)}
     if req.max_tokens is not None and ok("max_tokens"):
         body[max_tokens_key] = req.max_tokens
-    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "user"):
+    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "user", "verbosity"):
         value = getattr(req, name)
         if value is not None and ok(name):
-            body[name] = value
+            body[(renames or {}).get(name, name)] = value
     if req.stop and ok("stop"):
         body["stop"] = req.stop
     if req.tools and ok("tools"):

@@ -137,6 +137,8 @@ def decode_request(body: dict[str, Any]) -> IRRequest:
         req.tool_choice = ToolChoice(req.tool_choice.mode if req.tool_choice else "auto",
                                      req.tool_choice.name if req.tool_choice else None, parallel=False)
     req.response_format = _format(body.get("text")) or chat.decode_response_format(body.get("response_format"))
+    if isinstance(body.get("text"), dict):
+        req.verbosity = chat.verbosity(body["text"].get("verbosity"), "text.verbosity")
     if body.get("reasoning") is not None:
         r = obj(body["reasoning"], "reasoning")
         if r.get("effort") is not None:
@@ -337,6 +339,8 @@ def encode_request(req: IRRequest) -> dict[str, Any]:
             if rf.strict is not None:
                 fmt["strict"] = rf.strict
         body["text"] = {"format": fmt}
+    if req.verbosity:
+        body.setdefault("text", {})["verbosity"] = req.verbosity
     if req.reasoning_effort:
         body["reasoning"] = {"effort": req.reasoning_effort}
     if req.stream:

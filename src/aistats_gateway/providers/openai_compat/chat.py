@@ -23,6 +23,7 @@ from aistats_gateway.providers.inference import (
 
 ALL = frozenset({"max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
                  "tools", "tool_choice", "response_format", "reasoning_effort", "user"})
+OPENAI = ALL | {"verbosity"}
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,13 @@ class Family:
     supports: frozenset[str] = ALL
     developer_role: bool = True  # False: send "developer" messages as "system"
     max_tokens_key: str = "max_completion_tokens"
+    renames: tuple[tuple[str, str], ...] = ()  # (IR field, the provider's name)
 
 
 FAMILIES: dict[str, Family] = {f.provider_id: f for f in (
-    Family("openai", "https://api.openai.com/v1"),
-    Family("mistral", "https://api.mistral.ai/v1", ALL - {"reasoning_effort", "user"}, False, "max_tokens"),
+    Family("openai", "https://api.openai.com/v1", OPENAI),
+    Family("mistral", "https://api.mistral.ai/v1", ALL - {"reasoning_effort", "user"}, False, "max_tokens",
+           (("seed", "random_seed"),)),
     Family("deepseek", "https://api.deepseek.com/v1", ALL - {"seed", "reasoning_effort", "user"}, False, "max_tokens"),
     Family("x-ai", "https://api.x.ai/v1", ALL, False, "max_tokens"),
     Family("groq", "https://api.groq.com/openai/v1", ALL - {"reasoning_effort"}, False, "max_tokens"),
@@ -62,7 +65,7 @@ class OpenAICompatChat:
 
     def body(self, req: IRRequest) -> dict[str, object]:
         return chat.encode_request(req, supports=self.supports, developer_role=self.family.developer_role,
-                                   max_tokens_key=self.family.max_tokens_key)
+                                   max_tokens_key=self.family.max_tokens_key, renames=dict(self.family.renames))
 
     async def complete(self, req: IRRequest, ctx: CallContext) -> IRResponse:
         body = self.body(req)
