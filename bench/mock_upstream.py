@@ -4,11 +4,13 @@ as Python allows, so a gateway benchmark measures the gateway, not the mock.
     python bench/mock_upstream.py --port 9200                 # serve until Ctrl-C (127.0.0.1 only)
     python bench/mock_upstream.py --port 9200 --stream-delay-ms 5   # stream events 5 ms apart (chunked)
     python bench/mock_upstream.py --self-check                # start one in a child process and load it
+    from mock_upstream import spawn; proc, port = spawn("--reply", "hi")   # from a benchmark script
 
 Routes (anything else: 404 with the OpenAI error JSON; no auth is checked, any Authorization is fine):
 * ``POST /v1/chat/completions`` — a fixed ``chat.completion`` (``--reply``, usage ``--prompt-tokens`` /
   completion tokens = words of the reply); with ``"stream": true`` in the body a fixed SSE stream: a role
   chunk, one chunk per reply word, a finish chunk, a usage chunk (``choices: []``) and ``data: [DONE]``.
+* ``POST /v1/messages`` — a fixed Anthropic message, or its SSE event sequence with ``"stream": true``.
 * ``POST /v1/embeddings`` — a fixed 8-dimension embedding per request; ``GET /health`` — ``ok``.
 
 Invariants: responses are precomputed bytes (one ``transport.write`` per request unless
@@ -23,6 +25,8 @@ import argparse
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 
 BIND = "127.0.0.1"
@@ -58,6 +62,26 @@ def build_replies(reply: str, prompt_tokens: int, model: str) -> dict[str, objec
     embed = json.dumps({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.125] * 8}],
                         "model": model, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}},
                        separators=(",", ":")).encode()
+    a_usage = {"input_tokens": prompt_tokens, "output_tokens": len(words), "cache_creation_input_tokens": 0,
+               "cache_read_input_tokens": 0}
+    a_msg = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "stop_sequence": None}
+    message = json.dumps({**a_msg, "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
+                          "usage": a_usage}, separators=(",", ":")).encode()
+
+    def a_event(kind: str, data: dict[str, object]) -> bytes:
+        return f"event: {kind}\ndata: ".encode() + json.dumps({"type": kind, **data},
+                                                                separators=(",", ":")).encode() + b"\n\n"
+
+    a_events = [a_event("message_start", {"message": {**a_msg, "content": [], "stop_reason": None,
+                                                      "usage": {**a_usage, "output_tokens": 1}}}),
+                a_event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})]
+    a_events += [a_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                       "text": (" " if i else "") + w}})
+                 for i, w in enumerate(words)]
+    a_events += [a_event("content_block_stop", {"index": 0}),
+                 a_event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                           "usage": {"output_tokens": len(words)}}),
+                 a_event("message_stop", {})]
     not_found = json.dumps({"error": {"message": "Unknown route (mock)", "type": "invalid_request_error",
                                       "param": None, "code": None}}).encode()
     return {
@@ -67,6 +91,8 @@ def build_replies(reply: str, prompt_tokens: int, model: str) -> dict[str, objec
                        b"x-request-id: req_mock\r\n\r\n",
         "events": events,
         "embed": _http("200 OK", "application/json", embed),
+        "message": _http("200 OK", "application/json", message),
+        "message_stream": _http("200 OK", "text/event-stream", b"".join(a_events)),
         "health": _http("200 OK", "text/plain", b"ok"),
         "404": _http("404 Not Found", "application/json", not_found),
     }
@@ -110,6 +136,9 @@ class MockProtocol(asyncio.Protocol):
                 t.write(r["stream"])  # type: ignore[arg-type]
             else:
                 t.write(r["chat"])  # type: ignore[arg-type]
+        elif line.startswith(b"post /v1/messages"):
+            streamed = b'"stream":true' in body or b'"stream": true' in body
+            t.write(r["message_stream" if streamed else "message"])  # type: ignore[arg-type]
         elif line.startswith(b"post /v1/embeddings"):
             t.write(r["embed"])  # type: ignore[arg-type]
         elif line.startswith(b"get /health"):
@@ -189,6 +218,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn(*args: str, port: int = 0, timeout: float = 15.0) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the mock in a child process (``args`` are CLI flags); (process, port) once it accepts connections.
+    The caller terminates the process. For benchmarks: the mock then has its own process (and core)."""
+    port = port or _free_port()
+    child = subprocess.Popen([sys.executable, __file__, "--port", str(port), *args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((BIND, port), timeout=0.2).close()
+            return child, port
+        except OSError:
+            if time.monotonic() > deadline or child.poll() is not None:
+                child.kill()
+                child.wait()
+                raise RuntimeError("mock_upstream did not start") from None
+            time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=9200)
@@ -204,21 +251,8 @@ def main() -> None:
     except ImportError:
         pass
     if args.self_check:
-        import subprocess
-        import sys
-
-        port = _free_port()
-        child = subprocess.Popen([sys.executable, __file__, "--port", str(port)], stdout=subprocess.DEVNULL)
+        child, port = spawn()
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection((BIND, port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("mock did not start") from None
-                    time.sleep(0.05)
             asyncio.run(self_check(port))
         finally:
             child.terminate()

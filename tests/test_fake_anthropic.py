@@ -28,9 +28,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.state
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.cached_tokens, st.usage = 0, None, None, 0, {}
+    st.reset()
     return st
 
 
@@ -150,7 +148,7 @@ def test_tool_use_round_trip_and_streamed_input_json(client: anthropic.Anthropic
     m = client.messages.create(model="claude", max_tokens=100, tools=TOOLS, messages=user("get_weather in Rome"))
     assert m.stop_reason == "tool_use"
     block = m.content[0]
-    assert block.type == "tool_use" and block.name == "get_weather" and set(block.input) == {"city"}  # type: ignore[union-attr,arg-type]
+    assert block.type == "tool_use" and block.name == "get_weather" and set(block.input) == {"city"}
     deltas: list[str] = []
     with client.messages.stream(model="claude", max_tokens=100, tools=TOOLS, tool_choice={"type": "any"},
                                 messages=user("weather please")) as s:
@@ -159,14 +157,13 @@ def test_tool_use_round_trip_and_streamed_input_json(client: anthropic.Anthropic
                 deltas.append(e.delta.partial_json)
         final = s.get_final_message()
     assert len(deltas) > 2 and json.loads("".join(deltas)) == final.content[0].input  # type: ignore[union-attr]
-    follow = client.messages.create(model="claude", max_tokens=100, tools=TOOLS, messages=[
-        *user("get_weather in Rome"), {"role": "assistant", "content": [block.model_dump()]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id,  # type: ignore[union-attr]
-                                      "content": "Sunny and 25"}]}])
+    turns: list[Any] = [*user("get_weather in Rome"), {"role": "assistant", "content": [block.model_dump()]},
+                        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id,
+                                                      "content": "Sunny and 25"}]}]
+    follow = client.messages.create(model="claude", max_tokens=100, tools=TOOLS, messages=turns)
     assert follow.content[0].text == "Sunny and 25"  # type: ignore[union-attr]
     with pytest.raises(anthropic.BadRequestError) as exc:
-        client.messages.create(model="claude", max_tokens=100, tools=TOOLS, messages=[
-            *user("x"), {"role": "assistant", "content": [block.model_dump()]}, *user("no result")])
+        client.messages.create(model="claude", max_tokens=100, tools=TOOLS, messages=[*turns[:2], *user("no")])
     assert "`tool_use` ids were found without `tool_result` blocks" in str(exc.value)
 
 

@@ -31,9 +31,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.state
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.cached_tokens = 0, None, None, 0
+    st.reset()
     return st
 
 
@@ -43,7 +41,7 @@ def client(fake: RunningFake, secret: str = "fake-secret-access-key", region: st
                         config=botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[Any]:
     return [{"role": "user", "content": [{"text": text}]}]
 
 
@@ -156,3 +154,15 @@ def test_injected_throttling(fake: RunningFake, state: Any) -> None:
         client(fake).converse(modelId=MODEL, messages=user("x"))
     assert exc.value.response["Error"]["Code"] == "ThrottlingException"
     assert "amazon-bedrock" in FAKES
+
+
+def test_openai_compatible_endpoint(fake: RunningFake, state: Any) -> None:
+    import openai
+    from openai import OpenAI
+
+    c = OpenAI(api_key="bedrock-api-key-test", base_url=fake.url + "/openai/v1", max_retries=0)
+    r = c.chat.completions.create(model="openai.gpt-oss-120b-1:0", messages=[{"role": "user", "content": "via compat"}])
+    assert r.choices[0].message.content == "via compat" and state.last.path == "/openai/v1/chat/completions"
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(api_key="nope", base_url=fake.url + "/openai/v1", max_retries=0).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}])

@@ -2,9 +2,9 @@
 embeddings), keeps connections alive, streams chunk-encoded with --stream-delay-ms, and 404s other routes."""
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,20 +17,12 @@ SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "mock_upstream.py"
 
 
 def _start(*args: str) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    child = subprocess.Popen([sys.executable, str(SCRIPT), "--port", str(port), *args], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return child, port
-        except OSError:
-            if time.monotonic() > deadline or child.poll() is not None:
-                child.kill()
-                raise RuntimeError("mock_upstream did not start") from None
-            time.sleep(0.05)
+    spec = importlib.util.spec_from_file_location("mock_upstream", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    started: tuple[subprocess.Popen[bytes], int] = module.spawn(*args)
+    return started
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +77,13 @@ def test_slow_stream_is_chunked_and_spaced() -> None:
     finally:
         child.terminate()
         child.wait(timeout=5)
+
+
+def test_anthropic_sdk_against_the_mock(port: int) -> None:
+    import anthropic
+
+    c = anthropic.Anthropic(api_key="any", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+    m = c.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert m.content[0].text == "fixed reply here" and m.usage.output_tokens == 3  # type: ignore[union-attr]
+    with c.messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]) as s:
+        assert "".join(s.text_stream) == "fixed reply here"

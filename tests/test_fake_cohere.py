@@ -29,9 +29,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.state
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after = 0, None, None
+    st.reset()
     return st
 
 

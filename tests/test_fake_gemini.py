@@ -31,9 +31,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.app.state.inference
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.block_words, st.cached_tokens = 0, None, None, [], 0
+    st.reset()
     return st
 
 
@@ -198,3 +196,11 @@ def test_vertex_generate_with_service_account_token() -> None:
                            "gemini-2.5-flash:generateContent", json=user("x"), headers=auth)
         assert other.status_code == 403
         assert fake.app.state.inference.request_count == 5 and "google-vertex" in FAKES
+
+
+def test_openai_compatible_endpoint(fake: RunningFake, state: Any) -> None:
+    from openai import OpenAI
+
+    c = OpenAI(api_key="AIza-fake-gemini-key", base_url=fake.url + "/v1beta/openai", max_retries=0)
+    r = c.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "compat"}])
+    assert r.choices[0].message.content == "compat" and state.last.path == "/v1beta/openai/chat/completions"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes.inference_common import count_tokens
 from aistats_gateway.providers.fakes.testing import RunningFake
 
-WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+WEATHER: list[Any] = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
                                              "parameters": {"type": "object", "properties": {
                                                  "city": {"type": "string"}, "days": {"type": "integer"}},
                                                  "required": ["city"]}}}]
@@ -32,10 +33,7 @@ def fake() -> Iterator[RunningFake]:
 @pytest.fixture
 def state(fake: RunningFake) -> Any:
     st = fake.app.state.inference
-    st.requests.clear()
-    st.usages.clear()
-    st.fail_next, st.reply_text, st.fail_stream_after, st.first_byte_delay = 0, None, None, 0.0
-    st.stream_fail_mode, st.usage, st.tool_calls = "event", {}, None
+    st.reset()
     return st
 
 
@@ -44,7 +42,7 @@ def client(fake: RunningFake, state: Any) -> OpenAI:
     return OpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0)
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
 
 
@@ -54,7 +52,8 @@ def test_chat_plain_echo_and_exact_usage(client: OpenAI, state: Any) -> None:
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     assert r.choices[0].message.content == "Hello, world!" and r.choices[0].finish_reason == "stop"
     assert r.usage is not None
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (count_tokens("Be brief.") + count_tokens("Hello, world!"), 4)
+    prompt = count_tokens("Be brief.") + count_tokens("Hello, world!")
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (prompt, 4)
     assert r.usage.total_tokens == r.usage.prompt_tokens + 4
     assert state.request_count == 1 and state.last_headers["authorization"] == "Bearer sk-test"
     assert state.last_body["model"] == "gpt-4o" and state.usages[-1].output_tokens == 4
@@ -109,10 +108,10 @@ def test_chat_tools_plain_stream_and_round_trip(client: OpenAI, state: Any) -> N
     assert calls[0].id and calls[0].function and calls[0].function.name == "get_weather"
     assert len(calls) > 2 and all(tc.id is None for tc in calls[1:])
     assert json.loads("".join(tc.function.arguments or "" for tc in calls if tc.function)) == args
-    r2 = client.chat.completions.create(model="gpt-4o", tools=WEATHER, messages=[
-        *user("Use get_weather for Paris"),
-        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}])
+    turns: list[Any] = [*user("Use get_weather for Paris"),
+                        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"}]
+    r2 = client.chat.completions.create(model="gpt-4o", tools=WEATHER, messages=turns)
     assert r2.choices[0].message.content == "Sunny, 21 C"
     none = client.chat.completions.create(model="gpt-4o", messages=user("no tool mention"), tools=WEATHER)
     assert none.choices[0].message.tool_calls is None
@@ -143,6 +142,7 @@ def test_chat_json_schema_and_json_object(client: OpenAI, state: Any) -> None:
     ({"stream_options": {"include_usage": True}}, "stream_options", None),
     ({"model": "gpt-5", "max_tokens": 5}, "max_tokens", "unsupported_parameter"),
     ({"model": "o3", "temperature": 0.2}, "temperature", "unsupported_value"),
+    ({"reasoning_effort": "low"}, "reasoning_effort", "unsupported_parameter"),
 ])
 def test_chat_validation_errors(client: OpenAI, state: Any, kwargs: dict[str, Any], param: str,
                                 code: str | None) -> None:
@@ -178,7 +178,8 @@ def test_auth_and_injected_failures(fake: RunningFake, client: OpenAI, state: An
     assert rl.value.response.headers["retry-after"] == "2" and rl.value.code == "rate_limit_exceeded"
     state.fail_next, state.fail_status, state.retry_after_seconds = 1, 503, 0
     retrying = OpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=1)
-    assert retrying.chat.completions.create(model="gpt-4o", messages=user("again")).choices[0].message.content == "again"
+    again = retrying.chat.completions.create(model="gpt-4o", messages=user("again"))
+    assert again.choices[0].message.content == "again"
     assert state.request_count == 4 and [r.status for r in state.requests] == [401, 429, 503, 200]
 
 
@@ -274,8 +275,9 @@ def test_moderations(client: OpenAI, state: Any) -> None:
     m = client.moderations.create(input=["I will kill the process", "have a nice day"])
     assert [r.flagged for r in m.results] == [True, False] and m.results[0].categories.violence
     assert m.model == "omni-moderation-latest" and m.id.startswith("modr-")
-    mm = client.moderations.create(model="omni-moderation-latest", input=[
-        {"type": "text", "text": "hello"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}])
+    parts: list[Any] = [{"type": "text", "text": "hello"},
+                        {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
+    mm = client.moderations.create(model="omni-moderation-latest", input=parts)
     assert len(mm.results) == 1 and "image" in mm.results[0].category_applied_input_types.violence
 
 
@@ -313,3 +315,44 @@ def test_xai_fake_serves_video_and_chat() -> None:
         assert r.status_code == 400 and r.json()["code"] == "Client specified an invalid argument"
         assert f.app.state.inference.request_count == 2 and f.state.requests == []
     assert "x-ai" in FAKES and "openai-compatible" in FAKES
+
+
+@pytest.mark.parametrize("name,where", [("mistral", "final_chunk"), ("together", "final_chunk"),
+                                        ("groq", "x_groq"), ("deepseek", "openai")])
+def test_compat_streamed_usage_styles(name: str, where: str) -> None:
+    with RunningFake(name) as f:
+        h = {"Authorization": f"Bearer {f.state.api_key}"}
+        with httpx.stream("POST", f.base_url + "/chat/completions", headers=h, json={
+                "model": "m", "messages": user("one two"), "stream": True,
+                "stream_options": {"include_usage": True}}) as r:
+            chunks = [json.loads(x[6:]) for x in r.read().decode().split("\n\n") if x.startswith("data: {")]
+        finish = next(c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
+        if where == "final_chunk":
+            assert finish["usage"]["completion_tokens"] == 2 and chunks[-1] is finish
+        elif where == "x_groq":
+            assert finish["x_groq"]["usage"]["completion_tokens"] == 2 and chunks[-1]["choices"] == []
+        else:
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_cache_miss_tokens"] == 2
+
+
+def test_keyless_compat_server_and_first_event_delay(state: Any, fake: RunningFake) -> None:
+    with RunningFake("openai-compatible", api_key="") as f:
+        c = OpenAI(api_key="anything", base_url=f.base_url, max_retries=0)
+        assert c.chat.completions.create(model="llama3", messages=user("hi")).choices[0].message.content == "hi"
+    state.first_event_delay = 0.3
+    with httpx.stream("POST", fake.base_url + "/chat/completions", headers={"Authorization": "Bearer sk-test"},
+                      json={"model": "gpt-4o", "messages": user("x"), "stream": True}) as r:
+        assert r.status_code == 200  # headers arrive before the first event
+        head_at = state.requests[-1].at
+        next(r.iter_raw())
+        assert time.monotonic() - head_at >= 0.3
+
+
+def test_reset_restores_the_configured_state() -> None:
+    with RunningFake("groq", reply_text="fixed") as f:
+        OpenAI(api_key="gsk_test", base_url=f.base_url).chat.completions.create(model="m", messages=user("x"))
+        assert f.state.request_count == 1 and len(f.state.usages) == 1
+        f.state.fail_next, f.state.reply_text = 3, "changed"
+        f.state.reset()
+        assert (f.state.fail_next, f.state.reply_text, f.state.requests, f.state.usage_style) == (
+            0, "fixed", [], "x_groq")

@@ -318,7 +318,8 @@ def stream_events(msg: dict[str, Any]) -> list[bytes]:
     ev = [sse({"type": "message_start", "message": start}, "message_start")]
     for i, block in enumerate(msg["content"]):
         kind = block["type"]
-        shell = {"text": {"type": "text", "text": ""}, "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+        shell = {"text": {"type": "text", "text": ""},
+                 "thinking": {"type": "thinking", "thinking": "", "signature": ""},
                  "tool_use": {**block, "input": {}}}[kind]
         ev.append(sse({"type": "content_block_start", "index": i, "content_block": shell}, "content_block_start"))
         if i == 0:

@@ -27,8 +27,9 @@ headers ``:event-type``/``:content-type``/``:message-type``, JSON payload with a
 ``messageStart``, ``contentBlockStart`` (tool use), ``contentBlockDelta`` (``text``, ``toolUse.input``
 fragments, ``reasoningContent.text``/``signature``), ``contentBlockStop``, ``messageStop``, ``metadata``
 (usage, metrics). A mid-stream failure is an exception message (``:message-type: exception``,
-``:exception-type: internalServerException``). Not faked: guardrails, prompt management, the OpenAI-compatible
-Bedrock endpoint, InvokeModel, citations.
+``:exception-type: internalServerException``). Bedrock's OpenAI-compatible endpoint is served too:
+``POST /openai/v1/chat/completions`` and ``/openai/v1/embeddings`` (:mod:`.openai_inference`, Bearer = ``api_key``,
+same state). Not faked: guardrails, prompt management, InvokeModel, citations.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ from .inference_common import (
     record,
     stream,
 )
+from .openai_inference import inference_routes
 
 STOP = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
 BLOCKS = ("text", "image", "document", "video", "toolUse", "toolResult", "reasoningContent", "cachePoint",
@@ -340,7 +342,8 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
     ``region``, the :class:`InferenceState` knobs). The state is ``app.state.fake``."""
     state = BedrockState(api_key=api_key, provider="amazon-bedrock", **knobs)
 
-    def endpoint(handler: Callable[[Request, str, Any], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(handler: Callable[[Request, str, Any], Awaitable[Response]]
+                 ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             rec = record(state, request)
             try:
@@ -380,6 +383,8 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
     app = Starlette(routes=[
         Route("/model/{model_id}/converse", converse, methods=["POST"]),
         Route("/model/{model_id}/converse-stream", converse_stream, methods=["POST"]),
+        # Bedrock's OpenAI-compatible endpoint (chat completions with a Bedrock API key as Bearer)
+        *inference_routes(state, flavor="compat", prefix="/openai/v1"),
     ], exception_handlers={HTTPException: http_error})
     app.state.fake = state
     return app

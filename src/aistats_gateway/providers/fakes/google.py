@@ -55,13 +55,11 @@ from starlette.routing import Route
 
 from .google_auth import GOOGLE_TOKEN_AUDIENCE, JWT_BEARER, SCOPE, OAuthError, verify_assertion
 from .google_errors import ApiError, injected_failure, invalid, rate_limited
-from .google_inference import gemini_routes
 from .google_operations import INTERNAL_FAILURE, RAI_REASON, new_operation, operation_json, video_bytes
 from .google_state import FakeGoogleState, Operation, ServiceAccount
 from .google_validation import (COMMON_PARAMS, DIMENSIONS, IMAGE_TYPES, PERSON_GENERATION,
                                 STUDIO_INSTANCE_KEYS, VERTEX_INSTANCE_KEYS, VERTEX_ONLY_PARAMS, ModelSpec,
                                 model_spec, read_json, validate_create)
-from .inference_common import InferenceState
 from .openai import RecordedRequest
 
 STUDIO_MODELS = ("veo-3.1-generate-preview", "veo-3.1-fast-generate-preview", "veo-3.1-lite-generate-preview",
@@ -299,6 +297,9 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
         if status == 405:
             return ApiError(405, "UNIMPLEMENTED", f"Method {request.method} is not allowed here.").response()
         return ApiError(status, "UNKNOWN", str(getattr(exc, "detail", "")) or "Bad request").response()
+
+    from .google_inference import gemini_routes  # generateContent & co.: google_inference.py
+    from .inference_common import InferenceState
 
     vertex = "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"
     app = Starlette(routes=[

@@ -4,7 +4,8 @@
 Gemini API (``x-goog-api-key`` header or ``?key=``; the Veo fake's key and messages), under ``/v1beta`` and
 ``/v1``: ``models/{m}:generateContent``, ``:streamGenerateContent`` (``?alt=sse``: SSE frames
 ``data: {chunk}`` separated by CRLF CRLF, no ``[DONE]``; without ``alt=sse``: one streamed JSON array),
-``:countTokens``, ``:embedContent``, ``:batchEmbedContents``.
+``:countTokens``, ``:embedContent``, ``:batchEmbedContents``; and the OpenAI-compatible
+``/v1beta/openai/chat/completions`` and ``/embeddings`` (:mod:`.openai_inference`, Bearer = the API key).
 Vertex AI (OAuth bearer from the fake's token endpoint; the path's project must be the service account's),
 under ``/v1`` and ``/v1beta1``: ``projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent``,
 ``:streamGenerateContent``, ``:countTokens``. Vertex needs a ``role`` on every content; answers carry
@@ -451,6 +452,10 @@ def gemini_routes(gstate: FakeGoogleState, state: InferenceState) -> list[BaseRo
             Route(studio + ":embedContent", endpoint("key", embed), methods=["POST"]),
             Route(studio + ":batchEmbedContents", endpoint("key", batch_embed), methods=["POST"]),
         ]
+    from .openai_inference import (
+        inference_routes,  # Gemini's OpenAI-compatible endpoint (Bearer = the API key)
+    )
+    routes += inference_routes(state, flavor="compat", prefix="/v1beta/openai")
     for version in ("v1", "v1beta1"):
         base = f"/{version}/projects/{{project}}/locations/{{location}}/publishers/google/models/{{model}}"
         routes += [

@@ -11,24 +11,27 @@ Invariants every inference fake keeps:
   reported is appended to ``state.usages`` so tests can assert exact charges.
 * **Faults** (checked after auth, before validation): ``fail_next`` requests answer ``fail_status``
   (429 carries ``Retry-After``); ``first_byte_delay`` is slept before the response starts (plain and
-  streaming), ``event_delay`` between stream events; ``fail_stream_after`` = N stops a stream after N
+  streaming), ``first_event_delay`` after a stream's headers, ``event_delay`` between stream events;
+  ``fail_stream_after`` = N stops a stream after N
   events with the protocol's error event (``stream_fail_mode="event"``) or by dropping the connection
   (``"disconnect"``).
 * **Recording.** Every request that reached a route is in ``state.requests`` (``request_count``,
   ``last_body``, ``last_headers``), the failed and unauthenticated ones included, so a test can assert
   that nothing was sent upstream.
+* An empty ``api_key`` accepts any key (keyless local servers such as Ollama).
 * ``max_tokens`` truncates the reply to that many tokens (finish reason "length"); a stop sequence cuts
   the reply before its first occurrence.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from starlette.requests import Request
@@ -72,6 +75,7 @@ class InferenceState:
     cached_tokens: int = 0  # reported as cached (capped to the input tokens)
     models: set[str] | None = None  # None: any model name is accepted
     reject_unknown_params: bool = True
+    usage_style: str = "openai"  # OpenAI-compatible streams: openai | final_chunk | x_groq
     tool_calls: list[tuple[str, dict[str, Any]]] | None = None  # force these calls (name, arguments)
     block_words: list[str] = field(default_factory=list)  # prompts refused by a safety filter (Gemini)
     flag_words: dict[str, str] = field(default_factory=lambda: {  # moderation: word → category
@@ -81,8 +85,9 @@ class InferenceState:
     fail_status: int = 503
     fail_message: str | None = None
     retry_after_seconds: float = 1.0
-    first_byte_delay: float = 0.0
-    event_delay: float = 0.0
+    first_byte_delay: float = 0.0  # before the status line
+    first_event_delay: float = 0.0  # streams: after the headers, before the first event
+    event_delay: float = 0.0  # streams: between events
     fail_stream_after: int | None = None
     stream_fail_mode: str = "event"  # "event" | "disconnect"
     # records
@@ -108,6 +113,14 @@ class InferenceState:
 
     def find(self, path_contains: str) -> list[RecordedCall]:
         return [r for r in self.requests if path_contains in r.path]
+
+    def __post_init__(self) -> None:
+        self._initial = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def reset(self) -> None:
+        """Back to the state the factory built (knobs as configured, no records); for fakes shared by tests."""
+        for name, value in self._initial.items():
+            setattr(self, name, copy.deepcopy(value))
 
     def take_failure(self) -> int | None:
         """The injected status for this request, or None (decrements ``fail_next``)."""
@@ -281,10 +294,13 @@ def stream(state: InferenceState, events: list[bytes], error_event: Callable[[in
     """A streaming response of pre-framed ``events`` honouring the delay and mid-stream fault knobs.
     ``error_event(i)`` frames the protocol's error event replacing event ``i``. ``first_byte_delay`` is
     slept by the caller (before the status line) via :func:`first_byte_wait`."""
-    fail_after, mode, gap = state.fail_stream_after, state.stream_fail_mode, state.event_delay
+    fail_after, mode, gap, first = state.fail_stream_after, state.stream_fail_mode, state.event_delay, \
+        state.first_event_delay
 
     async def body() -> AsyncIterator[bytes]:
         for i, ev in enumerate(events):
+            if i == 0 and first > 0:
+                await asyncio.sleep(first)
             if i and gap > 0:
                 await asyncio.sleep(gap)
             if fail_after is not None and i >= fail_after:

@@ -53,9 +53,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .inference_common import InferenceState
-from .openai_inference import inference_routes
-
 MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 PRO_MODELS = frozenset({"sora-2-pro", "sora-2-pro-2025-10-06"})
 SECONDS = ("4", "8", "12", "16", "20")
@@ -497,6 +494,9 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
         message = (f"Invalid URL ({request.method} {request.url.path})" if status in (404, 405)
                    else str(getattr(exc, "detail", "")) or "Bad request")
         return ApiError(status, message).response()
+
+    from .inference_common import InferenceState  # the inference routes: openai_inference.py
+    from .openai_inference import inference_routes
 
     app = Starlette(routes=[
         Route("/v1/videos", create_video, methods=["POST"]),

@@ -68,7 +68,7 @@ PART_TYPES = {"user": ("text", "image_url", "input_audio", "file"), "system": ("
               "developer": ("text",), "assistant": ("text", "refusal"), "tool": ("text",)}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5(?!.*-chat))")  # gpt-5-chat-latest is not a reasoning model
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length"}
 XAI_CODES = {400: "Client specified an invalid argument", 401: "Unauthenticated", 403: "The caller does not have "
              "permission to execute the specified operation", 404: "Some requested entity was not found",
@@ -125,10 +125,11 @@ def endpoint(state: InferenceState, style: str, handler: Handler) -> Callable[[R
         try:
             auth = request.headers.get("authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if key != state.api_key:  # xAI answers a wrong key with 400
-                raise OAIError(400 if style == "xai" and key else 401, f"Incorrect API key provided: {key[:3]}***{key[-4:]}." if key else
-                               "You didn't provide an API key. You need to provide your API key in an Authorization "
-                               "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            if state.api_key and key != state.api_key:  # no key configured: any (Ollama); xAI: a wrong key → 400
+                missing = ("You didn't provide an API key. You need to provide your API key in an Authorization "
+                           "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+                raise OAIError(400 if style == "xai" and key else 401,
+                               f"Incorrect API key provided: {key[:3]}***{key[-4:]}." if key else missing,
                                code="invalid_api_key")
             if (status := state.take_failure()) is not None:
                 raise injected(state, status)
@@ -147,6 +148,9 @@ def endpoint(state: InferenceState, style: str, handler: Handler) -> Callable[[R
             response = exc.response(style)
         rec.status = response.status_code
         response.headers["x-request-id"] = f"req_{secrets.token_hex(16)}"
+        if state.provider == "openai":
+            response.headers["openai-version"] = "2020-10-01"
+            response.headers["openai-processing-ms"] = "1"
         return response
     return wrapped
 
@@ -363,11 +367,15 @@ def reply_for(state: InferenceState, kind: str, schema: Any, echo: str, max_toke
 
 
 # ---------------------------------------------------------------- chat: response
-def chat_usage_json(u: Any) -> dict[str, Any]:
-    return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+def chat_usage_json(u: Any, state: InferenceState | None = None) -> dict[str, Any]:
+    out = {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens,
+           "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "audio_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens, "audio_tokens": 0,
+                                         "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    if state is not None and state.provider == "deepseek":  # DeepSeek's context-cache counters
+        out["prompt_cache_hit_tokens"] = u.cached_tokens
+        out["prompt_cache_miss_tokens"] = u.input_tokens - u.cached_tokens
+    return out
 
 
 def _check_chat(body: dict[str, Any], state: InferenceState) -> dict[str, Any]:
@@ -403,7 +411,8 @@ def _check_chat(body: dict[str, Any], state: InferenceState) -> dict[str, Any]:
                                              "with this model. Only the default (1) value is supported.",
                               "unsupported_value")
         elif effort is not None:
-            raise invalid("reasoning_effort", "Unrecognized request argument supplied: reasoning_effort", None)
+            raise invalid("reasoning_effort", "Unsupported parameter: 'reasoning_effort' is not supported with this "
+                                              "model.", "unsupported_parameter")
     tools, choice, tool_tokens = parse_tools(body)
     kind, schema = parse_response_format(body, all_text)
     reasoning = reasoning_tokens_for(effort or ("medium" if REASONING_MODEL.match(model) else None))
@@ -431,11 +440,17 @@ def _chat_stream_events(state: InferenceState, req: dict[str, Any], base: dict[s
                         calls: list[dict[str, Any]], finish: str, usage: Any) -> list[bytes]:
     extra: dict[str, Any] = {"usage": None} if req["include_usage"] else {}
 
+    style, last = state.usage_style, req["n"] - 1
+
     def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         data = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
                                      "finish_reason": finish_reason}], **extra}
         if req["obfuscate"]:
             data["obfuscation"] = secrets.token_urlsafe(6)
+        if finish_reason is not None and index == last and style == "final_chunk":
+            data["usage"] = chat_usage_json(usage, state)
+        if finish_reason is not None and index == last and style == "x_groq":
+            data["x_groq"] = {"id": f"req_{secrets.token_hex(12)}", "usage": chat_usage_json(usage, state)}
         return sse(data)
 
     events: list[bytes] = []
@@ -456,8 +471,8 @@ def _chat_stream_events(state: InferenceState, req: dict[str, Any], base: dict[s
             events.append(chunk(i, {"role": "assistant", "content": "", "refusal": None}))
             events.extend(chunk(i, {"content": piece}) for piece in pieces(content or ""))
         events.append(chunk(i, {}, finish))
-    if req["include_usage"]:
-        events.append(sse({**base, "choices": [], "usage": chat_usage_json(usage)}))
+    if req["include_usage"] and style != "final_chunk":
+        events.append(sse({**base, "choices": [], "usage": chat_usage_json(usage, state)}))
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -483,25 +498,26 @@ def chat_handler(state: InferenceState) -> Handler:
             message["tool_calls"] = calls
         return JSONResponse({**base, "choices": [
             {"index": i, "message": message, "logprobs": {"content": [], "refusal": None} if body.get("logprobs")
-             else None, "finish_reason": finish} for i in range(req["n"])], "usage": chat_usage_json(usage)})
+             else None, "finish_reason": finish} for i in range(req["n"])], "usage": chat_usage_json(usage, state)})
     return chat
 
 
 # ---------------------------------------------------------------- routes and app
-def inference_routes(state: InferenceState, *, flavor: str = "openai", error_style: str = "openai"
-                     ) -> list[BaseRoute]:
-    """The inference routes bound to ``state`` (``flavor="compat"``: chat and embeddings only)."""
+def inference_routes(state: InferenceState, *, flavor: str = "openai", error_style: str = "openai",
+                     prefix: str = "/v1") -> list[BaseRoute]:
+    """The inference routes bound to ``state`` under ``prefix`` (``flavor="compat"``: chat and embeddings only)."""
     from .openai_embeddings import embeddings_handler, moderations_handler
     from .openai_responses import responses_handler
 
     routes: list[BaseRoute] = [
-        Route("/v1/chat/completions", endpoint(state, error_style, chat_handler(state)), methods=["POST"]),
-        Route("/v1/embeddings", endpoint(state, error_style, embeddings_handler(state)), methods=["POST"]),
+        Route(f"{prefix}/chat/completions", endpoint(state, error_style, chat_handler(state)), methods=["POST"]),
+        Route(f"{prefix}/embeddings", endpoint(state, error_style, embeddings_handler(state)), methods=["POST"]),
     ]
     if flavor == "openai":
         routes += [
-            Route("/v1/responses", endpoint(state, error_style, responses_handler(state)), methods=["POST"]),
-            Route("/v1/moderations", endpoint(state, error_style, moderations_handler(state)), methods=["POST"]),
+            Route(f"{prefix}/responses", endpoint(state, error_style, responses_handler(state)), methods=["POST"]),
+            Route(f"{prefix}/moderations", endpoint(state, error_style, moderations_handler(state)),
+                  methods=["POST"]),
         ]
     return routes
 
@@ -524,7 +540,12 @@ def create_app(api_key: str = "sk-test", *, provider: str = "openai-compatible",
     return app
 
 
-def compat_factory(provider: str, api_key: str, error_style: str = "openai") -> Callable[..., Starlette]:
+def compat_factory(provider: str, api_key: str, error_style: str = "openai",
+                   usage_style: str = "openai") -> Callable[..., Starlette]:
+    """A FAKES entry for an OpenAI-compatible provider: its default key, error shape and streamed-usage style
+    (``openai``: a ``choices: []`` chunk when asked; ``final_chunk``: usage on the finish chunk, always;
+    ``x_groq``: also ``x_groq.usage`` on the finish chunk)."""
     def factory(api_key: str = api_key, **knobs: Any) -> Starlette:
+        knobs.setdefault("usage_style", usage_style)
         return create_app(api_key, provider=provider, error_style=error_style, **knobs)
     return factory

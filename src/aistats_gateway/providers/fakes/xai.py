@@ -41,9 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .inference_common import InferenceState
 from .openai import RecordedRequest, render_media
-from .openai_inference import inference_routes
 
 MODELS = ("grok-imagine-video", "grok-imagine-video-1.5")
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
@@ -308,6 +306,9 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
         status = getattr(exc, "status_code", 500)
         return ApiError(status, f"{request.method} {request.url.path} not found" if status in (404, 405) else
                         str(getattr(exc, "detail", "")), "Some requested entity was not found").response()
+
+    from .inference_common import InferenceState  # the chat/embeddings routes: openai_inference.py
+    from .openai_inference import inference_routes
 
     app = Starlette(routes=[
         Route("/v1/videos/generations", generate, methods=["POST"]),
