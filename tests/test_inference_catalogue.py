@@ -49,13 +49,13 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 FEATURE = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
            "stop": "stop", "seed": "seed", "random_seed": "seed", "tools": "tools", "tool_choice": "tool_choice",
            "response_format": "response_format", "reasoning_effort": "reasoning_effort", "verbosity": "verbosity",
-           "stream": None, "dimensions": None, "encoding_format": None}
+           "stream": None, "dimensions": None, "encoding_format": None, "input_type": None}
 # fake name, key, base-url suffix
 FAKES: dict[str, tuple[str, str, str]] = {
     "openai": ("openai", "sk-test", "/v1"), "x-ai": ("x-ai", "xai-test", "/v1"),
     "mistral": ("mistral", "mistral-test", "/v1"), "deepseek": ("deepseek", "sk-deepseek-test", "/v1"),
     "groq": ("groq", "gsk_test", "/v1"), "together": ("together", "together-test", "/v1"),
-    "anthropic": ("anthropic", "sk-ant-test", "/v1"), "google-ai-studio": ("google-vertex", "AIza-truth", ""),
+    "anthropic": ("anthropic", "sk-ant-test", "/v1"), "cohere": ("cohere", "co-test", ""), "google-ai-studio": ("google-vertex", "AIza-truth", ""),
 }
 
 
@@ -180,7 +180,8 @@ def test_adapter_accepts_each_advertised_parameter(offer: Offer, param: str | No
     elif offer.endpoint == "embeddings":
         dims = value_for("dimensions", offer.params["dimensions"]) if param == "dimensions" else None
         fmt = value_for("encoding_format", offer.params["encoding_format"]) if param == "encoding_format" else None
-        ereq = EmbeddingsRequest(offer.spec.provider_model_slug, ["hello world"], dims, fmt)
+        itype = value_for("input_type", offer.params["input_type"]) if param == "input_type" else None
+        ereq = EmbeddingsRequest(offer.spec.provider_model_slug, ["hello world"], dims, fmt, None, itype)
         result = call(ctx, lambda c: adapter.embed(ereq, c))
         assert len(result.vectors) == 1 and result.vectors[0]
         if dims is not None:

@@ -163,6 +163,9 @@ async def create_embeddings(request: Request) -> Response:
     if fmt not in (None, "float", "base64"):
         raise bad_request("Invalid value for 'encoding_format': expected float or base64.", "encoding_format")
     dims = integer(body, "dimensions", 1, 65536)
+    input_type = opt_str(body, "input_type")
+    if input_type not in (None, "search_document", "search_query", "classification", "clustering"):
+        raise bad_request("Invalid value for 'input_type'.", "input_type")
     est = sum(len(x.encode()) if isinstance(x, str) else len(x) for x in inputs)
     p = await service.plan(_state(request), principal, "embeddings", model, body, None, input_tokens=est,
                            output_tokens=0, stream=False)
@@ -170,7 +173,7 @@ async def create_embeddings(request: Request) -> Response:
     async def call(cand: route.Candidate, ctx: Any) -> EmbeddingsResult:
         # Ask for floats upstream; base64 is encoded here so every provider can serve it.
         result: EmbeddingsResult = await cand.adapter.embed(EmbeddingsRequest(
-            cand.model_slug, inputs, dims, None, opt_str(body, "user")), ctx)
+            cand.model_slug, inputs, dims, None, opt_str(body, "user"), input_type), ctx)
         return result
 
     cand, result, upstream_ms, attempts = await service.run_once(p, call)

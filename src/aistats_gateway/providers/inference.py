@@ -42,6 +42,7 @@ class EmbeddingsRequest:
     dimensions: int | None = None
     encoding_format: str | None = None  # float | base64
     user: str | None = None
+    input_type: str | None = None  # search_document | search_query | classification | clustering (Cohere)
 
 
 @dataclass
