@@ -134,6 +134,9 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.videos.runner import RunnerContext
 
     s = state.settings
+    from aistats_gateway.inference import providers_file
+
+    providers_file.load()  # AISTATS_PROVIDERS_FILE: validated (and its providers registered) before serving
     if state.reader is None:
         from aistats_gateway.db.fastread import FastReader
 

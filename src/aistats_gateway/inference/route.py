@@ -25,7 +25,7 @@ from aistats_gateway.inference.ir import IRRequest
 from aistats_gateway.providers import config, registry
 from aistats_gateway.providers.base import CallContext
 
-_METERS = {"chat.completions": ("input_tokens", "output_tokens"), "embeddings": ("input_tokens",),
+_METERS = {"chat.completions": ("input_tokens", "output_tokens", "request"), "embeddings": ("input_tokens", "request"),
            "moderations": ("input_tokens", "request")}
 # IR feature → catalogue parameter names that mean it (an offer listing none of them for the endpoint
 # is taken as not restricting that feature).
@@ -42,10 +42,12 @@ class Candidate:
     adapter: Any
     rules: list[PriceRule]
     supports: frozenset[str]  # IR features this offer can honour
+    api_key: str | None = None  # operator providers (providers file): their own key and URL
+    base_url: str | None = None
 
     def context(self, http: Any) -> CallContext:
         cfg = config.load(self.provider_id)
-        return CallContext(http=http, api_key=cfg.api_key, base_url=cfg.base_url)
+        return CallContext(http=http, api_key=cfg.api_key or self.api_key, base_url=cfg.base_url or self.base_url)
 
 
 @dataclass
@@ -156,14 +158,18 @@ def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, routing: Rou
     meters = _METERS.get(endpoint, ("input_tokens",))
     out: list[tuple[Any, Candidate]] = []
     skipped: list[str] = []
-    for offer in entry.offers:
+    from aistats_gateway.inference import providers_file
+
+    operator = {id(o.offer): o for o in providers_file.offers_for(entry.spec.model_id)}
+    for offer in [*entry.offers, *(o.offer for o in operator.values())]:
         pid = offer.provider_id
         if endpoint not in offer.spec.endpoints:
             continue
         if (pin and pid != pin) or (routing.only is not None and pid not in routing.only) or pid in routing.ignore:
             continue
         adapter = registry.adapter_for(pid, endpoint)
-        if adapter is None or not catalogue.is_active(offer, endpoint):
+        op = operator.get(id(offer))
+        if adapter is None or (op is None and not catalogue.is_active(offer, endpoint)):
             skipped.append(f"{pid} (not configured)")
             continue
         rules = list(offer.spec.pricing)
@@ -182,7 +188,8 @@ def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, routing: Rou
         key = (routing.order.index(pid) if pid in routing.order else len(routing.order),
                _per_million(rules, "input_tokens") + _per_million(rules, "output_tokens")
                if routing.sort in ("price", "pricing", "cost") else 0, offer.priority)
-        out.append((key, Candidate(pid, offer.spec.provider_model_slug, adapter, rules, supports)))
+        out.append((key, Candidate(pid, offer.spec.provider_model_slug, adapter, rules, supports,
+                                   op.api_key if op else None, op.provider.base_url if op else None)))
     out.sort(key=lambda kv: kv[0])
     cands = [c for _, c in out]
     if not cands:
