@@ -425,6 +425,8 @@ def _check_chat(body: dict[str, Any], state: InferenceState) -> dict[str, Any]:
 
 def _chat_result(state: InferenceState, req: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]], str, Any]:
     """(content or None, tool calls, finish reason, usage)."""
+    if req["max_tokens"] is not None:  # reasoning and visible tokens share max_completion_tokens
+        req = {**req, "reasoning": min(req["reasoning"], req["max_tokens"])}
     calls = pick_tool(state, req["tools"], req["choice"], req["echo"])
     if calls:
         out: list[dict[str, Any]] = [{"id": f"call_{secrets.token_hex(12)}", "type": "function",
@@ -432,7 +434,8 @@ def _chat_result(state: InferenceState, req: dict[str, Any]) -> tuple[str | None
                                      for name, args in calls]
         out_tokens = sum(count_tokens(name) + count_tokens(json.dumps(args)) for name, args in calls)
         return None, out, "tool_calls", make_usage(state, req["tokens"], out_tokens * req["n"], req["reasoning"])
-    text, reason = reply_for(state, req["kind"], req["schema"], req["echo"], req["max_tokens"], req["stops"])
+    limit = None if req["max_tokens"] is None else max(0, req["max_tokens"] - req["reasoning"])  # reasoning counts
+    text, reason = reply_for(state, req["kind"], req["schema"], req["echo"], limit, req["stops"])
     return text, [], FINISH[reason], make_usage(state, req["tokens"], count_tokens(text) * req["n"], req["reasoning"])
 
 
