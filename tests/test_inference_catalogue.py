@@ -55,7 +55,9 @@ FAKES: dict[str, tuple[str, str, str]] = {
     "openai": ("openai", "sk-test", "/v1"), "x-ai": ("x-ai", "xai-test", "/v1"),
     "mistral": ("mistral", "mistral-test", "/v1"), "deepseek": ("deepseek", "sk-deepseek-test", "/v1"),
     "groq": ("groq", "gsk_test", "/v1"), "together": ("together", "together-test", "/v1"),
-    "anthropic": ("anthropic", "sk-ant-test", "/v1"), "cohere": ("cohere", "co-test", ""), "google-ai-studio": ("google-vertex", "AIza-truth", ""),
+    "anthropic": ("anthropic", "sk-ant-test", "/v1"), "cohere": ("cohere", "co-test", ""),
+    "amazon-bedrock": ("amazon-bedrock", "AKIDFAKEBEDROCK:fake-secret-access-key", ""),  # SigV4-signed
+    "google-ai-studio": ("google-vertex", "AIza-truth", ""),
 }
 
 
@@ -108,7 +110,7 @@ def contexts() -> Iterator[dict[str, CallContext]]:
     running: list[RunningFake] = []
     out: dict[str, CallContext] = {}
     for pid, (name, secret, suffix) in FAKES.items():
-        kwargs: dict[str, Any] = {"api_key": secret}
+        kwargs: dict[str, Any] = {"api_key": secret} if name != "amazon-bedrock" else {}
         if name == "google-vertex":
             kwargs.update(prefix="", project=PROJECT)
         f = RunningFake(name, **kwargs).start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.anthropic.messages import AnthropicChat
+from aistats_gateway.providers.bedrock import BedrockChat
 from aistats_gateway.providers.cohere import CohereChat, CohereEmbeddings
 from aistats_gateway.providers.gemini_chat import GeminiChat, GeminiEmbeddings
 from aistats_gateway.providers.openai_compat.chat import (
@@ -42,4 +43,5 @@ registry.register("google-ai-studio", "chat.completions", GeminiChat("google-ai-
 registry.register("google-ai-studio", "embeddings", GeminiEmbeddings("google-ai-studio"))
 registry.register("google-vertex", "chat.completions", GeminiChat("google-vertex"))
 registry.register("cohere", "chat.completions", CohereChat())
+registry.register("amazon-bedrock", "chat.completions", BedrockChat())
 registry.register("cohere", "embeddings", CohereEmbeddings())
