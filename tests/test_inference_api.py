@@ -349,3 +349,37 @@ def test_bad_requests_are_4xx(api: httpx.Client) -> None:
     assert r.status_code == 400
     r = api.post("/v1/responses", json={"model": MINI})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+
+
+def test_calls_left_open_by_a_crash_are_voided_once(gateway: Gateway, key: str) -> None:
+    import datetime as dt
+
+    from aistats_gateway.billing import service as billing
+    from aistats_gateway.inference import charge
+
+    parsed = keys.parse(key)
+    assert parsed is not None
+    ws = ws_id(gateway, key)
+    call = charge.Call("gen_crashed" + parsed.key_id, ws, parsed.key_id, "chat.completions", MINI, True, 12345, 0)
+
+    async def crash(sessions: Any) -> None:
+        await charge.open_call(sessions, call, tpm_tokens=0)  # the hold and the in_progress row, then "a crash"
+        async with sessions() as s, s.begin():
+            await s.execute(update(Generation).where(Generation.id == call.gen_id).values(
+                created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)))
+
+    async def sweep_twice(sessions: Any) -> tuple[int, int, Any, Any]:
+        import asyncio
+
+        a, b = await asyncio.gather(charge.sweep_stale(sessions), charge.sweep_stale(sessions))
+        async with sessions() as s:
+            g = await s.get(Generation, call.gen_id)
+            voids = (await s.execute(select(func.count()).select_from(LedgerEntry).where(
+                LedgerEntry.hold_id == billing.hold_id(call.gen_id), LedgerEntry.kind == "void"))).scalar()
+            return a, b, g, voids
+
+    db(gateway, crash)
+    a, b, g, voids = db(gateway, sweep_twice)
+    assert a + b == 1 and g.status == "failed" and g.error_code == "interrupted" and g.cost_nanos == 0
+    assert voids == 1
+    assert_books_balance(gateway, key)

@@ -137,6 +137,9 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.inference import providers_file
 
     providers_file.load()  # AISTATS_PROVIDERS_FILE: validated (and its providers registered) before serving
+    from aistats_gateway.inference import charge as inference_charge
+
+    await inference_charge.sweep_stale(state.sessions)  # calls a crashed process left open: void their holds
     if state.reader is None:
         from aistats_gateway.db.fastread import FastReader
 

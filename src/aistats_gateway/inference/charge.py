@@ -167,6 +167,13 @@ class Outcome:
 
 async def close_call(sessions: async_sessionmaker[AsyncSession], call: Call, out: Outcome) -> tuple[int, list[Any]]:
     """Finalise the generation and settle/void its hold, exactly once. Returns (charged nanos, lines)."""
+    _, nanos, lines = await finalise(sessions, call, out)
+    return nanos, lines
+
+
+async def finalise(sessions: async_sessionmaker[AsyncSession], call: Call,
+                   out: Outcome) -> tuple[bool, int, list[Any]]:
+    """:func:`close_call`, also saying whether this call was the one that finalised it."""
     nanos, lines = (cost(out.rules, out.usage) if out.status == "completed" and out.usage is not None
                     and out.rules is not None else (0, []))
     if call.hold_nanos > 0:
@@ -186,7 +193,7 @@ async def close_call(sessions: async_sessionmaker[AsyncSession], call: Call, out
             attempts=out.attempts, usage=usage_doc, finish_reason=out.finish_reason, cost_nanos=nanos,
             latency_ms=latency, ttft_ms=out.ttft_ms, finished_at=utcnow()))
         if getattr(res, "rowcount", 0) != 1:
-            return 0, []
+            return False, 0, []
         if call.hold_nanos > 0:
             hid = billing.hold_id(call.gen_id)
             if out.status == "completed" and nanos > 0:
@@ -194,7 +201,7 @@ async def close_call(sessions: async_sessionmaker[AsyncSession], call: Call, out
             else:
                 await ledger.void(s, hid, memo=f"voided {call.gen_id}: {out.status}")
         await count_tokens(s, call.key_id, u.total_tokens)
-    return nanos, lines
+    return True, nanos, lines
 
 
 def as_record(g: Generation) -> dict[str, Any]:
@@ -208,3 +215,23 @@ def as_record(g: Generation) -> dict[str, Any]:
             "cost_usd": ledger.usd(g.cost_nanos), "currency": "USD", "held_nanos": g.hold_nanos,
             "latency_ms": g.latency_ms, "time_to_first_token_ms": g.ttft_ms, "key_id": g.key_id,
             "created_at": ts(g.created_at), "finished_at": ts(g.finished_at)}
+
+
+STALE_SECONDS = 3600.0  # longer than any call can last (streams are bounded by the upstream timeout per read)
+
+
+async def sweep_stale(sessions: async_sessionmaker[AsyncSession], older_than: float = STALE_SECONDS) -> int:
+    """Finish calls a crashed process left ``in_progress`` (their holds void, no charge); returns how many.
+    Safe with several processes: :func:`close_call` finalises each one exactly once."""
+    cutoff = utcnow() - dt.timedelta(seconds=older_than)
+    async with sessions() as s:
+        rows = (await s.execute(select(Generation).where(Generation.status == "in_progress",
+                                                         Generation.created_at < cutoff).limit(1000))).scalars().all()
+    done = 0
+    for g in rows:
+        call = Call(g.id, g.workspace_id, g.key_id, g.endpoint, g.model, g.stream, g.hold_nanos, 0)
+        did, _, _ = await finalise(sessions, call, Outcome(
+            "failed", g.provider, status_code=500, error_code="interrupted",
+            error_message="The gateway stopped before this call finished.", attempts=list(g.attempts or [])))
+        done += did
+    return done
