@@ -81,6 +81,7 @@ def test_chat_decode_all_fields() -> None:
     ({"reasoning_effort": "extreme"}, "reasoning_effort"),
     ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
     ({"response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"n": 2}, "n"),
 ])
 def test_chat_decode_rejects_bad_input_naming_the_parameter(body: dict[str, Any], param: str) -> None:
     base = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

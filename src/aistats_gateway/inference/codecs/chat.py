@@ -149,6 +149,9 @@ def decode_request(body: dict[str, Any]) -> IRRequest:
     if not messages:
         raise bad_request("'messages' must contain at least one message.", "messages")
     req = IRRequest(model=model, messages=[_message(m, i) for i, m in enumerate(messages)])
+    if (integer(body, "n", 1, 16) or 1) > 1:
+        raise bad_request("Only n=1 is supported: make several requests for several choices.", "n",
+                          code="unsupported_value")
     req.max_tokens = integer(body, "max_completion_tokens", 1) or integer(body, "max_tokens", 1)
     req.temperature = number(body, "temperature", 0, 2)
     req.top_p = number(body, "top_p", 0, 1)
