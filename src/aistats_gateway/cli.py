@@ -121,6 +121,9 @@ def serve(
         "aistats_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=workers, loop="uvloop", http="httptools", log_config=None, access_log=False,
         proxy_headers=True, server_header=False,
+        # Longer than clients keep idle connections pooled (httpx and the openai SDK: 5 s, uvicorn's own
+        # default too), so a reused connection is never closed under a request in flight.
+        timeout_keep_alive=75,
     )
 
 

@@ -16,6 +16,10 @@ from typing import Any, Iterator
 import uvicorn
 from starlette.applications import Starlette
 
+# The gateway pools upstream connections for 30 s (http/client.py); uvicorn closes idle ones after 5 s by
+# default, so a poll sent on a connection idle for about 5 s could race the close. Outlive the pool.
+KEEP_ALIVE_SECONDS = 75
+
 
 class _ThreadedServer(uvicorn.Server):
     """uvicorn.Server that never touches signal handlers (it runs off the main thread)."""
@@ -72,7 +76,8 @@ class RunningFake:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="auto", timeout_graceful_shutdown=1)
+                                access_log=False, lifespan="auto", timeout_graceful_shutdown=1,
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self._server = _ThreadedServer(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"fake-{self.port}", daemon=True)
