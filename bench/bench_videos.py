@@ -192,7 +192,7 @@ class CpuMeter:
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.perf_counter()
         self.srv0 = _proc_cpu(self.server_pid)
         self.cli0 = _children_cpu()
@@ -1442,7 +1442,7 @@ def main() -> int:
         elif schema is not None:
             try:
                 schema.drop()
-            except Exception as e:  # noqa: BLE001 - reported, not fatal
+            except Exception as e:
                 log(f"could not drop schema {schema.name}: {e}")
         if args.keep:
             log(f"kept {tmp}")

@@ -382,7 +382,7 @@ def test_vertex_images_and_gcs_output(api: httpx.Client, fake: RunningFake, tmp_
     assert body["status"] == "completed", body
 
     sent = last_create(fake, prompt)
-    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    b64 = lambda data: base64.b64encode(data).decode()
     assert sent.body["instances"] == [{
         "prompt": prompt, "image": {"bytesBase64Encoded": b64(first), "mimeType": "image/png"},
         "lastFrame": {"bytesBase64Encoded": b64(last), "mimeType": "image/png"},
@@ -457,7 +457,7 @@ def test_mapping_every_field_vertex() -> None:
                    images=(_img("first_frame"), _img("last_frame"), _img("reference"), _img("reference", "style")),
                    provider_params={"storageUri": "gs://b/p", "fps": 24})
     body = vertex.build_body(req)
-    b64 = lambda role: base64.b64encode(b"\x89PNG-" + role.encode()).decode()  # noqa: E731
+    b64 = lambda role: base64.b64encode(b"\x89PNG-" + role.encode()).decode()
     assert body == {
         "instances": [{
             "prompt": "p",

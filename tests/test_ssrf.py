@@ -132,7 +132,7 @@ def _tls_pair(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
         b = (x509.CertificateBuilder()
@@ -271,7 +271,7 @@ def test_names_resolve_once_and_any_private_answer_rejects() -> None:
         rejected("private_address", check_url, f"https://{host}.example.test/", GuardPolicy(), resolver=r)
     rejected("unresolvable_host", check_url, "https://empty.example.test/", GuardPolicy(), resolver=r)
     rejected("unresolvable_host", check_url, "https://nxdomain.example.test/", GuardPolicy(), resolver=r)
-    sync_resolver = lambda host, port: ["8.8.4.4"]  # noqa: E731 - sync resolvers are accepted too
+    sync_resolver = lambda host, port: ["8.8.4.4"]
     assert asyncio.run(check_url("https://sync.example.test/", GuardPolicy(), resolver=sync_resolver)) == ["8.8.4.4"]
 
 

@@ -18,7 +18,7 @@ import tracemalloc
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -402,7 +402,7 @@ AWS_EXAMPLE: dict[str, Any] = {
     "access_key": "AKIAIOSFODNN7EXAMPLE",
     "secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     "region": "us-east-1",
-    "now": datetime(2013, 5, 24, tzinfo=timezone.utc),
+    "now": datetime(2013, 5, 24, tzinfo=UTC),
 }
 HOST = {"host": "examplebucket.s3.amazonaws.com"}
 

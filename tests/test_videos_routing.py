@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx

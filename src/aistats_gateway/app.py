@@ -9,22 +9,22 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.responses import Response
 
 from aistats_gateway import __version__
-from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.billing.endpoints import router as billing_router
+from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
-from aistats_gateway.videos.endpoints import router as videos_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
 from aistats_gateway.http.responses import ErrorResponse, JSONBytes
 from aistats_gateway.settings import Settings
+from aistats_gateway.videos.endpoints import router as videos_router
 
 log = logging.getLogger("aistats_gateway")
 
@@ -105,7 +105,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         try:
             async with sessions() as s:
                 await s.execute(text("SELECT 1"))
-        except Exception as e:  # noqa: BLE001 - any failure means not ready
+        except Exception as e:
             log.warning("readiness check failed", extra={"error": str(e)})
             return errors.error_response(503, "The database is not reachable.", code="database_unavailable",
                                          type="server_error")

@@ -8,7 +8,7 @@ import os
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,8 +28,8 @@ app.add_typer(credits_app, name="credits")
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
-DatabaseURL = Annotated[Optional[str], typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
+DatabaseURL = Annotated[str | None, typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -47,7 +47,7 @@ def _migrate(settings: Settings) -> None:
 
     try:
         upgrade(settings.db_url)
-    except Exception as e:  # noqa: BLE001 - shown to the operator
+    except Exception as e:
         err.print(f"[red]error:[/red] cannot migrate the database at {_safe_url(settings.db_url)}: {e}")
         raise typer.Exit(1) from None
 
@@ -90,8 +90,8 @@ def _usd_to_nanos(value: str) -> int:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes")] = 1,
@@ -157,7 +157,7 @@ def _bootstrap(settings: Settings) -> None:
 def worker(
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
 ) -> None:
     """Run background jobs (video polling, downloads …) without serving HTTP. PostgreSQL only:
     start as many as you like next to `serve` processes started with AISTATS_RUN_WORKER=false."""
@@ -218,8 +218,8 @@ def migrate(data_dir: DataDir = None, database_url: DatabaseURL = None) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="A label for the key")],
-    credits: Annotated[Optional[str], typer.Option("--credits", help="Credits in USD for its workspace")] = None,
-    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Existing workspace id")] = None,
+    credits: Annotated[str | None, typer.Option("--credits", help="Credits in USD for its workspace")] = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", help="Existing workspace id")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
@@ -301,9 +301,9 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
 @keys_app.command("limits")
 def keys_limits(
     key_id: str,
-    rpm: Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
-    daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
-    monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
+    daily_usd: Annotated[str | None, typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
+    monthly_usd: Annotated[str | None, typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:
@@ -343,7 +343,7 @@ def keys_limits(
 def credits_add(
     workspace: Annotated[str, typer.Argument(help="Workspace id (see `keys list`)")],
     amount: Annotated[str, typer.Argument(help="USD, e.g. 25 or 2.50")],
-    memo: Annotated[Optional[str], typer.Option(help="A note for the ledger")] = None,
+    memo: Annotated[str | None, typer.Option(help="A note for the ledger")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:
@@ -369,7 +369,7 @@ def credits_add(
 
 @credits_app.command("show")
 def credits_show(
-    workspace: Annotated[Optional[str], typer.Argument(help="Workspace id (default: all)")] = None,
+    workspace: Annotated[str | None, typer.Argument(help="Workspace id (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
@@ -418,7 +418,7 @@ def credits_show(
 
 
 @catalogue_app.command("validate")
-def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Default: the shipped file")] = None) -> None:
+def catalogue_validate(file: Annotated[Path | None, typer.Argument(help="Default: the shipped file")] = None) -> None:
     """Validate a catalogue file; errors name the entry and the field."""
     from aistats_gateway.catalogue import loader
 
@@ -441,7 +441,7 @@ def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Defa
 
 @catalogue_app.command("sync")
 def catalogue_sync(
-    file: Annotated[Optional[Path], typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
     clear_overlay: Annotated[bool, typer.Option("--clear-overlay", help="Drop a previously synced file")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,

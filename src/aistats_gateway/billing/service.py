@@ -64,7 +64,7 @@ async def hold_for_job(s: AsyncSession, *, job_id: str, workspace_id: str, key_i
                        f"{ledger.usd(max(e.available, 0))} USD is available (short by {ledger.usd(e.shortfall)} USD).",
                        code="insufficient_credits") from None
     _, daily, monthly = await ledger.key_limits(s, key_id)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for limit, since, label in ((daily, now.replace(hour=0, minute=0, second=0, microsecond=0), "daily"),
                                 (monthly, _month_start(now), "monthly")):
         if limit is None:

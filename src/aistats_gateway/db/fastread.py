@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, Table, create_engine, event, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 

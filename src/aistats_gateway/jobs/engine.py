@@ -71,7 +71,7 @@ class LocalEngine:
         while not self._stopping:
             try:
                 await self._fill()
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+            except Exception:
                 log.exception("job scan failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._event.wait(), self.tick)
@@ -93,7 +93,7 @@ class LocalEngine:
             delay = await source.run(item_id)
             if delay is not None and delay <= self.tick:
                 self._event.set()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("background task failed", extra={"source": source.name, "id": item_id})
         finally:
             self._running.pop((source.name, item_id), None)

@@ -1,8 +1,16 @@
 """Provider adapters. Importing this package registers every adapter with the registry."""
 
-from aistats_gateway.providers import local, openai  # noqa: F401
-from aistats_gateway.providers import kling  # noqa: F401
-from aistats_gateway.providers import luma  # noqa: F401
-from aistats_gateway.providers import google_ai_studio, google_vertex  # noqa: F401
-from aistats_gateway.providers import alibaba, byteplus, minimax  # noqa: F401
-from aistats_gateway.providers import fal, runway, xai  # noqa: F401
+from aistats_gateway.providers import (  # noqa: F401  # noqa: F401  # noqa: F401  # noqa: F401
+    alibaba,
+    byteplus,
+    fal,
+    google_ai_studio,
+    google_vertex,
+    kling,
+    local,
+    luma,
+    minimax,
+    openai,
+    runway,
+    xai,
+)

@@ -46,7 +46,7 @@ def retry_after(resp: httpx.Response) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return max(0.0, parsed.timestamp() - time.time())
 
 

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from aistats_gateway.providers import google_common as g
 from aistats_gateway.providers import config, registry
+from aistats_gateway.providers import google_common as g
 from aistats_gateway.providers.base import (
     CallContext,
     OutputRef,

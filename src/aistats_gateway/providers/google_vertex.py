@@ -71,7 +71,7 @@ class _LoopTransport:
         coro = self.http.request(method, url, content=body, headers=dict(headers or {}), timeout=wait)
         try:
             resp = asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=wait + 5)
-        except Exception as e:  # noqa: BLE001 - google-auth expects TransportError for any transport failure
+        except Exception as e:
             raise exceptions.TransportError(f"token request failed: {e!r}") from e
         return _TransportResponse(resp)
 

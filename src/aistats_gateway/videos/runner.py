@@ -144,7 +144,7 @@ async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
         # Another process holds the job now (this one stalled past its lease): leave it alone.
         log.warning("lost the lease of a video job; another worker continues it", extra={"video_id": job_id})
         return None
-    except Exception:  # noqa: BLE001 - a bug must not kill the engine; the job is retried later
+    except Exception:
         log.exception("video job step failed", extra={"video_id": job_id})
         delay = 30.0
     finally:
@@ -163,7 +163,7 @@ async def _heartbeat(ctx: RunnerContext, job_id: str, step: asyncio.Task[Any], l
                 res = await s.execute(
                     update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
                     .values(lease_until=_now() + dt.timedelta(seconds=ctx.lease_seconds)))
-        except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
+        except Exception:
             continue
         if res.rowcount != 1:
             lost.set()

@@ -16,20 +16,20 @@ from PIL import Image
 from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select, update
 
+from aistats_gateway.billing import ledger
+from aistats_gateway.billing import service as billing
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ProviderError
-from aistats_gateway.billing import ledger
-from aistats_gateway.billing import service as billing
 from aistats_gateway.videos import render, validation
-from aistats_gateway.webhooks import service as webhooks
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
 from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
+from aistats_gateway.webhooks import service as webhooks
 
 log = logging.getLogger("aistats_gateway.videos")
 STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_progress", "in_progress": "in_progress",
@@ -109,7 +109,7 @@ def check_image(content: bytes, param: str) -> None:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise too_large from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad input
+    except Exception as e:
         raise bad_request(f"{param} is not a readable image (PNG, JPEG, WebP or GIF): {e}", param,
                           "invalid_image") from None
 

@@ -43,7 +43,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -57,9 +58,19 @@ from .google_auth import GOOGLE_TOKEN_AUDIENCE, JWT_BEARER, SCOPE, OAuthError, v
 from .google_errors import ApiError, injected_failure, invalid, rate_limited
 from .google_operations import INTERNAL_FAILURE, RAI_REASON, new_operation, operation_json, video_bytes
 from .google_state import FakeGoogleState, Operation, ServiceAccount
-from .google_validation import (COMMON_PARAMS, DIMENSIONS, IMAGE_TYPES, PERSON_GENERATION,
-                                STUDIO_INSTANCE_KEYS, VERTEX_INSTANCE_KEYS, VERTEX_ONLY_PARAMS, ModelSpec,
-                                model_spec, read_json, validate_create)
+from .google_validation import (
+    COMMON_PARAMS,
+    DIMENSIONS,
+    IMAGE_TYPES,
+    PERSON_GENERATION,
+    STUDIO_INSTANCE_KEYS,
+    VERTEX_INSTANCE_KEYS,
+    VERTEX_ONLY_PARAMS,
+    ModelSpec,
+    model_spec,
+    read_json,
+    validate_create,
+)
 from .openai import RecordedRequest
 
 STUDIO_MODELS = ("veo-3.1-generate-preview", "veo-3.1-fast-generate-preview", "veo-3.1-lite-generate-preview",

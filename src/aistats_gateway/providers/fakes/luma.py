@@ -30,8 +30,9 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -105,7 +106,7 @@ class FakeLumaState:
         self._wall0, self._mono0 = time.time(), self.clock()
 
     def iso(self, mono: float) -> str:
-        at = dt.datetime.fromtimestamp(self._wall0 + (mono - self._mono0), dt.timezone.utc)
+        at = dt.datetime.fromtimestamp(self._wall0 + (mono - self._mono0), dt.UTC)
         return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:

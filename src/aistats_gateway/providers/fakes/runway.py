@@ -33,8 +33,9 @@ import io
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -289,7 +290,7 @@ def task_state(task: Task, state: FakeRunwayState) -> tuple[str, float | None, f
 
 
 def _iso(wall: float) -> str:
-    return dt.datetime.fromtimestamp(wall, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def task_object(task: Task, state: FakeRunwayState, base_url: str) -> dict[str, Any]:

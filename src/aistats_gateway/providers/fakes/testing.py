@@ -11,7 +11,8 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -68,7 +69,7 @@ class RunningFake:
     def base_url(self) -> str:
         return self.url + self.prefix
 
-    def start(self) -> "RunningFake":
+    def start(self) -> RunningFake:
         if self._thread is not None:
             raise RuntimeError("already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -100,7 +101,7 @@ class RunningFake:
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> "RunningFake":
+    def __enter__(self) -> RunningFake:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
