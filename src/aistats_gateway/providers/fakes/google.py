@@ -44,6 +44,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -54,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ._common import RecordedRequest, mentions, recorded
 from .google_auth import GOOGLE_TOKEN_AUDIENCE, JWT_BEARER, SCOPE, OAuthError, verify_assertion
 from .google_errors import ApiError, injected_failure, invalid, rate_limited
 from .google_operations import INTERNAL_FAILURE, RAI_REASON, new_operation, operation_json, video_bytes
@@ -71,7 +73,6 @@ from .google_validation import (
     read_json,
     validate_create,
 )
-from .openai import RecordedRequest
 
 STUDIO_MODELS = ("veo-3.1-generate-preview", "veo-3.1-fast-generate-preview", "veo-3.1-lite-generate-preview",
                  "veo-3.0-generate-001", "veo-3.0-fast-generate-001", "veo-2.0-generate-001")
@@ -93,6 +94,11 @@ __all__ = [
 ]
 
 
+@dataclass
+class GoogleRequest(RecordedRequest):
+    email: str | None = None  # the service account an access token was issued to (Vertex calls)
+
+
 def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-project",
                clock: Callable[[], float] = time.monotonic, render_seconds: float = 2.0,
                **knobs: Any) -> Starlette:
@@ -102,28 +108,17 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
 
     def endpoint(auth: str | None) -> Callable[[Callable[..., Any]], Callable[[Request], Any]]:
         """Record the request, check ``auth`` ("key" | "bearer" | None) and the rate-limit knob."""
+        def gate(request: Request, rec: GoogleRequest) -> None:
+            if auth == "key":
+                _check_key(request)
+            elif auth == "bearer":
+                rec.email = _check_bearer(request)
+            if auth and state.take_rate_limit():
+                raise rate_limited(state)
+
         def wrap(handler: Callable[..., Any]) -> Callable[[Request], Any]:
-            async def wrapped(request: Request) -> Response:
-                rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                      {k.lower(): v for k, v in request.headers.items()})
-                state.requests.append(rec)
-                try:
-                    email = None
-                    if auth == "key":
-                        _check_key(request)
-                    elif auth == "bearer":
-                        email = _check_bearer(request)
-                    if auth and state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        raise rate_limited(state)
-                    response = await handler(request, rec, email)
-                except ApiError as exc:
-                    response = exc.response()
-                except OAuthError as exc:
-                    response = exc.response()
-                rec.status = response.status_code
-                return response
-            return wrapped
+            return recorded(state, handler, errors=(ApiError, OAuthError), answer=lambda exc, rec: exc.response(),
+                            gate=gate, record=GoogleRequest.of, args=lambda request, rec: (rec.email,))
         return wrap
 
     def _check_key(request: Request) -> None:
@@ -173,12 +168,11 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             raise ApiError(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not "
                            "supported for predictLongRunning. Call ListModels to see the list of available models "
                            "and their supported methods.")
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
+        if state.take_create_failure() is not None:
             raise injected_failure(state)
         rec.body = await read_json(request)
         values = validate_create("studio", model, rec.body, state)
-        if any(w.lower() in values["prompt"].lower() for w in state.block_prompts):
+        if mentions(values["prompt"], state.block_prompts):
             raise invalid(PROMPT_BLOCKED)
         op = new_operation(state, "studio", model, values)
         return JSONResponse({"name": op.name})
@@ -230,12 +224,11 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
     @endpoint("bearer")
     async def vertex_create(request: Request, rec: RecordedRequest, email: str | None) -> Response:
         project_id, location, model = _vertex_access(request, email)
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
+        if state.take_create_failure() is not None:
             raise injected_failure(state)
         rec.body = await read_json(request)
         values = validate_create("vertex", model, rec.body, state)
-        if any(w.lower() in values["prompt"].lower() for w in state.block_prompts):
+        if mentions(values["prompt"], state.block_prompts):
             raise invalid(PROMPT_BLOCKED)
         op = new_operation(state, "vertex", model, values, project=project_id, location=location)
         return JSONResponse({"name": op.name})

@@ -31,7 +31,6 @@ Not faked: remix, edits, extensions, characters, Batch, webhooks, rate-limit hea
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import colorsys
@@ -44,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -53,6 +52,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay
 
 MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 PRO_MODELS = frozenset({"sora-2-pro", "sora-2-pro-2025-10-06"})
@@ -75,17 +76,6 @@ class FilePart:
 
 
 @dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any = None  # parsed JSON / form dict (files as FilePart); None when not parsed
-    status: int | None = None  # response status code
-    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic, not the fake clock)
-
-
-@dataclass
 class Job:
     id: str
     model: str
@@ -100,42 +90,25 @@ class Job:
 
 
 @dataclass
-class FakeOpenAIState:
+class FakeOpenAIState(FakeState):
     api_key: str = "sk-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0  # for jobs created afterwards
     queued_fraction: float = 0.2
     steps: int = 10
     poll_after_ms: int | None = None
     check_input_reference: bool = True
     reject_unknown_params: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503  # for fail_next_creates and fail_next_downloads
-    fail_next_downloads: int = 0  # content requests of completed jobs that fail first
-    create_delay_seconds: float = 0.0
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next, create_delay_seconds)
+    fail_next_downloads: int = 0  # content requests of completed jobs that fail first (with fail_status)
     moderation_block_prompts: list[str] = field(default_factory=list)
-    rate_limit_next: int = 0
     retry_after_seconds: float = 1.0
     expire_content: bool = False
     fail_jobs: bool = False
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     videos: dict[str, Job] = field(default_factory=dict)  # in creation order
     idempotency: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
-
-    def unix(self, mono: float | None = None) -> int:
-        return int(self._wall0 + ((self.clock() if mono is None else mono) - self._mono0))
-
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", "/v1/videos")
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", "/v1/videos")
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "videos", "idempotency")
 
 
 class ApiError(Exception):
@@ -253,7 +226,7 @@ def _video_object(job: Job, state: FakeOpenAIState) -> dict[str, Any]:
 
 def _new_job(state: FakeOpenAIState, params: dict[str, Any]) -> Job:
     fail = None
-    if any(w.lower() in params["prompt"].lower() for w in state.moderation_block_prompts):
+    if mentions(params["prompt"], state.moderation_block_prompts):
         fail = ("moderation_blocked", "Your request was blocked by our moderation system.",
                 state.queued_fraction)
     elif state.fail_jobs:
@@ -385,29 +358,24 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
     state = FakeOpenAIState(api_key=api_key, clock=clock, render_seconds=render_seconds, steps=steps,
                             **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        key = bearer(request)
+        if key != state.api_key:
+            raise ApiError(401, "Incorrect API key provided." if key else "You didn't provide an "
+                           "API key (Authorization: Bearer YOUR_KEY).", code="invalid_api_key")
+        if state.take_rate_limit():
+            raise _rate_limited(state)
+
+    def answer(exc: ApiError | HTTPException, rec: RecordedRequest) -> Response:
+        if isinstance(exc, HTTPException):  # e.g. malformed multipart from request.form()
+            return ApiError(exc.status_code, str(exc.detail)).response()
+        return exc.response()
+
+    def stamp(response: Response, rec: RecordedRequest) -> None:
+        response.headers["x-request-id"] = f"req_{secrets.token_hex(16)}"
+
     def endpoint(handler: Callable[..., Any]) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                auth = request.headers.get("authorization", "")
-                key = auth[7:].strip() if auth.startswith("Bearer ") else ""
-                if key != state.api_key:
-                    raise ApiError(401, "Incorrect API key provided." if key else "You didn't provide an "
-                                   "API key (Authorization: Bearer YOUR_KEY).", code="invalid_api_key")
-                if state.rate_limit_next > 0:
-                    state.rate_limit_next -= 1
-                    raise _rate_limited(state)
-                response = await handler(request, rec)
-            except ApiError as exc:
-                response = exc.response()
-            except HTTPException as exc:  # e.g. malformed multipart from request.form()
-                response = ApiError(exc.status_code, str(exc.detail)).response()
-            rec.status = response.status_code
-            response.headers["x-request-id"] = f"req_{secrets.token_hex(16)}"
-            return response
-        return wrapped
+        return recorded(state, handler, errors=(ApiError, HTTPException), answer=answer, gate=gate, finish=stamp)
 
     def get_job(request: Request) -> Job:
         video_id = request.path_params["video_id"]
@@ -417,19 +385,17 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
 
     @endpoint
     async def create_video(request: Request, rec: RecordedRequest) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            raise _injected_failure(state.fail_status, state)
+        if (failure := state.take_create_failure()) is not None:
+            raise _injected_failure(failure, state)
         rec.body = await _parse_body(request)
         params = _validate_create(rec.body, state)
         key = request.headers.get("idempotency-key")
-        if key and state.idempotency.get(key) in state.videos:
-            return JSONResponse(_video_object(state.videos[state.idempotency[key]], state))
+        if (earlier := replay(state.idempotency, state.videos, key)) is not None:
+            return JSONResponse(_video_object(earlier, state))
         job = _new_job(state, params)
-        if key:
-            state.idempotency[key], job.idempotency_key = job.id, key
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        remember(state.idempotency, key, job.id)
+        job.idempotency_key = key or None
+        await state.create_delay()
         return JSONResponse(_video_object(job, state))
 
     @endpoint
