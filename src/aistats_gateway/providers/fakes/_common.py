@@ -14,10 +14,10 @@ only what they all do the same way:
   ``Retry-After`` (:meth:`take_rate_limit`, :meth:`retry_after`), a create delay (:meth:`create_delay`),
   prompt lists matched case-insensitively (:func:`mentions`). :meth:`FakeState.reset` puts every knob
   back to its value when the fake was built (recorded state is kept unless ``clear=True``).
-* Job timing — a job is created at ``created`` on the fake's clock and takes ``render_seconds``; its
-  status is derived on every read from the clock (:func:`elapsed_fraction`, :func:`stepped_progress`,
-  :func:`phase`), so a job "advances" when it is read and a test can drive a fake clock. A cancelled job
-  stops advancing (:class:`Timed`).
+* Job timing — a job is created at a reading of the fake's clock and takes ``render_seconds``; its status
+  is derived from the clock on every read (:func:`stage`, :func:`stepped_progress`), so a job advances
+  when it is read and a test can drive it with a fake clock. Cancelling is per fake (some freeze the job,
+  some forget it), as are the status names.
 * :func:`bearer` — the token of an ``Authorization: Bearer`` header ("" when absent or another scheme).
 * :func:`remember` / :func:`replay` — the Idempotency-Key map from key to job id.
 
@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 __all__ = [
-    "FakeState", "RecordedRequest", "Timed", "bearer", "elapsed_fraction", "mentions", "phase", "recorded",
-    "remember", "replay", "stepped_progress",
+    "FakeState", "RecordedRequest", "bearer", "mentions", "recorded", "remember", "replay", "stage",
+    "stepped_progress",
 ]
 
 
@@ -184,47 +184,23 @@ def mentions(prompt: str, words: Iterable[str]) -> bool:
 # ---------------------------------------------------------------- job timing
 
 
-def elapsed_fraction(now: float, created: float, render_seconds: float) -> float:
-    """How far a job created at ``created`` has rendered at ``now``, 0..1 (1 once rendered)."""
-    if render_seconds <= 0:
-        return 1.0
-    return min(1.0, max(0.0, (now - created) / render_seconds))
-
-
-def stepped_progress(fraction: float, steps: int, cap: int = 99) -> int:
-    """Progress in whole percent, in ``steps`` equal steps, never 100 before the job is done."""
-    steps = max(1, steps)
-    return min(cap, int(fraction * steps) * 100 // steps)
-
-
-def phase(fraction: float, queued_fraction: float) -> str:
-    """``queued`` for the first ``queued_fraction`` of the render, then ``running``, then ``done``."""
-    if fraction >= 1.0:
+def stage(elapsed: float, render_seconds: float, queued_fraction: float, fail_at: float | None = None) -> str:
+    """Where a job is ``elapsed`` seconds after its create, on the timeline the fakes share: ``failed`` once
+    past ``fail_at`` (a fraction of the render) for a job that fails, ``done`` once rendered, ``queued`` for
+    the first ``queued_fraction`` of the render, ``running`` in between. Each fake names these its own way."""
+    if fail_at is not None and elapsed >= render_seconds * fail_at:
+        return "failed"
+    if elapsed >= render_seconds:
         return "done"
-    return "queued" if fraction < queued_fraction else "running"
+    if elapsed < render_seconds * queued_fraction:
+        return "queued"
+    return "running"
 
 
-@dataclass
-class Timed:
-    """A job's timing: created on the fake clock, ``render_seconds`` long; cancelling freezes it."""
-
-    created: float
-    render_seconds: float
-    cancelled_at: float | None = None
-
-    def fraction(self, now: float) -> float:
-        return elapsed_fraction(self.cancelled_at if self.cancelled_at is not None else now, self.created,
-                                self.render_seconds)
-
-    def done(self, now: float) -> bool:
-        return self.cancelled_at is None and self.fraction(now) >= 1.0
-
-    def cancel(self, now: float) -> bool:
-        """Freeze the job; False when it had already finished or been cancelled."""
-        if self.cancelled_at is not None or self.fraction(now) >= 1.0:
-            return False
-        self.cancelled_at = now
-        return True
+def stepped_progress(fraction: float, steps: int) -> int:
+    """Whole-percent progress in ``steps`` equal steps, at most 99 (100 is for a finished job)."""
+    steps = max(1, steps)
+    return min(99, int(fraction * steps) * 100 // steps)
 
 
 J = TypeVar("J")

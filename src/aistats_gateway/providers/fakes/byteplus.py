@@ -212,7 +212,7 @@ def _validate(body: dict[str, Any], state: FakeBytePlusState) -> dict[str, Any]:
     content = body.get("content")
     if not isinstance(content, list) or not content:
         raise _missing("content")
-    prompt, roles, first_size = "", [], None
+    prompt, roles, first_size = "", list[str](), None
     texts = 0
     for i, item in enumerate(content):
         if not isinstance(item, dict):

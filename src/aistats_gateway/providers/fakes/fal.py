@@ -119,7 +119,7 @@ SHORT = {"480p": 480, "512P": 512, "720p": 720, "768P": 768, "1080p": 1080}
 
 
 def _even(n: float) -> int:
-    n = int(round(n))
+    n = round(n)
     return n + n % 2
 
 
@@ -200,10 +200,9 @@ def validate_input(schema: dict[str, F], body: dict[str, Any]) -> tuple[dict[str
             if isinstance(v, bool) or not isinstance(v, int):
                 errors.append(_err(name, "Input should be a valid integer", "int_type", v))
                 continue
-        elif f.kind == "float":
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                errors.append(_err(name, "Input should be a valid number", "float_type", v))
-                continue
+        elif f.kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            errors.append(_err(name, "Input should be a valid number", "float_type", v))
+            continue
         if f.minimum is not None and isinstance(v, (int, float)) and v < f.minimum:
             errors.append(_err(name, f"Input should be greater than or equal to {f.minimum:g}", "greater_than_equal",
                                v, {"ge": f.minimum}))

@@ -14,7 +14,8 @@ Vertex AI (``Authorization: Bearer`` from the token endpoint; the path's project
   ``parameters.storageUri`` was given, ``gcsUri`` = ``{storageUri}/{op id}/sample_{i}.mp4``.
 OAuth2 (``POST /token``): the JWT-bearer grant. The assertion's RS256 signature is verified with the
   registered service account's public key (``kid`` = ``private_key_id``), and ``iss``/``aud``/``scope``/
-  ``iat``/``exp`` are checked (``aud`` is Google's canonical token URL or this one); answers ``{access_token, expires_in, token_type}`` or ``{error, error_description}``.
+  ``iat``/``exp`` are checked (``aud`` is Google's canonical token URL or this one); answers
+  ``{access_token, expires_in, token_type}`` or ``{error, error_description}``.
 Cloud Storage (``GET /storage/v1/b/{bucket}/o/{object}``, object name URL-encoded; ``alt=media`` → bytes).
 ``GET /_fake/service-account.json`` gives a ready-made service account (with its private key) whose
 ``token_uri`` points at this fake, for trying the Vertex adapter by hand.
@@ -198,7 +199,7 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
     @endpoint("key")
     async def studio_download(request: Request, rec: RecordedRequest, _: Any) -> Response:
         fid = request.path_params["file"]
-        op, index = _file(fid)
+        op, _index = _file(fid)
         if request.query_params.get("alt") != "media":
             data = await run_in_threadpool(video_bytes, op)
             return JSONResponse({"file": {"name": f"files/{fid}", "mimeType": "video/mp4", "sizeBytes": str(len(data)),
@@ -282,7 +283,7 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             return JSONResponse({"error": {"code": 404, "message": f"No such object: {bucket}/{obj}", "errors": [
                 {"message": f"No such object: {bucket}/{obj}", "domain": "global", "reason": "notFound"}]}},
                 status_code=404)
-        op, index = held_obj
+        op, _index = held_obj
         data = await run_in_threadpool(video_bytes, op)
         if request.query_params.get("alt") != "media":
             return JSONResponse({"kind": "storage#object", "bucket": bucket, "name": obj, "size": str(len(data)),

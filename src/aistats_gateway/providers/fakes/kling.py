@@ -328,15 +328,12 @@ def validate_create(endpoint: str, body: dict[str, Any], state: FakeKlingState) 
 # ---------------------------------------------------------------- tasks
 
 
+KLING_STAGES = {"queued": "submitted", "running": "processing", "done": "succeed", "failed": "failed"}
+
+
 def _status(task: Task, state: FakeKlingState) -> str:
-    elapsed = state.clock() - task.created_mono
-    if task.fail is not None and elapsed >= task.render_seconds * task.fail[1]:
-        return "failed"
-    if elapsed >= task.render_seconds:
-        return "succeed"
-    if elapsed < task.render_seconds * state.queued_fraction:
-        return "submitted"
-    return "processing"
+    return KLING_STAGES[_common.stage(state.clock() - task.created_mono, task.render_seconds, state.queued_fraction,
+                                      task.fail[1] if task.fail is not None else None)]
 
 
 def task_data(task: Task, state: FakeKlingState, base_url: str) -> dict[str, Any]:
@@ -386,7 +383,7 @@ def create_app(access_key: str = "ak-test", secret_key: str = "sk-test", *,
                                 record=RecordedRequest.of, finish=succeeded if auth else None)
 
     def kind_of(request: Request) -> str:
-        kind = request.path_params["endpoint"]
+        kind = str(request.path_params["endpoint"])
         if kind not in ("text2video", "image2video"):
             raise ApiError(1202, f"Invalid request: /v1/videos/{kind} is not supported by this fake")
         return kind

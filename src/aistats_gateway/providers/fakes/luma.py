@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, stage
 from .openai import render_media
 
 PREFIX = "/dream-machine/v1"
@@ -190,15 +190,12 @@ def validate_create(body: dict[str, Any], state: FakeLumaState) -> dict[str, Any
             "seconds": DURATIONS[duration]}
 
 
+LUMA_STAGES = {"queued": "queued", "running": "dreaming", "done": "completed", "failed": "failed"}
+
+
 def _state_of(gen: Generation, state: FakeLumaState) -> str:
-    elapsed = state.clock() - gen.created_mono
-    if gen.fail is not None and elapsed >= gen.render_seconds * gen.fail[1]:
-        return "failed"
-    if elapsed >= gen.render_seconds:
-        return "completed"
-    if elapsed < gen.render_seconds * state.queued_fraction:
-        return "queued"
-    return "dreaming"
+    return LUMA_STAGES[stage(state.clock() - gen.created_mono, gen.render_seconds, state.queued_fraction,
+                             gen.fail[1] if gen.fail is not None else None)]
 
 
 def generation_object(gen: Generation, state: FakeLumaState, base_url: str) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay, stepped_progress
 
 MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 PRO_MODELS = frozenset({"sora-2-pro", "sora-2-pro-2025-10-06"})
@@ -206,9 +206,8 @@ def _status(job: Job, state: FakeOpenAIState) -> tuple[str, int, float | None]:
         return "completed", 100, job.created_mono + total
     if elapsed < queued_for:
         return "queued", 0, None
-    steps = max(1, state.steps)
     frac = (elapsed - queued_for) / max(total - queued_for, 1e-9)
-    return "in_progress", min(99, int(frac * steps) * 100 // steps), None
+    return "in_progress", stepped_progress(frac, state.steps), None
 
 
 def _video_object(job: Job, state: FakeOpenAIState) -> dict[str, Any]:
@@ -217,7 +216,8 @@ def _video_object(job: Job, state: FakeOpenAIState) -> dict[str, Any]:
     return {
         "id": job.id, "object": "video", "model": job.model, "status": status, "progress": progress,
         "created_at": state.unix(job.created_mono), "completed_at": completed_at,
-        "expires_at": completed_at + CONTENT_TTL_SECONDS if status == "completed" else None,
+        "expires_at": completed_at + CONTENT_TTL_SECONDS if status == "completed" and completed_at is not None
+        else None,
         "prompt": job.prompt, "size": job.size, "seconds": job.seconds,
         "remixed_from_video_id": None,
         "error": {"code": job.fail[0], "message": job.fail[1]} if status == "failed" and job.fail else None,
@@ -257,9 +257,10 @@ async def _parse_body(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"Unsupported content type '{ctype}'; use multipart/form-data or JSON.")
     form = await request.form(max_part_size=32 * 1024 * 1024)
     fields: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            value = FilePart(value.filename, value.content_type, await value.read())
+    for key, item in form.multi_items():
+        value: Any = item
+        if isinstance(item, UploadFile):
+            value = FilePart(item.filename, item.content_type, await item.read())
         m = _BRACKET.match(key)
         if m:
             target = fields.setdefault(m[1], {})
@@ -321,7 +322,7 @@ def _validate_create(fields: dict[str, Any], state: FakeOpenAIState) -> dict[str
         for key in fields:
             if key not in CREATE_PARAMS:
                 raise _invalid(key, f"Unknown parameter: '{key}'.", "unknown_parameter")
-    values = {}
+    values: dict[str, Any] = {}
     for name, default in (("prompt", None), ("model", "sora-2"), ("seconds", "4"), ("size", "720x1280")):
         value = fields.get(name, default)
         if value is not None and not isinstance(value, str):

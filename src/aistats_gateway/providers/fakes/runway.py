@@ -231,10 +231,9 @@ def validate(endpoint: str, body: Any, check_images: bool = True) -> tuple[str, 
     if "negativePrompt" in body and not isinstance(body["negativePrompt"], str):
         issues.append(_issue(["negativePrompt"], "Expected string"))
     mod = body.get("contentModeration")
-    if mod is not None:
-        if not isinstance(mod, dict) or set(mod) - {"publicFigureThreshold"} or \
-                mod.get("publicFigureThreshold", "auto") not in ("auto", "low"):
-            issues.append(_issue(["contentModeration"], "contentModeration takes publicFigureThreshold: auto | low"))
+    if mod is not None and (not isinstance(mod, dict) or set(mod) - {"publicFigureThreshold"} or \
+                mod.get("publicFigureThreshold", "auto") not in ("auto", "low")):
+        issues.append(_issue(["contentModeration"], "contentModeration takes publicFigureThreshold: auto | low"))
     if "promptImage" in body:
         image = body["promptImage"]
         if isinstance(image, list):
@@ -333,7 +332,7 @@ def create_app(api_key: str = "key_test", *, clock: Callable[[], float] = time.m
             rec.body = await request.json()
         except ValueError:
             raise ApiError(400, "The request body is not valid JSON.") from None
-        model, spec, ratio, duration = validate(endpoint_name, rec.body, state.check_images)
+        model, _spec, ratio, duration = validate(endpoint_name, rec.body, state.check_images)
         if state.insufficient_credits:
             raise ApiError(400, "You do not have enough credits to run this task.")
         prompt = str(rec.body.get("promptText") or "")

@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay, stepped_progress
 from .openai import render_media
 
 MODELS = ("grok-imagine-video", "grok-imagine-video-1.5")
@@ -182,8 +182,7 @@ def job_status(job: Job, state: FakeXAIState) -> tuple[str, int]:
     elapsed = state.clock() - job.created_mono
     if elapsed >= job.render_seconds:
         return ("expired" if job.outcome == "expired" else "failed" if job.outcome == "failed" else "done"), 100
-    steps = max(1, state.steps)
-    return "pending", min(99, int(elapsed / job.render_seconds * steps) * 100 // steps)
+    return "pending", stepped_progress(elapsed / job.render_seconds, state.steps)
 
 
 def job_object(job: Job, state: FakeXAIState, base_url: str) -> dict[str, Any]:
