@@ -336,7 +336,8 @@ def keys_limits(
 
     out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} "
               f"daily={usd(row.daily_spend_limit_nanos) + ' USD' if row.daily_spend_limit_nanos else 'unlimited'} "
-              f"monthly={usd(row.monthly_spend_limit_nanos) + ' USD' if row.monthly_spend_limit_nanos else 'unlimited'}")
+              "monthly="
+              + (usd(row.monthly_spend_limit_nanos) + " USD" if row.monthly_spend_limit_nanos else "unlimited"))
 
 
 @credits_app.command("add")
@@ -384,7 +385,8 @@ def credits_show(
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s:
-            ids = [workspace] if workspace else list((await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
+            ids = [workspace] if workspace else list(
+                (await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
             rows = []
             for ws in ids:
                 bal = await ledger.balance(s, ws)
@@ -409,8 +411,9 @@ def credits_show(
     out.print(table)
     if workspace and rows[0]["entries"]:
         t2 = Table("id", "kind", "USD", "hold", "memo")
-        for e in rows[0]["entries"]:
-            t2.add_row(str(e["id"]), e["kind"], e["amount_usd"], e["hold_id"] or "", e["memo"] or "")
+        for entry in rows[0]["entries"]:
+            t2.add_row(str(entry["id"]), entry["kind"], entry["amount_usd"], entry["hold_id"] or "",
+                       entry["memo"] or "")
         out.print(t2)
 
 

@@ -41,7 +41,8 @@ class TextFormatter(logging.Formatter):
 
 def configure(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    text = TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler.setFormatter(JSONFormatter() if fmt == "json" else text)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

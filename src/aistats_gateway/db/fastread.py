@@ -91,13 +91,15 @@ class FastReader:
         from psycopg_pool import AsyncConnectionPool
 
         if self._pg_pool is None:
+            if self._pg_conninfo is None:
+                raise RuntimeError("fast reader: not a PostgreSQL database")
             self._pg_pool = AsyncConnectionPool(self._pg_conninfo, min_size=1, max_size=8, open=False,
                                                 kwargs={"autocommit": True, "row_factory": dict_row})
             await self._pg_pool.open()
         names = ", ".join(f'"{c.name}"' for c in table.columns)
         sql = f'SELECT {names} FROM "{table.name}" WHERE "{column}" = %s'
         async with self._pg_pool.connection() as conn:
-            cur = await conn.execute(sql, (value,))  # type: ignore[arg-type]
+            cur = await conn.execute(sql, (value,))
             return list(await cur.fetchall())
 
     def _plan(self, table: Table, column: str) -> tuple[str, list[str], list[Any]]:

@@ -130,7 +130,8 @@ def _account(ctx: CallContext) -> _Account:
 
         creds = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
     except (ValueError, KeyError, TypeError) as e:
-        raise ProviderError("auth", f"the service-account key cannot be used: {e}", code="provider_auth_failed") from None
+        raise ProviderError("auth", f"the service-account key cannot be used: {e}",
+                            code="provider_auth_failed") from None
     acct = _Account(info, creds, threading.Lock())
     with _ACCOUNTS_LOCK:
         return _ACCOUNTS.setdefault(key, acct)

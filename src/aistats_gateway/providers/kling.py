@@ -295,7 +295,7 @@ def polled_from(data: dict[str, Any]) -> Polled:
     status = STATUS.get(raw, "in_progress")
     if status == "completed":
         videos = (data.get("task_result") or {}).get("videos") or []
-        outputs = []
+        outputs: list[OutputRef] = []
         total = 0.0
         for i, v in enumerate(videos):
             if not isinstance(v, dict) or not v.get("url"):

@@ -10,11 +10,12 @@ import re
 import secrets
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.engine import CursorResult
 
 from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
@@ -81,14 +82,18 @@ def _possible_id(video_id: str) -> bool:
     return _ID.fullmatch(video_id) is not None
 
 
-def parse_model(model: Any, data: dict[str, Any]) -> Any:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         param = _param_from_loc(tuple(err.get("loc", ())))
         if err.get("type") == "extra_forbidden":
-            raise bad_request(f"Unrecognized request argument supplied: '{param}'.", param, "unknown_parameter") from None
+            raise bad_request(f"Unrecognized request argument supplied: '{param}'.", param,
+                              "unknown_parameter") from None
         if err.get("type") == "missing":
             raise bad_request(f"Missing required parameter: '{param}'.", param, "missing_required_parameter") from None
         raise bad_request(f"Invalid value for '{param}': {err.get('msg')}.", param) from None
@@ -154,8 +159,8 @@ async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateR
     return out
 
 
-async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest, upload: Upload | None,
-                 policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
+async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest,
+                 upload: Upload | None, policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
                  webhook_cfg: Any = None, hooks: Any = None) -> tuple[VideoJob, str | None]:
     """Validate, hold the estimate, store the job and submit it. Returns the job and, when the gateway
     generated the webhook secret, that secret (shown once)."""
@@ -372,8 +377,8 @@ async def remove(rctx: RunnerContext, caller: Caller, video_id: str) -> None:
         raise APIError(409, f"The video is {job.status}; cancel it before deleting it.", param="video_id",
                        code="video_not_terminal")
     async with rctx.sessions() as s, s.begin():
-        res = await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.deleted_at.is_(None))
-                              .values(deleted_at=utcnow()))
+        res = cast(CursorResult[Any], await s.execute(
+            update(VideoJob).where(VideoJob.id == job.id, VideoJob.deleted_at.is_(None)).values(deleted_at=utcnow())))
         if res.rowcount != 1:
             raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
         await s.execute(delete(VideoOutput).where(VideoOutput.job_id == job.id))
