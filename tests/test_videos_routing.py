@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -346,7 +347,7 @@ def test_polling_backs_off(api: httpx.Client, fake: RunningFake, monkeypatch: py
     assert body["status"] == "completed", body
     nid = native_id(fake, created["id"])
     times = [r.at for r in fake.state.find_requests("GET", f"/v1/videos/{nid}")]  # the fake's arrival stamps
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # The wait before poll k+1 is 0.2 s x 1.5^k, capped at 3 s. A busy machine (or PostgreSQL's 1 s queue
     # check) only makes a poll later, never sooner, so each recorded gap is at least its scheduled wait
     # (less timer jitter) -- this holds however loaded the machine is, where comparing two gaps does not.
@@ -364,7 +365,7 @@ def test_provider_poll_hint_is_followed(api: httpx.Client, fake: RunningFake) ->
     assert body["status"] == "completed", body
     nid = native_id(fake, created["id"])
     times = [r.at for r in fake.state.find_requests("GET", f"/v1/videos/{nid}")]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps and min(gaps) >= 1.1, gaps  # the configured 0.2 s (x1.5) would poll sooner
 
 
