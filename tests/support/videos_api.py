@@ -1,7 +1,7 @@
 """Shared pieces of the /v1/videos API tests (``test_videos_api.py``, ``test_videos_content.py``): the
 short local-renderer job, its create/wait helpers, the OpenAI error-shape check, image builders, and the
 module fixtures ``done`` (one completed, seeded job), ``video_bytes`` (its content) and ``other`` (a key
-in a second workspace). A test module imports the fixtures it uses by name."""
+in a second workspace), which a test module binds with ``done, video_bytes, other = video_fixtures()``."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def path_of(url: str) -> str:
 
 
 def video_fixtures() -> tuple[Any, Any, Any]:
-    """The module fixtures ``done``, ``video_bytes`` and ``other``: ``done, video_bytes, other = video_fixtures()``."""
+    """The module fixtures ``done``, ``video_bytes`` and ``other`` (bind all three in the module)."""
 
     @pytest.fixture(scope="module")
     def done(api: httpx.Client) -> dict[str, Any]:
@@ -91,13 +91,11 @@ def video_fixtures() -> tuple[Any, Any, Any]:
         job = create(api, seed=1234, negative_prompt="blur")
         return wait(api, job["id"])
 
-
     @pytest.fixture(scope="module")
     def video_bytes(api: httpx.Client, done: dict[str, Any]) -> bytes:
         r = api.get(f"/v1/videos/{done['id']}/content")
         assert r.status_code == 200
         return r.content
-
 
     @pytest.fixture(scope="module")
     def other(gateway: Any) -> httpx.Client:
