@@ -61,6 +61,10 @@ OVERLAY = {"models": [
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[RunningFake]:
+    # This gateway reads upstream with a 1 s timeout (for the hanging-provider case). Encode the fake's
+    # 4 s 1280x720 output before any job downloads it, so a download never waits on the fake's encoder
+    # (on a loaded machine a cold encode took over a second and the download was retried).
+    render_media("video", "1280x720", "4")
     with RunningFake("openai", render_seconds=FAKE_RENDER_SECONDS) as running:
         yield running
 

@@ -188,6 +188,8 @@ def _render(variant: str, width: int, height: int, seconds: int) -> bytes:
 def render_media(variant: str, size: str, seconds: str) -> bytes:
     """Bytes of a content variant (``video``/``thumbnail``/``spritesheet``); cached, thread-safe."""
     key = (variant, size, seconds)
+    if (cached := _MEDIA_CACHE.get(key)) is not None:  # a hit never waits for another variant's encode
+        return cached
     with _MEDIA_LOCK:
         if key not in _MEDIA_CACHE:
             width, height = (int(v) for v in size.split("x"))
