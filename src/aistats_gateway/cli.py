@@ -8,7 +8,7 @@ import os
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,8 +28,8 @@ app.add_typer(credits_app, name="credits")
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
-DatabaseURL = Annotated[Optional[str], typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
+DatabaseURL = Annotated[str | None, typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
 
 
 def _settings(*, follow_serve: bool = True, **overrides: Any) -> Settings:
@@ -77,7 +77,7 @@ def _migrate(settings: Settings) -> None:
 
     try:
         upgrade(settings.db_url)
-    except Exception as e:  # noqa: BLE001 - shown to the operator
+    except Exception as e:
         err.print(f"[red]error:[/red] cannot migrate the database at {_safe_url(settings.db_url)}: {e}")
         raise typer.Exit(1) from None
 
@@ -120,8 +120,8 @@ def _usd_to_nanos(value: str) -> int:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes")] = 1,
@@ -163,6 +163,9 @@ def serve(
         "aistats_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=workers, loop="uvloop", http="httptools", log_config=None, access_log=False,
         proxy_headers=True, server_header=False,
+        # Longer than clients keep idle connections pooled (httpx and the openai SDK: 5 s, uvicorn's own
+        # default too), so a reused connection is never closed under a request in flight.
+        timeout_keep_alive=75,
     )
 
 
@@ -197,7 +200,7 @@ def _bootstrap(settings: Settings) -> None:
 def worker(
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
 ) -> None:
     """Run background jobs (video polling, downloads …) without serving HTTP. PostgreSQL only:
     start as many as you like next to `serve` processes started with AISTATS_RUN_WORKER=false."""
@@ -258,8 +261,8 @@ def migrate(data_dir: DataDir = None, database_url: DatabaseURL = None) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="A label for the key")],
-    credits: Annotated[Optional[str], typer.Option("--credits", help="Credits in USD for its workspace")] = None,
-    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Existing workspace id")] = None,
+    credits: Annotated[str | None, typer.Option("--credits", help="Credits in USD for its workspace")] = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", help="Existing workspace id")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
@@ -379,14 +382,15 @@ def keys_limits(
 
     out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} tpm={row.tpm_limit or 'unlimited'} "
               f"daily={usd(row.daily_spend_limit_nanos) + ' USD' if row.daily_spend_limit_nanos else 'unlimited'} "
-              f"monthly={usd(row.monthly_spend_limit_nanos) + ' USD' if row.monthly_spend_limit_nanos else 'unlimited'}")
+              "monthly="
+              + (usd(row.monthly_spend_limit_nanos) + " USD" if row.monthly_spend_limit_nanos else "unlimited"))
 
 
 @credits_app.command("add")
 def credits_add(
     workspace: Annotated[str, typer.Argument(help="Workspace id (see `keys list`)")],
     amount: Annotated[str, typer.Argument(help="USD, e.g. 25 or 2.50")],
-    memo: Annotated[Optional[str], typer.Option(help="A note for the ledger")] = None,
+    memo: Annotated[str | None, typer.Option(help="A note for the ledger")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:
@@ -412,7 +416,7 @@ def credits_add(
 
 @credits_app.command("show")
 def credits_show(
-    workspace: Annotated[Optional[str], typer.Argument(help="Workspace id (default: all)")] = None,
+    workspace: Annotated[str | None, typer.Argument(help="Workspace id (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
@@ -427,7 +431,8 @@ def credits_show(
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s:
-            ids = [workspace] if workspace else list((await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
+            ids = [workspace] if workspace else list(
+                (await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
             rows = []
             for ws in ids:
                 bal = await ledger.balance(s, ws)
@@ -452,8 +457,9 @@ def credits_show(
     out.print(table)
     if workspace and rows[0]["entries"]:
         t2 = Table("id", "kind", "USD", "hold", "memo")
-        for e in rows[0]["entries"]:
-            t2.add_row(str(e["id"]), e["kind"], e["amount_usd"], e["hold_id"] or "", e["memo"] or "")
+        for entry in rows[0]["entries"]:
+            t2.add_row(str(entry["id"]), entry["kind"], entry["amount_usd"], entry["hold_id"] or "",
+                       entry["memo"] or "")
         out.print(t2)
 
 
@@ -461,7 +467,7 @@ def credits_show(
 
 
 @catalogue_app.command("validate")
-def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Default: the shipped file")] = None) -> None:
+def catalogue_validate(file: Annotated[Path | None, typer.Argument(help="Default: the shipped file")] = None) -> None:
     """Validate a catalogue file; errors name the entry and the field."""
     from aistats_gateway.catalogue import loader
 
@@ -484,7 +490,7 @@ def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Defa
 
 @catalogue_app.command("sync")
 def catalogue_sync(
-    file: Annotated[Optional[Path], typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
     clear_overlay: Annotated[bool, typer.Option("--clear-overlay", help="Drop a previously synced file")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,

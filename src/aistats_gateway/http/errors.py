@@ -91,7 +91,7 @@ def _validation_message(err: dict[str, Any], param: str | None) -> str:
         return "We could not parse the JSON body of your request."
     if param:
         return f"Invalid value for '{param}': {msg}."
-    return msg
+    return str(msg)
 
 
 async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -96,9 +96,8 @@ class GatewayMiddleware:
         except Exception:
             if not too_large:
                 raise
-        if too_large:
-            if not started:
-                status = await self._send_413(send, rid_header)
+        if too_large and not started:
+            status = await self._send_413(send, rid_header)
         self._record(scope, status, start, request_id)
 
     async def _send_413(self, send: Send, rid_header: tuple[bytes, bytes]) -> int:
@@ -125,7 +124,8 @@ class GatewayMiddleware:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", []):
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for k, v in headers:
         if k == name:
             return v.decode("latin-1")
     return None

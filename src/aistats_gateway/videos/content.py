@@ -19,7 +19,7 @@ def _etag(o: VideoOutput) -> str:
     return f'"{o.sha256[:32]}"' if o.sha256 else f'"{o.bytes:x}-{o.index}"'
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """(start, end) inclusive; None when the header should be ignored; "unsatisfiable" for 416."""
     m = _RANGE.match(header.strip().replace(" ", ""))
     if not m or (not m[1] and not m[2]):

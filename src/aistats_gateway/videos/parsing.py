@@ -54,7 +54,7 @@ async def read_body(request: Request) -> tuple[dict[str, Any], Upload | None]:
 async def _read_form(request: Request) -> tuple[dict[str, Any], Upload | None]:
     try:
         form = await request.form(max_files=2, max_fields=500, max_part_size=MAX_UPLOAD_BYTES)
-    except Exception as e:  # noqa: BLE001 - malformed multipart is the client's error
+    except Exception as e:
         raise bad_request(f"Malformed form body: {e}", None, "invalid_body") from None
     data: dict[str, Any] = {}
     upload: Upload | None = None
