@@ -8,6 +8,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueProvider,
     CatalogueState,
 )
+from aistats_gateway.idempotency.tables import IdempotencyRecord
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
@@ -18,6 +19,7 @@ __all__ = [
     "CatalogueProvider",
     "CatalogueState",
     "Hold",
+    "IdempotencyRecord",
     "LedgerEntry",
     "RateCounter",
     "VideoJob",

@@ -176,6 +176,8 @@ def _parse(url: str, policy: GuardPolicy) -> httpx.URL:
         raise URLRejected("userinfo_not_allowed", "URLs with embedded credentials (user:pass@) are not allowed.")
     if not parsed.raw_host:
         raise URLRejected("invalid_url", "URL has no host.")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise URLRejected("invalid_url", f"URL port {parsed.port} is out of range.")
     return parsed
 
 
@@ -247,9 +249,18 @@ def pinned_request(method: str, url: str | httpx.URL, ip: str, *, headers: dict[
     return httpx.Request(method, parsed.copy_with(host=ip), headers=hdrs, content=content, extensions=ext)
 
 
+#: Percent-escapes a non-base64 ``data:`` URL may hold (decoding work is bounded before it starts).
+MAX_DATA_URL_ESCAPES = 1_000_000
+_DECODE_CHUNK = 1 << 20  # decode in slices so no single call holds the GIL for long
+
+
 def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -> Fetched:
-    """Decode ``data:<mime>[;params][;base64],<payload>``; enforce the MIME prefix and size cap."""
-    if url[:5].lower() != "data:" or "," not in url:
+    """Decode ``data:<mime>[;params][;base64],<payload>``; enforce the MIME prefix and size cap.
+
+    The decoded size and (for percent-encoding) the number of escapes are bounded *before* any
+    decoding, and decoding goes slice by slice; call it from a worker thread for large URLs.
+    """
+    if url[:5].lower() != "data:" or "," not in url[:1024]:
         raise URLRejected("bad_data_url", "Not a data URL (expected data:<mime>;base64,<data>).")
     header, payload = url[5:].split(",", 1)
     params = [p.strip() for p in header.split(";")]
@@ -257,14 +268,19 @@ def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -
     is_b64 = any(p.lower() == "base64" for p in params[1:])
     if not mime.startswith(accept_prefix.lower()):
         raise _content_type_error(mime, accept_prefix)
-    if len(payload) * (3 / 4 if is_b64 else 1 / 3) > max_bytes:  # cheap pre-check before decoding
-        raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    if is_b64:
+        payload = "".join(payload.split())
+        if len(payload) * 3 // 4 > max_bytes + 2:
+            raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    else:
+        escapes = payload.count("%")
+        if escapes > MAX_DATA_URL_ESCAPES:
+            raise URLRejected("too_large", f"Data URL has {escapes:,} percent-escapes; at most "
+                                           f"{MAX_DATA_URL_ESCAPES:,} are allowed (use base64).")
+        if len(payload) - 2 * escapes > max_bytes:
+            raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
     try:
-        if is_b64:
-            compact = "".join(payload.split())
-            data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-        else:
-            data = unquote_to_bytes(payload)
+        data = _b64_decode(payload) if is_b64 else _percent_decode(payload)
     except (binascii.Error, ValueError) as exc:
         raise URLRejected("bad_data_url", f"Data URL payload is not valid base64: {exc}") from None
     if not data:
@@ -272,6 +288,24 @@ def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -
     if len(data) > max_bytes:
         raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
     return Fetched(content=data, content_type=mime, final_url=url)
+
+
+def _b64_decode(payload: str) -> bytes:
+    compact = payload + "=" * (-len(payload) % 4)
+    step = _DECODE_CHUNK * 4
+    return b"".join(base64.b64decode(compact[i:i + step], validate=True) for i in range(0, len(compact), step))
+
+
+def _percent_decode(payload: str) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(payload):
+        end = min(i + _DECODE_CHUNK, len(payload))
+        while end < len(payload) and "%" in payload[end - 2:end]:
+            end += 1  # never split an escape
+        out += unquote_to_bytes(payload[i:end])
+        i = end
+    return bytes(out)
 
 
 def _content_type_error(content_type: str, prefix: str) -> URLRejected:
@@ -299,8 +333,10 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: GuardPolicy, accep
         if hop:
             try:
                 current = _parse(str(current), policy)
-            except URLRejected as exc:
-                raise URLRejected(exc.code, f"Redirect to {current} rejected: {exc.reason}") from None
+            except URLRejected as exc:  # an unsafe target keeps its specific code
+                raise URLRejected(exc.code, f"Redirect to {str(current)[:200]} rejected: {exc.reason}") from None
+            except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+                raise URLRejected("redirect_not_allowed", f"Redirect Location is not a usable URL: {exc}") from None
         try:
             ips = await _check(current, policy, resolver)
         except URLRejected as exc:
@@ -315,7 +351,7 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: GuardPolicy, accep
                     raise URLRejected("redirect_not_allowed", "Redirect response without a Location header.")
                 try:
                     current = current.join(location)
-                except httpx.InvalidURL as exc:
+                except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
                     raise URLRejected("redirect_not_allowed", f"Invalid redirect Location: {exc}") from None
                 continue
             if not 200 <= response.status_code < 300:
@@ -349,3 +385,5 @@ async def fetch(client: httpx.AsyncClient, url: str, policy: GuardPolicy, *,
         raise URLRejected("timeout", f"Fetching the URL took longer than {policy.timeout_seconds:g}s.") from None
     except httpx.HTTPError as exc:
         raise URLRejected("fetch_failed", f"Fetching the URL failed: {exc}") from None
+    except (httpx.InvalidURL, ValueError, UnicodeError, OverflowError) as exc:  # not HTTPErrors: a bad Location
+        raise URLRejected("redirect_not_allowed", f"The URL redirected to an unusable location: {exc}") from None

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from aistats_gateway.http import limits
 from aistats_gateway.http.errors import APIError, bad_request
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -42,10 +42,7 @@ async def read_body(request: Request) -> tuple[dict[str, Any], Upload | None]:
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise APIError(415, f"Unsupported Content-Type {ctype!r}; use application/json or multipart/form-data.",
                        code="unsupported_media_type")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request("We could not parse the JSON body of your request.", None, "invalid_json") from None
+    data = await limits.loads_json(raw)
     if not isinstance(data, dict):
         raise bad_request("The JSON body must be an object.", None, "invalid_json")
     return data, None
@@ -76,10 +73,7 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], Upload | None]:
     for name in _JSON_FIELDS:
         v = data.get(name)
         if isinstance(v, str) and v.strip()[:1] in ("{", "["):
-            try:
-                data[name] = orjson.loads(v)
-            except orjson.JSONDecodeError:
-                raise bad_request(f"'{name}' is not valid JSON.", name, "invalid_json") from None
+            data[name] = await limits.loads_json(v, name)
     return _listify(data), upload
 
 
@@ -88,6 +82,9 @@ def _assign(data: dict[str, Any], key: str, value: str) -> None:
     if not m:
         raise bad_request(f"Malformed field name {key!r}.", key, "invalid_field")
     path = [m[1]] + re.findall(r"\[([^\[\]]*)\]", m[2])
+    if len(path) - 1 > limits.MAX_FORM_KEY_SEGMENTS:
+        raise bad_request(f"Field name {key[:80]!r}… has {len(path) - 1} bracketed segments; at most "
+                          f"{limits.MAX_FORM_KEY_SEGMENTS} are allowed.", m[1], "nesting_too_deep")
     node: Any = data
     for i, part in enumerate(path):
         last = i == len(path) - 1

@@ -35,7 +35,7 @@ class _In(BaseModel):
 
 
 class ImageURL(_In):
-    url: str = Field(description="An https URL or a data: URL of an image")
+    url: str = Field(description="An https URL or a data: URL of an image (see the documented limits)")
 
 
 class VideoInputReference(_In):
@@ -49,7 +49,7 @@ class OpenAIInputReference(_In):
     """OpenAI's ``input_reference`` object form (the first frame)."""
 
     image_url: str | None = None
-    file_id: str | None = None
+    file_id: str | None = Field(default=None, max_length=200)
 
 
 class VideoOutputConfig(_In):
@@ -60,13 +60,16 @@ class VideoOutputConfig(_In):
 class VideoWebhook(_In):
     url: str = Field(max_length=2048)
     secret: str | None = Field(default=None, max_length=500)
-    events: list[WebhookEvent] | None = None
+    events: list[WebhookEvent] | None = Field(default=None, max_length=20)
+
+
+ProviderId = Annotated[str, Field(max_length=100)]
 
 
 class ProviderRouting(_In):
-    order: list[str] | None = None
-    only: list[str] | None = None
-    ignore: list[str] | None = None
+    order: list[ProviderId] | None = Field(default=None, max_length=50)
+    only: list[ProviderId] | None = Field(default=None, max_length=50)
+    ignore: list[ProviderId] | None = Field(default=None, max_length=50)
     include_alpha: Bool = Field(default=False, description="Include alpha providers in routing (off by default)")
 
 
@@ -88,7 +91,8 @@ class VideoCreateRequest(_In):
     resize_mode: str | None = Field(default=None, max_length=50)
     input_references: list[VideoInputReference] | None = Field(default=None, max_length=16)
     input_reference: OpenAIInputReference | None = None
-    provider_params: dict[str, Any] | None = None
+    provider_params: dict[str, Any] | None = Field(
+        default=None, description="Passed to the provider; at most 8 levels deep and 16 KiB as JSON")
     output: VideoOutputConfig | None = None
     webhook: VideoWebhook | None = None
     provider: ProviderRouting | None = None

@@ -1,0 +1,120 @@
+"""Input bounds applied while parsing a request, before any recursive code sees the data.
+
+Invariants
+----------
+* **Nesting.** No JSON document (a JSON body, a multipart field holding JSON, the structure folded
+  from bracketed form keys) deeper than :data:`MAX_NESTING_DEPTH` containers reaches the parser's
+  callers: :func:`check_json_depth` scans the raw bytes (strings and escapes are skipped) with
+  vectorised byte operations, so the check is linear and cheap, and it runs *before* ``orjson``
+  parses the document. Deeper input is a 400 ``nesting_too_deep`` naming the parameter.
+* **Free-form objects** (``provider_params`` and any other ``dict[str, Any]`` a client may send)
+  are at most :data:`MAX_FREEFORM_DEPTH` levels deep and :data:`MAX_FREEFORM_BYTES` bytes as
+  compact JSON (:func:`check_freeform`), checked iteratively (no recursion).
+* **Off the loop.** Documents larger than :data:`INLINE_PARSE_BYTES` are scanned and parsed in a
+  worker thread (:func:`loads_json`), so a large body never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import orjson
+
+from aistats_gateway.http.errors import bad_request
+
+#: Containers (objects/arrays) a request document may nest. The API's own shapes need 5.
+MAX_NESTING_DEPTH = 32
+#: ``provider_params`` and other free-form objects: nesting levels and compact JSON size.
+MAX_FREEFORM_DEPTH = 8
+MAX_FREEFORM_BYTES = 16 * 1024
+#: Bracketed segments in a form field name (``a[b][c]`` has 2).
+MAX_FORM_KEY_SEGMENTS = 8
+#: Parse larger documents in a worker thread.
+INLINE_PARSE_BYTES = 64 * 1024
+
+_KEEP = bytes(range(256)).translate(None, b'[]{}"\\')  # every byte except the six that matter
+_STEP = np.zeros(256, dtype=np.int8)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+
+
+def json_depth(raw: bytes) -> int:
+    """The maximum container nesting of the JSON text ``raw`` (strings and escapes skipped).
+
+    Not a validator: malformed text gives some number and the parser rejects it afterwards.
+    """
+    kept = raw.translate(None, _KEEP)  # only [ ] { } " \ remain
+    if b"[" not in kept and b"{" not in kept:
+        return 0
+    if b"\\" in kept:  # inside strings only: \\ is one escaped backslash, \" an escaped quote
+        kept = kept.replace(b"\\\\", b"").replace(b'\\"', b"").replace(b"\\", b"")
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[0::2])  # the even parts are outside strings
+    if not kept:
+        return 0
+    steps = _STEP[np.frombuffer(kept, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
+def check_json_depth(raw: bytes, param: str | None = None, limit: int = MAX_NESTING_DEPTH) -> None:
+    depth = json_depth(raw)
+    if depth > limit:
+        where = f"'{param}' is" if param else "The JSON body is"
+        raise bad_request(f"{where} nested {depth} levels deep; at most {limit} levels are allowed.", param,
+                          "nesting_too_deep")
+
+
+def _parse(raw: bytes, param: str | None) -> Any:
+    check_json_depth(raw, param)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if param:
+            raise bad_request(f"'{param}' is not valid JSON.", param, "invalid_json") from None
+        raise bad_request("We could not parse the JSON body of your request.", None, "invalid_json") from None
+
+
+async def loads_json(raw: bytes | str, param: str | None = None) -> Any:
+    """Depth-check then parse ``raw``; in a worker thread when it is large."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > INLINE_PARSE_BYTES:
+        return await asyncio.to_thread(_parse, data, param)
+    return _parse(data, param)
+
+
+def structure_depth(node: Any) -> int:
+    """Container depth of a parsed value, computed without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(node, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((c, depth) for c in children)
+    return deepest
+
+
+def check_freeform(value: Any, param: str, *, max_depth: int = MAX_FREEFORM_DEPTH,
+                   max_bytes: int = MAX_FREEFORM_BYTES) -> None:
+    """400 when a client's free-form object is too deep or too large to store."""
+    if value is None:
+        return
+    depth = structure_depth(value)
+    if depth > max_depth:
+        raise bad_request(f"'{param}' is nested {depth} levels deep; at most {max_depth} levels are allowed.",
+                          param, "nesting_too_deep")
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):
+        raise bad_request(f"'{param}' must be a JSON object.", param) from None
+    if size > max_bytes:
+        raise bad_request(f"'{param}' is {size:,} bytes as JSON; at most {max_bytes:,} bytes are allowed.", param,
+                          "parameter_too_large")
