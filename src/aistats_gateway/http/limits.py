@@ -17,6 +17,7 @@ Invariants
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
 
 
-def json_depth(raw: bytes) -> int:
+def json_depth(raw: bytes | bytearray) -> int:
     """The maximum container nesting of the JSON text ``raw`` (strings and escapes skipped).
 
     Not a validator: malformed text gives some number and the parser rejects it afterwards.
@@ -58,7 +59,7 @@ def json_depth(raw: bytes) -> int:
     return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
 
 
-def check_json_depth(raw: bytes, param: str | None = None, limit: int = MAX_NESTING_DEPTH) -> None:
+def check_json_depth(raw: bytes | bytearray, param: str | None = None, limit: int = MAX_NESTING_DEPTH) -> None:
     depth = json_depth(raw)
     if depth > limit:
         where = f"'{param}' is" if param else "The JSON body is"
@@ -66,7 +67,7 @@ def check_json_depth(raw: bytes, param: str | None = None, limit: int = MAX_NEST
                           "nesting_too_deep")
 
 
-def _parse(raw: bytes, param: str | None) -> Any:
+def _parse(raw: bytes | bytearray, param: str | None) -> Any:
     check_json_depth(raw, param)
     try:
         return orjson.loads(raw)
@@ -76,12 +77,115 @@ def _parse(raw: bytes, param: str | None) -> Any:
         raise bad_request("We could not parse the JSON body of your request.", None, "invalid_json") from None
 
 
-async def loads_json(raw: bytes | str, param: str | None = None) -> Any:
-    """Depth-check then parse ``raw``; in a worker thread when it is large."""
+#: A large ``data:`` URL cut out of a JSON body is replaced by ``data:x-aistats-cut/<n>,`` and carried
+#: as bytes (:class:`Parsed.data_urls`); ``videos/references.py`` resolves it. Not an image type, so a
+#: placeholder that reached anything else is refused as "not an image".
+CUT_PREFIX = "data:x-aistats-cut/"
+LARGE_STRING_BYTES = 64 * 1024
+_SEPARATORS = (b":", b"[", b",", b" ", b"\n", b"\t", b"\r")
+
+
+def _cut_large_strings(raw: bytes | bytearray) -> tuple[bytes | bytearray, list[memoryview]]:
+    """Take plain (escape-free) ``"data:…"`` strings of at least LARGE_STRING_BYTES out of a JSON
+    text, leaving numbered placeholders. A JSON parser holds the GIL for the whole document and a
+    48 MB string costs a 48 MB allocation per copy; cut out, the URL stays a zero-copy view of the
+    body and is only ever touched in slices."""
+    view = memoryview(raw)
+    pieces: list[memoryview | bytes] = []
+    cut: list[memoryview] = []
+    pos = start = 0
+    while True:
+        i = raw.find(b'"data:', pos)
+        if i < 0:
+            break
+        j = raw.find(b'"', i + 1)
+        if j < 0:
+            break
+        pos = j + 1
+        if j - i < LARGE_STRING_BYTES or raw[i - 1:i] not in _SEPARATORS or raw.find(b"\\", i, j) >= 0:
+            continue
+        pieces.append(view[start:i])
+        pieces.append(f'"{CUT_PREFIX}{len(cut)},"'.encode())
+        cut.append(view[i + 1:j])
+        start = j + 1
+    if not cut:
+        return raw, cut
+    pieces.append(view[start:])
+    return b"".join(pieces), cut
+
+
+@dataclass
+class Parsed:
+    data: Any
+    data_urls: list[memoryview] = field(default_factory=list)
+
+
+def _parse_large(raw: bytes | bytearray, param: str | None) -> Parsed:
+    small, cut = _cut_large_strings(raw)
+    return Parsed(_parse(small, param), cut)
+
+
+async def loads_json(raw: bytes | bytearray | str, param: str | None = None) -> Any:
+    """Depth-check then parse ``raw`` (large documents in a worker thread). Large data: URLs are put
+    back as strings: use :func:`loads_json_cut` to keep them as bytes."""
+    parsed = await loads_json_cut(raw, param)
+    if parsed.data_urls:
+        texts = [bytes(v).decode("utf-8", "replace") for v in parsed.data_urls]
+        return resolve_cut(parsed.data, texts)
+    return parsed.data
+
+
+async def loads_json_cut(raw: bytes | bytearray | str, param: str | None = None) -> Parsed:
     data = raw.encode() if isinstance(raw, str) else raw
     if len(data) > INLINE_PARSE_BYTES:
-        return await asyncio.to_thread(_parse, data, param)
-    return _parse(data, param)
+        return await asyncio.to_thread(_parse_large, data, param)
+    return Parsed(_parse(data, param))
+
+
+def cut_index(value: str) -> int | None:
+    """The index of a cut-out data URL placeholder, else None."""
+    if value.startswith(CUT_PREFIX) and value.endswith(","):
+        n = value[len(CUT_PREFIX):-1]
+        return int(n) if n.isdigit() and len(n) < 7 else None
+    return None
+
+
+def resolve_cut(node: Any, texts: list[str]) -> Any:
+    """Replace placeholders by ``texts`` (iteratively)."""
+    def swap(value: Any) -> Any:
+        if isinstance(value, str) and (n := cut_index(value)) is not None and n < len(texts):
+            return texts[n]
+        return value
+
+    node = swap(node)
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                item[k] = swap(v)
+                stack.append(item[k])
+        elif isinstance(item, list):
+            for n, v in enumerate(item):
+                item[n] = swap(v)
+                stack.append(item[n])
+    return node
+
+
+def string_bytes(node: Any, stop_after: int) -> int:
+    """Characters in every string (keys included) of ``node``, counted without copying; stops early."""
+    total = 0
+    stack = [node]
+    while stack and total <= stop_after:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += sum(len(k) for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return total
 
 
 def structure_depth(node: Any) -> int:
@@ -111,6 +215,8 @@ def check_freeform(value: Any, param: str, *, max_depth: int = MAX_FREEFORM_DEPT
     if depth > max_depth:
         raise bad_request(f"'{param}' is nested {depth} levels deep; at most {max_depth} levels are allowed.",
                           param, "nesting_too_deep")
+    if string_bytes(value, max_bytes) > max_bytes:  # certainly too large: do not serialise it
+        raise bad_request(f"'{param}' is larger than {max_bytes:,} bytes as JSON.", param, "parameter_too_large")
     try:
         size = len(orjson.dumps(value))
     except (TypeError, orjson.JSONEncodeError):

@@ -254,33 +254,37 @@ MAX_DATA_URL_ESCAPES = 1_000_000
 _DECODE_CHUNK = 1 << 20  # decode in slices so no single call holds the GIL for long
 
 
-def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -> Fetched:
+def parse_data_url(url: str | bytes | memoryview, *, accept_prefix: str = "image/", max_bytes: int) -> Fetched:
     """Decode ``data:<mime>[;params][;base64],<payload>``; enforce the MIME prefix and size cap.
 
     The decoded size and (for percent-encoding) the number of escapes are bounded *before* any
-    decoding, and decoding goes slice by slice; call it from a worker thread for large URLs.
+    decoding, the payload is never copied whole, and decoding goes slice by slice (so no single call
+    holds the GIL for long); call it from a worker thread for large URLs. ``url`` may be bytes (a
+    view of the request body) so a large URL never becomes one large ``str``.
     """
-    if url[:5].lower() != "data:" or "," not in url[:1024]:
+    if not isinstance(url, str):
+        return _parse_data_bytes(memoryview(url), accept_prefix, max_bytes)
+    comma = url.find(",", 0, 1024)
+    if url[:5].lower() != "data:" or comma < 0:
         raise URLRejected("bad_data_url", "Not a data URL (expected data:<mime>;base64,<data>).")
-    header, payload = url[5:].split(",", 1)
-    params = [p.strip() for p in header.split(";")]
+    params = [p.strip() for p in url[5:comma].split(";")]
     mime = (params[0] or "text/plain").lower()
     is_b64 = any(p.lower() == "base64" for p in params[1:])
     if not mime.startswith(accept_prefix.lower()):
         raise _content_type_error(mime, accept_prefix)
+    start = comma + 1
     if is_b64:
-        payload = "".join(payload.split())
-        if len(payload) * 3 // 4 > max_bytes + 2:
+        if (len(url) - start) * 3 // 4 > max_bytes + 2 and not _has_space(url, start):
             raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
     else:
-        escapes = payload.count("%")
+        escapes = url.count("%", start)
         if escapes > MAX_DATA_URL_ESCAPES:
             raise URLRejected("too_large", f"Data URL has {escapes:,} percent-escapes; at most "
                                            f"{MAX_DATA_URL_ESCAPES:,} are allowed (use base64).")
-        if len(payload) - 2 * escapes > max_bytes:
+        if len(url) - start - 2 * escapes > max_bytes:
             raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
     try:
-        data = _b64_decode(payload) if is_b64 else _percent_decode(payload)
+        data = _b64_decode(url, start, max_bytes) if is_b64 else _percent_decode(url, start)
     except (binascii.Error, ValueError) as exc:
         raise URLRejected("bad_data_url", f"Data URL payload is not valid base64: {exc}") from None
     if not data:
@@ -290,20 +294,92 @@ def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -
     return Fetched(content=data, content_type=mime, final_url=url)
 
 
-def _b64_decode(payload: str) -> bytes:
-    compact = payload + "=" * (-len(payload) % 4)
-    step = _DECODE_CHUNK * 4
-    return b"".join(base64.b64decode(compact[i:i + step], validate=True) for i in range(0, len(compact), step))
-
-
-def _percent_decode(payload: str) -> bytes:
+def _parse_data_bytes(mv: memoryview, accept_prefix: str, max_bytes: int) -> Fetched:
+    head = bytes(mv[:1024])
+    comma = head.find(b",")
+    if head[:5].lower() != b"data:" or comma < 0:
+        raise URLRejected("bad_data_url", "Not a data URL (expected data:<mime>;base64,<data>).")
+    params = [p.strip() for p in head[5:comma].decode("latin-1").split(";")]
+    mime = (params[0] or "text/plain").lower()
+    is_b64 = any(p.lower() == "base64" for p in params[1:])
+    if not mime.startswith(accept_prefix.lower()):
+        raise _content_type_error(mime, accept_prefix)
+    start, size, step = comma + 1, len(mv), _DECODE_CHUNK * 4
     out = bytearray()
-    i = 0
-    while i < len(payload):
-        end = min(i + _DECODE_CHUNK, len(payload))
-        while end < len(payload) and "%" in payload[end - 2:end]:
+    try:
+        if is_b64:
+            spaced = any(any(c in bytes(mv[i:i + step]) for c in (b" ", b"\t", b"\r", b"\n"))
+                         for i in range(start, size, step))
+            if not spaced and (size - start) * 3 // 4 > max_bytes + 2:
+                raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+            carry = b""
+            for i in range(start, size, step):
+                piece = bytes(mv[i:i + step])
+                if spaced:
+                    piece = piece.translate(None, b" \t\r\n")
+                piece = carry + piece
+                usable = len(piece) - len(piece) % 4
+                carry = piece[usable:]
+                out += base64.b64decode(piece[:usable], validate=True)
+                if len(out) > max_bytes:
+                    raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+            if carry:
+                out += base64.b64decode(carry + b"=" * (-len(carry) % 4), validate=True)
+        else:
+            escapes = sum(bytes(mv[i:i + step]).count(b"%") for i in range(start, size, step))
+            if escapes > MAX_DATA_URL_ESCAPES:
+                raise URLRejected("too_large", f"Data URL has {escapes:,} percent-escapes; at most "
+                                               f"{MAX_DATA_URL_ESCAPES:,} are allowed (use base64).")
+            if size - start - 2 * escapes > max_bytes:
+                raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+            i = start
+            while i < size:
+                end = min(i + _DECODE_CHUNK, size)
+                while end < size and b"%" in bytes(mv[end - 2:end]):
+                    end += 1  # never split an escape
+                out += unquote_to_bytes(bytes(mv[i:end]))
+                i = end
+    except (binascii.Error, ValueError) as exc:
+        raise URLRejected("bad_data_url", f"Data URL payload is not valid base64: {exc}") from None
+    if not out:
+        raise URLRejected("bad_data_url", "Data URL payload is empty.")
+    if len(out) > max_bytes:
+        raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    return Fetched(content=bytes(out), content_type=mime, final_url=f"data:{mime}")
+
+
+def _has_space(text: str, start: int) -> bool:
+    return any(text.find(c, start) >= 0 for c in " \t\r\n")
+
+
+def _b64_decode(url: str, start: int, max_bytes: int) -> bytes:
+    out = bytearray()
+    carry = ""
+    step = _DECODE_CHUNK * 4
+    spaced = _has_space(url, start)
+    for i in range(start, len(url), step):
+        piece = url[i:i + step]
+        if spaced:
+            piece = "".join(piece.split())
+        piece = carry + piece
+        usable = len(piece) - len(piece) % 4
+        carry = piece[usable:]
+        out += base64.b64decode(piece[:usable], validate=True)
+        if len(out) > max_bytes:
+            raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    if carry:
+        out += base64.b64decode(carry + "=" * (-len(carry) % 4), validate=True)
+    return bytes(out)
+
+
+def _percent_decode(url: str, start: int) -> bytes:
+    out = bytearray()
+    i = start
+    while i < len(url):
+        end = min(i + _DECODE_CHUNK, len(url))
+        while end < len(url) and "%" in url[end - 2:end]:
             end += 1  # never split an escape
-        out += unquote_to_bytes(payload[i:end])
+        out += unquote_to_bytes(url[i:end])
         i = end
     return bytes(out)
 

@@ -48,11 +48,34 @@ _KEEP_HEADERS = ("content-type", "openai-poll-after-ms")
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def fingerprint(data: Any, upload: bytes | None = None, extra: str = "") -> str:
-    h = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
+_LARGE = 64 * 1024
+
+
+def _digest_large(node: Any) -> Any:
+    """A copy of ``node`` in which long strings are replaced by their sha256 (hashlib releases the GIL)."""
+    if isinstance(node, str):
+        return "sha256:" + hashlib.sha256(node.encode()).hexdigest() if len(node) > _LARGE else node
+    if isinstance(node, dict):
+        return {k: _digest_large(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_digest_large(v) for v in node]
+    return node
+
+
+def _fingerprint(data: Any, upload: bytes | None, extra: str, blobs: list[memoryview]) -> str:
+    h = hashlib.sha256(orjson.dumps(_digest_large(data), option=orjson.OPT_SORT_KEYS))
     h.update(b"\x00" + hashlib.sha256(upload).digest() if upload is not None else b"\x00-")
+    for blob in blobs:  # parts of the body kept as bytes (large data: URLs)
+        h.update(b"\x00" + hashlib.sha256(blob).digest())
     h.update(extra.encode())
     return h.hexdigest()
+
+
+async def fingerprint(data: Any, upload: bytes | None = None, extra: str = "",
+                      blobs: list[memoryview] | None = None) -> str:
+    """sha256 of the canonical request (the parsed body, key order ignored, plus any upload and the
+    body parts kept as bytes), computed in a worker thread. ``data`` is depth-checked already."""
+    return await asyncio.to_thread(_fingerprint, data, upload, extra, blobs or [])
 
 
 def key_from(request: Request) -> str | None:

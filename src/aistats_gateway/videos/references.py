@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from aistats_gateway.http import ssrf
+from aistats_gateway.http import limits, ssrf
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.schemas import VideoCreateRequest
@@ -109,10 +109,13 @@ async def check_image(content: bytes, param: str, budget: Budget) -> None:
 
 
 async def _load(fetch_client: Any, policy: ssrf.GuardPolicy, url: str, param: str,
-                budget: Budget) -> tuple[bytes, str]:
+                budget: Budget, data_urls: list[memoryview]) -> tuple[bytes, str]:
     cap = min(policy.max_bytes, budget.remaining_bytes())
     try:
-        if url[:5].lower() == "data:":
+        if (n := limits.cut_index(url)) is not None and n < len(data_urls):
+            got = await asyncio.to_thread(ssrf.parse_data_url, data_urls[n], accept_prefix="image/",
+                                          max_bytes=max(cap, 1))
+        elif url[:5].lower() == "data:":
             got = await asyncio.to_thread(ssrf.parse_data_url, url, accept_prefix="image/",
                                           max_bytes=max(cap, 1))
         else:
@@ -136,9 +139,12 @@ async def _load(fetch_client: Any, policy: ssrf.GuardPolicy, url: str, param: st
 
 
 async def load_images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateRequest,
-                      upload: Upload | None, budget: Budget | None = None) -> list[dict[str, Any]]:
-    """Fetch/decode every image input; returns [{role, content, mime_type, url, reference_type}]."""
+                      upload: Upload | None, budget: Budget | None = None,
+                      data_urls: list[memoryview] | None = None) -> list[dict[str, Any]]:
+    """Fetch/decode every image input; returns [{role, content, mime_type, url, reference_type}].
+    ``data_urls`` are the large data: URLs the JSON parser cut out of the body (``http/limits.py``)."""
     budget = budget or Budget()
+    cut = data_urls or []
     out: list[dict[str, Any]] = []
     if upload is not None:
         if not upload.content_type.startswith("image/"):
@@ -153,12 +159,12 @@ async def load_images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCre
                               "input_reference.file_id", "unsupported_value")
         if not ref.image_url:
             raise bad_request("input_reference needs image_url.", "input_reference", "missing_required_parameter")
-        content, mime = await _load(fetch_client, policy, ref.image_url, "input_reference.image_url", budget)
+        content, mime = await _load(fetch_client, policy, ref.image_url, "input_reference.image_url", budget, cut)
         out.append({"role": "first_frame", "content": content, "mime_type": mime,
                     "url": ref.image_url if not ref.image_url.startswith("data:") else None})
     for i, r in enumerate(req.input_references or []):
         content, mime = await _load(fetch_client, policy, r.image_url.url, f"input_references[{i}].image_url.url",
-                                    budget)
+                                    budget, cut)
         out.append({"role": r.role, "content": content, "mime_type": mime, "reference_type": r.reference_type,
                     "url": r.image_url.url if not r.image_url.url.startswith("data:") else None})
     if sum(1 for x in out if x["role"] == "first_frame") > 1:

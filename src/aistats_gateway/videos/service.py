@@ -102,7 +102,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
                  policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
                  webhook_cfg: Any = None, hooks: Any = None, settings: Any = None,
                  on_insert: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
-                 ) -> tuple[VideoJob, str | None]:
+                 data_urls: list[memoryview] | None = None) -> tuple[VideoJob, str | None]:
     """Validate, hold the estimate, store the job and submit it. Returns the job and, when the gateway
     generated the webhook secret, that secret (shown once). ``on_insert`` runs in the transaction that
     stores the job (the idempotency record links the job there)."""
@@ -119,7 +119,8 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     # Credits, limits, the renderer's cost and disk space are checked before anything is downloaded.
     await admission.precheck(rctx.sessions, settings, job_id=job_id, workspace_id=caller.workspace_id,
                              key_id=caller.key_id, plan=plan, samples=sample_count, estimate=estimate)
-    images = await references.load_images(fetch_client, policy, req, upload, references.budget_from(settings))
+    images = await references.load_images(fetch_client, policy, req, upload, references.budget_from(settings),
+                                          data_urls)
     stored_images = [{k: v for k, v in img.items() if k != "content"} | {"key": f"videos/{job_id}/inputs/{n}"}
                      for n, img in enumerate(images)]
     job = VideoJob(
