@@ -11,7 +11,9 @@ Invariants
   are at most :data:`MAX_FREEFORM_DEPTH` levels deep and :data:`MAX_FREEFORM_BYTES` bytes as
   compact JSON (:func:`check_freeform`), checked iteratively (no recursion).
 * **Off the loop.** Documents larger than :data:`INLINE_PARSE_BYTES` are scanned and parsed in a
-  worker thread (:func:`loads_json`), so a large body never blocks the event loop.
+  worker thread (:func:`loads_json`). A parser holds the GIL for a whole document, so large
+  ``data:`` URLs are cut out first and kept as bytes, and what is left may be at most
+  :data:`MAX_JSON_STRUCTURE_BYTES` (400 ``json_too_large``): no single step holds the GIL for long.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ MAX_FREEFORM_BYTES = 16 * 1024
 MAX_FORM_KEY_SEGMENTS = 8
 #: Parse larger documents in a worker thread.
 INLINE_PARSE_BYTES = 64 * 1024
+#: A JSON document without its large data: URLs: every field of the API fits in far less.
+MAX_JSON_STRUCTURE_BYTES = 1024 * 1024
 
 _KEEP = bytes(range(256)).translate(None, b'[]{}"\\')  # every byte except the six that matter
 _STEP = np.zeros(256, dtype=np.int8)
@@ -120,25 +124,32 @@ class Parsed:
     data_urls: list[memoryview] = field(default_factory=list)
 
 
-def _parse_large(raw: bytes | bytearray, param: str | None) -> Parsed:
+def _parse_large(raw: bytes | bytearray, param: str | None, max_structure: int) -> Parsed:
     small, cut = _cut_large_strings(raw)
+    if len(small) > max_structure:  # refuse before the parser holds the GIL for all of it
+        where = f"'{param}' is" if param else "The JSON body is"
+        raise bad_request(f"{where} {len(small):,} bytes without its data: URLs; at most {max_structure:,} bytes "
+                          "are allowed (send images as data: URLs, https URLs or a file upload).", param,
+                          "json_too_large")
     return Parsed(_parse(small, param), cut)
 
 
-async def loads_json(raw: bytes | bytearray | str, param: str | None = None) -> Any:
+async def loads_json(raw: bytes | bytearray | str, param: str | None = None,
+                     max_structure: int = MAX_JSON_STRUCTURE_BYTES) -> Any:
     """Depth-check then parse ``raw`` (large documents in a worker thread). Large data: URLs are put
     back as strings: use :func:`loads_json_cut` to keep them as bytes."""
-    parsed = await loads_json_cut(raw, param)
+    parsed = await loads_json_cut(raw, param, max_structure)
     if parsed.data_urls:
         texts = [bytes(v).decode("utf-8", "replace") for v in parsed.data_urls]
         return resolve_cut(parsed.data, texts)
     return parsed.data
 
 
-async def loads_json_cut(raw: bytes | bytearray | str, param: str | None = None) -> Parsed:
+async def loads_json_cut(raw: bytes | bytearray | str, param: str | None = None,
+                         max_structure: int = MAX_JSON_STRUCTURE_BYTES) -> Parsed:
     data = raw.encode() if isinstance(raw, str) else raw
     if len(data) > INLINE_PARSE_BYTES:
-        return await asyncio.to_thread(_parse_large, data, param)
+        return await asyncio.to_thread(_parse_large, data, param, max_structure)
     return Parsed(_parse(data, param))
 
 
