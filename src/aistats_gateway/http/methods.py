@@ -26,30 +26,30 @@ def _routes(scope: Scope) -> list[Any]:
     return list(getattr(router, "routes", []))
 
 
-def allowed_methods(scope: Scope) -> list[str]:
-    methods: set[str] = set()
-    for route in _routes(scope):
-        route_methods = getattr(route, "methods", None)
-        if not route_methods:
+def _matches(scope: Scope, method: str) -> bool:
+    probe = {**scope, "method": method}
+    for route in _routes(scope):  # routes and included routers alike answer ``matches``
+        try:
+            match, _ = route.matches(probe)
+        except Exception:  # noqa: BLE001 - a route that cannot judge this scope does not match it
             continue
-        match, _ = route.matches({**scope, "method": next(iter(route_methods))})
         if match == Match.FULL:
-            methods |= set(route_methods)
+            return True
+    return False
+
+
+def allowed_methods(scope: Scope) -> list[str]:
+    methods = {m for m in _ORDER if m != "OPTIONS" and _matches(scope, m)}
     if not methods:
         return []
     if "GET" in methods:
         methods.add("HEAD")
     methods.add("OPTIONS")
-    return sorted(methods, key=lambda m: _ORDER.index(m) if m in _ORDER else len(_ORDER))
+    return [m for m in _ORDER if m in methods]
 
 
 def _has_own_head(scope: Scope) -> bool:
-    for route in _routes(scope):
-        if "HEAD" in (getattr(route, "methods", None) or ()):
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return True
-    return False
+    return _matches(scope, "HEAD")
 
 
 class MethodsMiddleware:
