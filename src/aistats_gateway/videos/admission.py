@@ -28,12 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aistats_gateway.billing import service as billing
 from aistats_gateway.http.errors import APIError, bad_request
-from aistats_gateway.videos.tables import TERMINAL, VideoJob
+from aistats_gateway.videos.tables import STATUS_RANK, TERMINAL, VideoJob
 
 DEFAULT_MAX_JOBS_IN_FLIGHT = 32
 DEFAULT_MAX_RENDER_COST = 1920 * 1080 * 20 * 2  # pixel-seconds x samples: two 20 s 1080p renders
 DEFAULT_MIN_FREE_DISK = 256 * 1024 * 1024
 _DISK_CACHE: dict[str, tuple[float, int]] = {}
+IN_FLIGHT = tuple(s for s in STATUS_RANK if s not in TERMINAL)  # queued, in_progress (the status index)
 
 
 def render_cost(width: int | None, height: int | None, seconds: float | None, samples: int) -> int:
@@ -86,18 +87,25 @@ async def _lock_key(s: AsyncSession, key_id: str) -> None:
         await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key_id.encode()) - 2**31})
 
 
-async def enforce_in_flight(s: AsyncSession, key_id: str, cap: int, *, exclude: str | None = None) -> None:
-    """429 when ``key_id`` already has ``cap`` jobs queued or in progress (the new one excluded)."""
-    await _lock_key(s, key_id)
+async def _in_flight(s: AsyncSession, key_id: str, exclude: str | None = None) -> int:
     stmt = select(func.count()).select_from(VideoJob).where(
-        VideoJob.key_id == key_id, VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None))
+        VideoJob.status.in_(IN_FLIGHT), VideoJob.key_id == key_id, VideoJob.deleted_at.is_(None))
     if exclude is not None:
         stmt = stmt.where(VideoJob.id != exclude)
-    running = int((await s.execute(stmt)).scalar() or 0)
+    return int((await s.execute(stmt)).scalar() or 0)
+
+
+def _check_cap(running: int, cap: int) -> None:
     if running >= cap:
         raise APIError(429, f"This key already has {running} video jobs queued or in progress; at most {cap} "
                        "may be in flight. Wait for one to finish.", code="too_many_jobs_in_flight",
                        headers={"Retry-After": "5"})
+
+
+async def enforce_in_flight(s: AsyncSession, key_id: str, cap: int, *, exclude: str | None = None) -> None:
+    """429 when ``key_id`` already has ``cap`` jobs queued or in progress (the new one excluded)."""
+    await _lock_key(s, key_id)
+    _check_cap(await _in_flight(s, key_id, exclude), cap)
 
 
 async def precheck(sessions: Any, settings: Any, *, job_id: str, workspace_id: str, key_id: str, plan: Any,
@@ -108,13 +116,7 @@ async def precheck(sessions: Any, settings: Any, *, job_id: str, workspace_id: s
     check_render_cost(plan, samples, limit)
     await check_disk(settings)
     async with sessions() as s:
-        running = int((await s.execute(select(func.count()).select_from(VideoJob).where(
-            VideoJob.key_id == key_id, VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None)))).scalar()
-            or 0)
-    if running >= cap:
-        raise APIError(429, f"This key already has {running} video jobs queued or in progress; at most {cap} "
-                       "may be in flight. Wait for one to finish.", code="too_many_jobs_in_flight",
-                       headers={"Retry-After": "5"})
+        _check_cap(await _in_flight(s, key_id), cap)
     async with sessions() as s:  # the hold, tried and rolled back: 402 before any download
         tx = await s.begin()
         try:
