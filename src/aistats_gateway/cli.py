@@ -8,7 +8,7 @@ import os
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -103,16 +103,60 @@ def _run(coro_fn: Any, settings: Settings) -> Any:
     return asyncio.run(main())
 
 
-def _usd_to_nanos(value: str) -> int:
+#: Balances and limits are BIGINT nano-USD: nothing may exceed what the column holds.
+MAX_NANOS = 2**63 - 1
+MAX_USD = Decimal(MAX_NANOS) / 1_000_000_000
+_NO_LIMIT = ("none", "unlimited", "off")
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _usd_to_nanos(value: str, flag: str = "--credits") -> int:
+    """A non-negative USD amount as nano-USD; a clear message (naming ``flag``) for anything else."""
     try:
-        d = Decimal(value)
+        d = Decimal(value.strip())
     except InvalidOperation:
-        err.print(f"[red]error:[/red] --credits {value!r} is not an amount in USD (e.g. 10 or 2.50)")
-        raise typer.Exit(2) from None
-    if d < 0 or not d.is_finite():
-        err.print("[red]error:[/red] --credits must be a non-negative amount")
-        raise typer.Exit(2)
+        _fail(f"{flag} {value!r} is not an amount in USD (e.g. 10 or 2.50)")
+    if not d.is_finite():
+        _fail(f"{flag} {value!r} is not a finite amount in USD (e.g. 10 or 2.50)")
+    if d < 0:
+        _fail(f"{flag} must be a non-negative amount, got {value!r}")
+    if d > MAX_USD:
+        _fail(f"{flag} {value!r} is too large; at most {MAX_USD:.9f} USD")
+    if d != d.quantize(Decimal("0.000000001")):
+        _fail(f"{flag} {value!r} has more than 9 decimal places (the smallest unit is 1 nano-USD)")
     return int(d * 1_000_000_000)
+
+
+def _limit_nanos(value: str, flag: str) -> int | None:
+    """A spend limit: ``none`` removes it; 0 is refused (it would block every request)."""
+    if value.strip().lower() in _NO_LIMIT:
+        return None
+    nanos = _usd_to_nanos(value, flag)
+    if nanos == 0:
+        _fail(f"{flag} 0 would block all spending; pass {flag} none to remove the limit, or revoke the key")
+    return nanos
+
+
+def _per_minute(value: str, flag: str, what: str) -> int | None:
+    if value.strip().lower() in _NO_LIMIT:
+        return None
+    try:
+        n = int(value.strip())
+    except ValueError:
+        _fail(f"{flag} {value!r} is not a whole number of {what} per minute (or 'none')")
+    if n < 1:
+        _fail(f"{flag} must be at least 1 (0 would block every request); pass {flag} none to remove the limit")
+    if n > 2**31 - 1:
+        _fail(f"{flag} {value!r} is too large; at most {2**31 - 1}")
+    return n
+
+
+def _rpm(value: str) -> int | None:
+    return _per_minute(value, "--rpm", "requests")
 
 
 # ---- serve ----------------------------------------------------------------------------------
@@ -344,10 +388,10 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
 @keys_app.command("limits")
 def keys_limits(
     key_id: str,
-    rpm: Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
-    tpm: Annotated[Optional[int], typer.Option("--tpm", min=0, help="Tokens per minute (0 = no limit)")] = None,
-    daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
-    monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
+    rpm: Annotated[Optional[str], typer.Option("--rpm", help="Requests per minute (none = no limit)")] = None,
+    tpm: Annotated[Optional[str], typer.Option("--tpm", help="Tokens per minute (none = no limit)")] = None,
+    daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (none = no limit)")] = None,
+    monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (none = no limit)")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:
@@ -358,13 +402,13 @@ def keys_limits(
 
     values: dict[str, Any] = {}
     if rpm is not None:
-        values["rpm_limit"] = rpm or None
+        values["rpm_limit"] = _rpm(rpm)
     if tpm is not None:
-        values["tpm_limit"] = tpm or None
+        values["tpm_limit"] = _per_minute(tpm, "--tpm", "tokens")
     if daily_usd is not None:
-        values["daily_spend_limit_nanos"] = _usd_to_nanos(daily_usd) or None
+        values["daily_spend_limit_nanos"] = _limit_nanos(daily_usd, "--daily-usd")
     if monthly_usd is not None:
-        values["monthly_spend_limit_nanos"] = _usd_to_nanos(monthly_usd) or None
+        values["monthly_spend_limit_nanos"] = _limit_nanos(monthly_usd, "--monthly-usd")
     settings = _settings(data_dir=data_dir, database_url=database_url)
     _migrate(settings)
 
@@ -395,13 +439,24 @@ def credits_add(
     database_url: DatabaseURL = None,
 ) -> None:
     """Add credits to a workspace (a `credit` ledger entry)."""
-    nanos = _usd_to_nanos(amount)
+    nanos = _usd_to_nanos(amount, "AMOUNT")
     settings = _settings(data_dir=data_dir, database_url=database_url)
     _migrate(settings)
+    from sqlalchemy import update
+
+    from aistats_gateway.auth.tables import Workspace
     from aistats_gateway.billing import ledger
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
+            # Lock the row and check the new balance fits the BIGINT column before adding.
+            fits = await s.execute(update(Workspace).where(
+                Workspace.id == workspace, Workspace.balance_nanos <= MAX_NANOS - nanos)
+                .values(balance_nanos=Workspace.balance_nanos))
+            if getattr(fits, "rowcount", 0) != 1:
+                bal = await ledger.balance(s, workspace)  # LookupError when it does not exist
+                raise OverflowError(f"the balance would exceed {ledger.usd(MAX_NANOS)} USD (it is "
+                                    f"{ledger.usd(bal.balance_nanos)} USD)")
             await ledger.credit(s, workspace, nanos, memo=memo or "added with the CLI")
             return await ledger.balance(s, workspace)
 
@@ -410,6 +465,9 @@ def credits_add(
     except LookupError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+    except OverflowError as e:
+        err.print(f"[red]error:[/red] cannot add {amount} USD to {workspace}: {e}")
+        raise typer.Exit(2) from None
     out.print(f"{workspace}: balance {ledger.usd(bal.balance_nanos)} USD, held {ledger.usd(bal.held_nanos)} USD, "
               f"available {ledger.usd(bal.available_nanos)} USD")
 

@@ -30,6 +30,9 @@ class Metrics:
             ["method", "route"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        from aistats_gateway.http.looplag import LoopLag
+
+        self.loop_lag = LoopLag(self.registry)
 
 
 class _TooLarge(Exception):
