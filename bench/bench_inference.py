@@ -52,6 +52,7 @@ from _common import HOST, Procs, cpu_pressure, free_port, log, py_env, table, wa
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "openai/gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
+LITELLM_KEY = "sk-bench-" + "7f3a9c2e" * 4  # LiteLLM refuses to start without a master key
 LITELLM_DIR = Path(tempfile.gettempdir()) / "aistats-bench" / "litellm-venv"
 
 
@@ -298,6 +299,8 @@ def start_litellm(procs: Procs, tmp: Path, exe: Path, mock_port: int) -> Target:
         "      model: openai/mock-model\n"
         f"      api_base: http://{HOST}:{mock_port}/v1\n"
         "      api_key: sk-mock\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
         "litellm_settings:\n"
         "  set_verbose: false\n"
         "  telemetry: false\n")
@@ -308,7 +311,8 @@ def start_litellm(procs: Procs, tmp: Path, exe: Path, mock_port: int) -> Target:
     proc = procs.start("litellm", [str(exe), "--config", str(cfg), "--host", HOST, "--port", str(port),
                                    "--num_workers", "1"], env=env, cwd=tmp)
     wait_http(procs, proc, port, "/health/liveliness", timeout=300)
-    t = Target("LiteLLM", port, "/v1/chat/completions", "mock-model", {}, proc.pid)
+    t = Target("LiteLLM", port, "/v1/chat/completions", "mock-model", {"authorization": f"Bearer {LITELLM_KEY}"},
+               proc.pid)
     check_answer(t)
     return t
 
@@ -449,7 +453,7 @@ def main() -> int:
         prof = profile(procs, gw, args.profile, tmp) if args.profile > 0 else []
     finally:
         procs.stop_all()
-    shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     # ---- report
     print(f"# bench_inference.py — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, "
