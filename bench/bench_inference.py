@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import HOST, Procs, cpu_pressure, free_port, log, py_env, table, wait_http  # noqa: E402
+from _common import HOST, Procs, cpu_pressure, free_port, log, py_env, table, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "openai/gpt-4o-mini"
@@ -114,7 +114,7 @@ async def _loadgen(spec: dict[str, Any]) -> dict[str, Any]:
                 if close:
                     writer.close()
                     writer = None
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as e:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
                 errors[type(e).__name__] += 1
                 if writer is not None:
                     writer.close()
