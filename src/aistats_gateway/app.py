@@ -160,7 +160,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             log.warning("readiness check failed", extra={"error": str(e)})
             return errors.error_response(503, "The database is not reachable.", code="database_unavailable",
                                          type="server_error")
-        if settings.storage == "local":
+        if settings.uses_local_disk_storage:
             from aistats_gateway.videos.admission import free_disk_bytes
 
             free = await free_disk_bytes(settings.data_dir)

@@ -34,6 +34,7 @@ FPS = 24
 class LocalVideo:
     provider_id = "local"
     can_cancel = True
+    renders_locally = True  # costs this machine's CPU: create bounds it (videos.admission.check_render_cost)
     poll_interval = 0.0
     max_poll_interval = 1.0
     deadline_seconds = 3600.0
