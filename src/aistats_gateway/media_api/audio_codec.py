@@ -80,6 +80,20 @@ def synthesize(text: str, fmt: str = "mp3", speed: float = 1.0) -> bytes:
     return buf.getvalue()
 
 
+def pcm(text: str, rate: int = RATE, speed: float = 1.0) -> bytes:
+    """Raw little-endian 16-bit mono samples of ``text`` at ``rate`` Hz."""
+    samples = _signal(text, seconds_for(text, speed), rate)
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+def wav_header(rate: int = RATE, data_bytes: int = 0xFFFFFFFF - 36) -> bytes:
+    """A RIFF/WAVE header for 16-bit mono PCM; the default sizes mean "until the end of the stream"."""
+    import struct
+
+    return (b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, data_bytes + 36)) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes))
+
+
 def chunks(data: bytes, size: int = 16 * 1024) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i:i + size]

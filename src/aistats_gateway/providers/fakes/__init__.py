@@ -55,6 +55,7 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "groq": _compat("groq", "gsk_test", usage_style="x_groq"),
     "together": _compat("together", "together-test", usage_style="final_chunk"),
     "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
+    "eleven-labs": _lazy("elevenlabs"),  # text-to-speech and speech-to-text
 }
 
 
