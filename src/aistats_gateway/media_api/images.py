@@ -57,6 +57,8 @@ class ImageCall:
     partial_images: int = 0
     moderation: str | None = None
     input_fidelity: str | None = None
+    aspect_ratio: str | None = None  # providers that take a ratio (Imagen, Gemini); else size decides
+    person_generation: str | None = None
     images: list[ImageInput] = field(default_factory=list)
     mask: ImageInput | None = None
     prefs: ProviderRouting | None = None
@@ -69,7 +71,7 @@ class ImageCall:
         """What is checked against the catalogue (the other fields are the gateway's own)."""
         return {"size": self.size, "quality": self.quality, "background": self.background,
                 "output_format": self.output_format, "style": self.style, "n": self.n if self.n != 1 else None,
-                "seed": self.seed}
+                "seed": self.seed, "aspect_ratio": self.aspect_ratio, "person_generation": self.person_generation}
 
 
 def _int(v: Any, name: str, lo: int, hi: int) -> int:
@@ -140,6 +142,7 @@ def parse(body: dict[str, Any], *, images: list[ImageInput] | None = None, mask:
         style=_str(body, "style"), user=_str(body, "user"), seed=seed, stream=stream, partial_images=partials,
         moderation=_str(body, "moderation", ("auto", "low")), input_fidelity=_str(body, "input_fidelity",
                                                                                   ("high", "low")),
+        aspect_ratio=_str(body, "aspect_ratio"), person_generation=_str(body, "person_generation"),
         images=images or [], mask=mask, prefs=offers.parse_prefs(body))
 
 
@@ -147,7 +150,8 @@ def _request(call: ImageCall, offer: ProviderOffer) -> ImageRequest:
     extra = {k: v for k, v in {"style": call.style, "output_compression": call.output_compression,
                                "seed": call.seed, "user": call.user, "moderation": call.moderation,
                                "input_fidelity": call.input_fidelity, "partial_images": call.partial_images,
-                               "stream": call.stream}.items() if v not in (None, False, 0)}
+                               "stream": call.stream, "aspect_ratio": call.aspect_ratio,
+                               "person_generation": call.person_generation}.items() if v not in (None, False, 0)}
     return ImageRequest(model_slug=offer.spec.provider_model_slug, prompt=call.prompt, n=call.n, size=call.size,
                         quality=call.quality, background=call.background, output_format=call.output_format,
                         images=tuple(call.images), mask=call.mask, provider_params=extra)
