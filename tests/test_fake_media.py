@@ -106,7 +106,8 @@ def test_openai_speech_and_transcription_round_trip(client: openai.OpenAI, tmp_p
 def test_elevenlabs_tts_and_stt() -> None:
     with RunningFake("eleven-labs") as f:
         h = {"xi-api-key": "el-test"}
-        r = httpx.post(f.url + "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream", params={"output_format": "mp3_44100_128"},
+        r = httpx.post(f.url + "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream",
+                       params={"output_format": "mp3_44100_128"},
                        json={"text": "good morning", "model_id": "eleven_flash_v2_5"}, headers=h)
         assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
         assert audio_codec.decode_seconds(r.content) > 0.5

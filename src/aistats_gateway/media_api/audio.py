@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
+import os
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -126,7 +128,7 @@ def _pcm_seconds(path: Path) -> float:
 
 async def _measure(path: Path, fmt: str) -> float:
     if fmt == "pcm":
-        return _pcm_seconds(path)
+        return await asyncio.to_thread(_pcm_seconds, path)
     try:
         return await asyncio.to_thread(audio_codec.probe_seconds, path)
     except ValueError:
@@ -170,15 +172,17 @@ async def open_speech(gw: Any, caller: calls.Caller, call: SpeechCall) -> Speech
     stream = SpeechStream(c.gen_id, audio_codec.MIME[call.response_format], _drain(queue), done.offer.provider_id)
 
     async def pump() -> None:
-        tmp = Path(tempfile.mkstemp(prefix="speech-", suffix="." + call.response_format, dir=_scratch(gw))[1])
+        scratch = await asyncio.to_thread(_scratch, gw)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="speech-", suffix="." + call.response_format,
+                                           dir=scratch)
+        tmp = Path(name)
         try:
             try:
-                with tmp.open("wb") as f:
-                    chunk: bytes | None = first
-                    while chunk is not None:
-                        await asyncio.to_thread(f.write, chunk)
-                        await queue.put(chunk)
-                        chunk = await anext(it, None)
+                chunk: bytes | None = first
+                while chunk is not None:
+                    await asyncio.to_thread(os.write, fd, chunk)
+                    await queue.put(chunk)
+                    chunk = await anext(it, None)
             except BaseException as e:
                 msg = e.message if isinstance(e, ProviderError) else "the call was interrupted"
                 await calls.close_call(gw, c, calls.Outcome("failed", done.offer.provider_id, attempts=done.attempts,
@@ -189,15 +193,18 @@ async def open_speech(gw: Any, caller: calls.Caller, call: SpeechCall) -> Speech
                 if not isinstance(e, ProviderError):
                     raise
                 return
+            finally:
+                await asyncio.to_thread(os.close, fd)
             seconds = await _measure(tmp, call.response_format)
+            size = (await asyncio.to_thread(tmp.stat)).st_size
             charged = await calls.close_call(gw, c, calls.Outcome(
                 "completed", done.offer.provider_id, None, _speech_lines(call, done.offer, seconds),
-                {"input_characters": len(call.input), "output_audio_seconds": seconds,
-                 "bytes": tmp.stat().st_size}, done.attempts))
+                {"input_characters": len(call.input), "output_audio_seconds": seconds, "bytes": size},
+                done.attempts))
             stream.done.set_result(charged)
             await queue.put(None)
         finally:
-            tmp.unlink(missing_ok=True)
+            await asyncio.to_thread(tmp.unlink, True)
 
     task = asyncio.create_task(pump())
     _TASKS.add(task)
@@ -303,7 +310,7 @@ def _json_field(v: Any) -> Any:
 
 
 def _stamp(t: float, sep: str) -> str:
-    ms = int(round(t * 1000))
+    ms = round(t * 1000)
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
 
 
@@ -367,7 +374,7 @@ async def execute_transcription(gw: Any, caller: calls.Caller, call: TranscribeC
             if result.details.get(k) is not None:
                 body[k] = result.details[k]
     provider_usage = {k: v for k, v in result.usage.items()}
-    body |= {"usage": {**(provider_usage or {"type": "duration", "seconds": int(-(-seconds // 1))}),
+    body |= {"usage": {**(provider_usage or {"type": "duration", "seconds": math.ceil(seconds)}),
                        **calls.usage_doc(lines, charged)},
              "requestId": c.gen_id, "object": "transcription" if call.task == "transcribe" else "translation",
              "model": c.model, "provider": done.offer.provider_id, "cost_nanos": charged,

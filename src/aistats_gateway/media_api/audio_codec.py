@@ -18,8 +18,10 @@ import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import av
+import av.audio.stream
 import numpy as np
 
 RATE = 24_000
@@ -57,7 +59,7 @@ def synthesize(text: str, fmt: str = "mp3", speed: float = 1.0) -> bytes:
     samples = _signal(text, seconds_for(text, speed), RATE)
     pcm16 = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     if fmt == "pcm":
-        return pcm16.tobytes()
+        return bytes(pcm16.tobytes())
     if fmt not in _CONTAINER:
         raise ValueError(f"unsupported audio format {fmt!r}")
     container, codec = _CONTAINER[fmt]
@@ -67,7 +69,7 @@ def synthesize(text: str, fmt: str = "mp3", speed: float = 1.0) -> bytes:
         pcm16 = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     buf = io.BytesIO()
     with av.open(buf, "w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")  # type: ignore[call-overload]
+        stream = cast("av.audio.stream.AudioStream", out.add_stream(codec, rate=rate, layout="mono"))
         frame_size = stream.codec_context.frame_size or 1024
         for start in range(0, pcm16.size, frame_size):
             chunk = pcm16[start:start + frame_size]
@@ -83,7 +85,7 @@ def synthesize(text: str, fmt: str = "mp3", speed: float = 1.0) -> bytes:
 def pcm(text: str, rate: int = RATE, speed: float = 1.0) -> bytes:
     """Raw little-endian 16-bit mono samples of ``text`` at ``rate`` Hz."""
     samples = _signal(text, seconds_for(text, speed), rate)
-    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return bytes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
 
 
 def wav_header(rate: int = RATE, data_bytes: int = 0xFFFFFFFF - 36) -> bytes:
@@ -102,8 +104,8 @@ def chunks(data: bytes, size: int = 16 * 1024) -> Iterator[bytes]:
 def probe_seconds(path: Path | str) -> float:
     """The duration of the audio in ``path`` in seconds (see the module docstring)."""
     try:
-        with av.open(str(path)) as c:
-            streams = [s for s in c.streams if s.type == "audio"]
+        with av.open(str(path), "r") as c:
+            streams = c.streams.audio
             if not streams:
                 raise ValueError("the file has no audio stream")
             s = streams[0]
@@ -114,7 +116,7 @@ def probe_seconds(path: Path | str) -> float:
             samples = 0
             rate = s.rate or 1
             for frame in c.decode(s):
-                samples += frame.samples
+                samples += frame.samples if isinstance(frame, av.AudioFrame) else 0
             return round(samples / rate, 3)
     except av.error.FFmpegError as e:
         raise ValueError("the file is not audio this gateway can read") from e
@@ -122,7 +124,7 @@ def probe_seconds(path: Path | str) -> float:
 
 def decode_seconds(data: bytes) -> float:
     """Decode all of ``data`` and return its duration (tests use it to prove the bytes are real audio)."""
-    with av.open(io.BytesIO(data)) as c:
+    with av.open(io.BytesIO(data), "r") as c:
         s = c.streams.audio[0]
-        n = sum(f.samples for f in c.decode(s))
+        n = sum(f.samples for f in c.decode(s) if isinstance(f, av.AudioFrame))
         return n / (s.rate or 1)

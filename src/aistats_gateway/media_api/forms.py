@@ -20,7 +20,15 @@ from typing import Any
 
 from starlette.requests import Request
 
-from aistats_gateway.files.multipart import BodyTooLarge, Data, FormStream, MalformedForm, PartEnd, PartStart, boundary_of
+from aistats_gateway.files.multipart import (
+    BodyTooLarge,
+    Data,
+    FormStream,
+    MalformedForm,
+    PartEnd,
+    PartStart,
+    boundary_of,
+)
 from aistats_gateway.http.errors import APIError, bad_request
 
 MAX_FIELD = 64 * 1024
@@ -61,7 +69,7 @@ async def read(request: Request, scratch: Path, *, max_file_bytes: int, max_body
     boundary = boundary_of(request.headers.get("content-type", ""))
     if boundary is None:
         raise bad_request("This endpoint takes multipart/form-data.", None, "invalid_content_type")
-    scratch.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     form = Form()
     stream = FormStream(request.stream(), boundary, max_body_bytes=max_body_bytes, max_parts=max_parts)
     try:

@@ -173,7 +173,7 @@ async def _materialise(result: ImageResult, ctx: CallContext) -> ImageResult:
                                     code="empty_image")
             try:
                 r = await ctx.http.get(img.url)
-            except Exception as e:  # noqa: BLE001 - network errors are the provider's
+            except Exception as e:
                 raise ProviderError("unavailable", f"downloading the provider's image failed: {e}") from e
             if r.status_code != 200:
                 raise ProviderError("upstream", f"downloading the provider's image answered {r.status_code}",

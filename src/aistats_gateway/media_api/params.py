@@ -42,7 +42,7 @@ def _problem(d: ParameterDetail, value: Any) -> str | None:
                 return f"a {d.type or 'number'}"
             if d.type == "integer" and not float(v).is_integer():
                 return "an integer"
-            if d.minimum is not None and v < d.minimum or d.maximum is not None and v > d.maximum:
+            if (d.minimum is not None and v < d.minimum) or (d.maximum is not None and v > d.maximum):
                 lo = "" if d.minimum is None else f"{d.minimum:g}"
                 hi = "" if d.maximum is None else f"{d.maximum:g}"
                 return f"between {lo} and {hi}" if lo and hi else (f"at least {lo}" if lo else f"at most {hi}")

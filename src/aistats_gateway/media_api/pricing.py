@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,8 +33,8 @@ def pro_rata(rules: Iterable[PriceRule], meter: str, quantity: float,
     rule = pick(list(rules), meter, context or {})
     if rule is None:
         return None
-    nanos = -(-int(round(quantity * rule.price_nanos * 1000)) // (rule.unit_size * 1000))
-    return Line(meter, quantity, int(-(-quantity // 1)), rule.price_nanos, nanos, rule)
+    nanos = -(-round(quantity * rule.price_nanos * 1000) // (rule.unit_size * 1000))
+    return Line(meter, quantity, math.ceil(quantity), rule.price_nanos, nanos, rule)
 
 
 def _image_rule(rules: list[PriceRule], context: Mapping[str, Any]) -> PriceRule | None:

@@ -135,7 +135,7 @@ def _open(data: bytes, what: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-    except Exception as e:  # noqa: BLE001 - any decoder error means the upload is not an image
+    except Exception as e:
         raise ValueError(f"the {what} is not a readable image") from e
     return img
 

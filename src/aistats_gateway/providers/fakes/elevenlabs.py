@@ -140,7 +140,8 @@ def create_app(api_key: str = "el-test", **knobs: Any) -> Starlette:
             raise _unprocessable(["model_id"], f"Input should be {' or '.join(STT_MODELS)}", "literal_error")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise _Err(400, {"status": "invalid_parameters", "message": "Either file or cloud_storage_url is required."})
+            raise _Err(400, {"status": "invalid_parameters",
+                             "message": "Either file or cloud_storage_url is required."})
         gran = fields.get("timestamps_granularity", "word")
         if gran not in ("none", "word", "character"):
             raise _unprocessable(["timestamps_granularity"], "Input should be 'none', 'word' or 'character'",
@@ -152,7 +153,8 @@ def create_app(api_key: str = "el-test", **knobs: Any) -> Starlette:
             try:
                 seconds = await run_in_threadpool(audio_codec.probe_seconds, tmp.name)
             except ValueError:
-                raise _Err(400, {"status": "invalid_audio", "message": "The audio file could not be decoded."}) from None
+                raise _Err(400, {"status": "invalid_audio",
+                                 "message": "The audio file could not be decoded."}) from None
         text = state.transcripts.get(hashlib.sha256(data).hexdigest()) or f"This is {seconds:.1f} seconds of audio."
         words: list[dict[str, Any]] = []
         if gran != "none":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import secrets
 import tempfile
 import time
@@ -169,7 +170,7 @@ class _Image:
 async def _form(request: Request) -> FormData:
     try:
         return await request.form(max_part_size=64 * 1024 * 1024)
-    except Exception:  # noqa: BLE001 - a malformed body is the client's error
+    except Exception:
         raise _bad(None, "Could not parse multipart form.", "invalid_multipart") from None
 
 
@@ -348,7 +349,7 @@ def media_routes(state: MediaState) -> list[Route]:
             except ValueError:
                 raise _bad("file", "Audio file might be corrupted or unsupported", "invalid_value") from None
         text = state.transcripts.get(hashlib.sha256(data).hexdigest()) or f"This is {seconds:.1f} seconds of audio."
-        usage: dict[str, Any] = ({"type": "duration", "seconds": int(-(-seconds // 1))} if model == "whisper-1" else
+        usage: dict[str, Any] = ({"type": "duration", "seconds": math.ceil(seconds)} if model == "whisper-1" else
                                  {"type": "tokens", "input_tokens": int(seconds * 10), "output_tokens": _tokens(text),
                                   "total_tokens": int(seconds * 10) + _tokens(text),
                                   "input_token_details": {"text_tokens": 0, "audio_tokens": int(seconds * 10)}})
@@ -390,7 +391,7 @@ def media_routes(state: MediaState) -> list[Route]:
 
 
 def _stamp(t: float, sep: str) -> str:
-    ms = int(round(t * 1000))
+    ms = round(t * 1000)
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
 
 

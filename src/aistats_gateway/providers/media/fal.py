@@ -64,7 +64,8 @@ class FalImages:
             raise fal_video.error_from_response(resp)
         rid = _http.json_object(resp, PROVIDER).get("request_id")
         if not isinstance(rid, str):
-            raise ProviderError("upstream", "fal accepted the request without a request_id", code="invalid_upstream_response")
+            raise ProviderError("upstream", "fal accepted the request without a request_id",
+                                code="invalid_upstream_response")
         deadline = time.monotonic() + float(os.environ.get("AISTATS_PROVIDER_FAL_IMAGE_TIMEOUT", "300"))
         while True:
             st = await _http.send(ctx.http, "GET", f"{root}/{app}/requests/{rid}/status", provider=PROVIDER,
