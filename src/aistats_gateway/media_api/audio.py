@@ -148,8 +148,8 @@ class SpeechStream:
 
 async def open_speech(gw: Any, caller: calls.Caller, call: SpeechCall) -> SpeechStream:
     """Route, hold and start the provider's stream; the returned chunks are pumped independently."""
-    found = await offers.plan(gw, call.model, "audio.speech", call.prefs, call.values())
-    c = calls.Call(calls.new_generation_id(), caller, "audio.speech", found[0].model_id,
+    model_id, found = await offers.plan(gw, call.model, "audio.speech", call.prefs, call.values())
+    c = calls.Call(calls.new_generation_id(), caller, "audio.speech", model_id,
                    max(_speech_hold(call, o) for o in found), stream=True)
     await calls.open_call(gw, c)
 
@@ -336,10 +336,10 @@ async def execute_transcription(gw: Any, caller: calls.Caller, call: TranscribeC
     def need(adapter: Any) -> bool:
         return adapter is not None and (call.task == "transcribe" or bool(getattr(adapter, "translates", False)))
 
-    found = await offers.plan(gw, call.model, endpoint, call.prefs, call.values(), need,
+    model_id, found = await offers.plan(gw, call.model, endpoint, call.prefs, call.values(), need,
                               "translations" if call.task == "translate" else "transcriptions")
     hold = max(pricing.total(pricing.audio_lines(o.spec.pricing, {"input_audio_seconds": seconds})) for o in found)
-    c = calls.Call(calls.new_generation_id(), caller, label, found[0].model_id, hold)
+    c = calls.Call(calls.new_generation_id(), caller, label, model_id, hold)
     await calls.open_call(gw, c)
     audio = await asyncio.to_thread(call.path.read_bytes)
 

@@ -193,11 +193,11 @@ def _need(call: ImageCall) -> Any:
 
 async def _prepare(gw: Any, caller: calls.Caller, call: ImageCall, endpoint: str) -> tuple[calls.Call,
                                                                                             list[ProviderOffer]]:
-    found = await offers.plan(gw, call.model, ENDPOINT, call.prefs, call.values(), _need(call),
+    model_id, found = await offers.plan(gw, call.model, ENDPOINT, call.prefs, call.values(), _need(call),
                               "image edits" if call.edit else "image generation")
     hold = max(pricing.total(pricing.image_lines(o.spec.pricing, count=call.n, context=_context(call)))
                for o in found)
-    c = calls.Call(calls.new_generation_id(), caller, endpoint, found[0].model_id, hold, stream=call.stream)
+    c = calls.Call(calls.new_generation_id(), caller, endpoint, model_id, hold, stream=call.stream)
     await calls.open_call(gw, c)
     return c, found
 

@@ -20,7 +20,8 @@ from aistats_gateway.catalogue.service import ProviderOffer
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.media_api import params, pricing
 from aistats_gateway.providers import registry
-from aistats_gateway.routing import plan as routing
+from aistats_gateway.routing.plan import candidates, describe_endpoint
+from aistats_gateway.routing.plan import plan as route
 from aistats_gateway.routing.schemas import ProviderRouting
 
 METERS = {
@@ -28,9 +29,9 @@ METERS = {
     "audio.speech": ("input_characters", "input_tokens", "output_audio_seconds"),
     "audio.transcription": ("input_audio_seconds", "input_tokens", "output_tokens"),
 }
-routing.describe_endpoint("images.generations", "image generation", "/v1/models")
-routing.describe_endpoint("audio.speech", "speech", "/v1/models")
-routing.describe_endpoint("audio.transcription", "transcription", "/v1/models")
+describe_endpoint("images.generations", "image generation", "/v1/models")
+describe_endpoint("audio.speech", "speech", "/v1/models")
+describe_endpoint("audio.transcription", "transcription", "/v1/models")
 
 
 def parse_prefs(body: Mapping[str, Any]) -> ProviderRouting | None:
@@ -48,18 +49,20 @@ def parse_prefs(body: Mapping[str, Any]) -> ProviderRouting | None:
 
 
 async def plan(gw: Any, model: str, endpoint: str, prefs: ProviderRouting | None, values: Mapping[str, Any],
-               need: Callable[[Any], bool] | None = None, what: str = "this request") -> list[ProviderOffer]:
+               need: Callable[[Any], bool] | None = None, what: str = "this request"
+               ) -> tuple[str, list[ProviderOffer]]:
+    """(the resolved model id, the offers to try in order)."""
     snap = await gw.catalogue.get()
     given = [k for k, v in values.items() if v is not None]
-    route = routing.plan(snap, model, endpoint, prefs, params=given, health=gw.breaker)
-    offers = [o for o in route.offers if pricing.has_media_price(o.spec.pricing, METERS[endpoint])]
+    planned = route(snap, model, endpoint, prefs, params=given, health=gw.breaker)
+    offers = [o for o in planned.offers if pricing.has_media_price(o.spec.pricing, METERS[endpoint])]
     if not offers:
-        raise APIError(400, f"No provider of {route.model.spec.model_id} has a price for {endpoint} on this gateway.",
+        raise APIError(400, f"No provider of {planned.model.spec.model_id} has a price for {endpoint} on this gateway.",
                        param="model", code="no_provider")
     if need is not None:
         offers = [o for o in offers if need(registry.adapter_for(o.provider_id, endpoint))]
         if not offers:
-            raise bad_request(f"No provider of {route.model.spec.model_id} supports {what}.", "model",
+            raise bad_request(f"No provider of {planned.model.spec.model_id} supports {what}.", "model",
                               "unsupported_model_or_endpoint")
-    offers = params.filter_offers(offers, endpoint, values, route.model.spec.model_id)
-    return routing.candidates(offers, route.prefs)
+    offers = params.filter_offers(offers, endpoint, values, planned.model.spec.model_id)
+    return planned.model.spec.model_id, candidates(offers, planned.prefs)

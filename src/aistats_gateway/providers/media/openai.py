@@ -228,15 +228,16 @@ class OpenAITranscription:
     async def transcribe(self, request: TranscriptionRequest, ctx: CallContext) -> TranscriptionResult:
         fmt = request.response_format
         upstream_fmt = fmt if fmt in ("json", "text", "verbose_json", "srt", "vtt") else "json"
-        data: list[tuple[str, str]] = [("model", request.model_slug), ("response_format", upstream_fmt)]
+        data: dict[str, str | list[str]] = {"model": request.model_slug, "response_format": upstream_fmt}
         if request.prompt:
-            data.append(("prompt", request.prompt))
+            data["prompt"] = request.prompt
         if request.temperature is not None:
-            data.append(("temperature", str(request.temperature)))
+            data["temperature"] = str(request.temperature)
         if request.task == "transcribe":
             if request.language:
-                data.append(("language", request.language))
-            data += [("timestamp_granularities[]", g) for g in request.timestamp_granularities]
+                data["language"] = request.language
+            if request.timestamp_granularities:
+                data["timestamp_granularities[]"] = list(request.timestamp_granularities)
         path = "transcriptions" if request.task == "transcribe" else "translations"
         resp = await _http.send(ctx.http, "POST", f"{base(ctx, self.default_base)}/audio/{path}",
                                 provider=self.provider_id, headers=headers(ctx), data=data,
