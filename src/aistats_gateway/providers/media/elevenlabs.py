@@ -83,7 +83,7 @@ class ElevenLabsSpeech:
 
 
 def _segments(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    segs: list[dict[str, Any]] = []
+    segs: list[list[dict[str, Any]]] = []
     cur: list[dict[str, Any]] = []
     for w in words:
         cur.append(w)

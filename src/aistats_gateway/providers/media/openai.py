@@ -249,7 +249,7 @@ class OpenAITranscription:
                                        details={"raw": resp.text})
         body = _http.json_object(resp, self.provider_id)
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        details = {k: body[k] for k in ("language", "duration", "segments", "words") if k in body}
+        details: dict[str, Any] = {k: body[k] for k in ("language", "duration", "segments", "words") if k in body}
         return TranscriptionResult(str(body.get("text") or ""), usage or {}, details)
 
 
