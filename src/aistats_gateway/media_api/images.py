@@ -228,8 +228,8 @@ def _meta(call: ImageCall, result: ImageResult) -> dict[str, Any]:
 
 
 def _usage(result: ImageResult, lines: list[Line], charged: int) -> dict[str, Any]:
-    tokens: dict[str, Any] = {k: result.usage[k] for k in ("input_tokens", "output_tokens", "total_tokens", "input_tokens_details")
-              if k in result.usage}
+    names = ("input_tokens", "output_tokens", "total_tokens", "input_tokens_details")
+    tokens: dict[str, Any] = {k: result.usage[k] for k in names if k in result.usage}
     return {**tokens, **calls.usage_doc(lines, charged)}
 
 
@@ -323,7 +323,8 @@ async def stream(gw: Any, caller: calls.Caller, call: ImageCall, *, base_url: st
                     event = await _materialise(event, calls.context(gw, done.offer))
                     body = await _finish(gw, call, c, calls.Done(event, done.offer, done.attempts), base_url)
                     created = body["created"]
-                    meta: dict[str, Any] = {k: body[k] for k in ("size", "quality", "background", "output_format") if k in body}
+                    keys = ("size", "quality", "background", "output_format")
+                    meta: dict[str, Any] = {k: body[k] for k in keys if k in body}
                     for item in body["data"]:
                         await queue.put(_sse(f"{kind}.completed", {"type": f"{kind}.completed", **item,
                                                                    "created_at": created, **meta,
