@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,3 +294,37 @@ def test_other_providers_through_the_same_endpoints(oai: openai.OpenAI, gateway:
                                         response_format="verbose_json", timestamp_granularities=["word"])
     assert t.text == text and t.words and t.words[0].word == "Eleven"
     assert_books_balance(gateway, key)
+
+
+def test_speech_sse_and_token_and_second_meters(api: httpx.Client, gateway: Gateway, key: str) -> None:
+    text = "Speak softly, please."
+    r = api.post("/v1/audio/speech", json={"model": "openai/gpt-4o-mini-tts", "voice": "ballad", "input": text,
+                                           "instructions": "calm", "stream_format": "sse"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+    assert [e["type"] for e in events[-1:]] == ["speech.audio.done"]
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    assert math.isclose(audio_codec.decode_seconds(audio), audio_codec.seconds_for(text), abs_tol=0.1)
+    g = gen(gateway, r.headers["x-generation-id"])
+    seconds = g.usage["output_audio_seconds"]
+    tokens = -(-len(text.encode()) // 4)
+    assert g.cost_nanos == tokens * 600 + -(-math.ceil(seconds) * 15_000_000 // 60) == events[-1]["usage"]["cost_nanos"]
+    assert_books_balance(gateway, key)
+
+
+def test_gpt_image_stream_of_partial_images(oai: openai.OpenAI, gateway: Gateway) -> None:
+    events = list(oai.images.generate(model="openai/gpt-image-1", prompt="a comet", stream=True, partial_images=2,
+                                      size="1024x1024"))
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    final = events[-1]
+    assert Image.open(io.BytesIO(base64.b64decode(getattr(final, "b64_json", "")))).size == (1024, 1024)
+    usage = dict(getattr(final, "usage", None) or {})
+    assert usage.get("pricing_breakdown", {}).get("total_nanos") == 42_000_000  # settled at medium
+
+
+def test_translation_needs_a_provider_that_translates(oai: openai.OpenAI, tmp_path: Path) -> None:
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(audio_codec.synthesize("bonjour", "wav"))
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.audio.translations.create(model="eleven-labs/scribe-v1", file=wav.open("rb"))
+    assert e.value.param == "model" and "translations" in e.value.message
