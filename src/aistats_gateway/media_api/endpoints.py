@@ -19,11 +19,37 @@ from starlette.responses import Response, StreamingResponse
 
 from aistats_gateway.auth.dependencies import Principal, require_key
 from aistats_gateway.http.errors import APIError, bad_request
-from aistats_gateway.http.responses import ERRORS, JSONBytes
+from aistats_gateway.http.responses import ERRORS, NOT_FOUND, JSONBytes, _err
 from aistats_gateway.media_api import audio, calls, forms, images, links, procedural
 from aistats_gateway.providers.base import ImageInput
 
-router = APIRouter(tags=["Images and audio"], responses=ERRORS)
+CALL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 402: _err("Not enough credits for the hold (nothing was sent upstream)"),
+    429: _err("Rate limited (this key's requests per minute)"),
+    502: _err("Every provider failed (the error names the attempts)"),
+    503: _err("Every provider is unavailable or rate limited"),
+}
+router = APIRouter(tags=["Images and audio"], responses=CALL_ERRORS)
+
+
+def _body(required: list[str], props: dict[str, Any], *, multipart: bool = False) -> dict[str, Any]:
+    schema = {"type": "object", "required": required, "properties": props, "additionalProperties": True}
+    kind = "multipart/form-data" if multipart else "application/json"
+    return {"requestBody": {"required": True, "content": {kind: {"schema": schema}}}}
+
+
+_S, _I, _N, _B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+_FILE = {"type": "string", "format": "binary"}
+_IMAGE_FIELDS = {"model": _S, "prompt": _S, "n": _I, "size": _S, "quality": _S, "background": _S,
+                 "output_format": _S, "output_compression": _I, "response_format": _S, "style": _S, "user": _S,
+                 "stream": _B, "partial_images": _I, "seed": _I}
+_IMAGE_OK = {200: {"description": "The images (JSON), or Server-Sent Events with stream=true",
+                   "content": {"application/json": {}, "text/event-stream": {}}}}
+_STT = _body(["file", "model"], {"file": _FILE, "model": _S, "language": _S, "prompt": _S, "response_format": _S,
+                                 "temperature": _N, "timestamp_granularities[]": {"type": "array", "items": _S}},
+             multipart=True)
+_STT_OK = {200: {"description": "The text: JSON, or plain text for text/srt/vtt",
+                 "content": {"application/json": {}, "text/plain": {}}}}
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_MULTIPART = 64 * 1024 * 1024
@@ -82,7 +108,8 @@ def _data_url(v: Any, param: str) -> bytes:
         raise bad_request(f"'{param}' is not valid base64.", param, "invalid_value") from None
 
 
-@router.post("/v1/images/generations", summary="Create images", response_model=None)
+@router.post("/v1/images/generations", summary="Create images", response_model=None, responses=_IMAGE_OK,
+             openapi_extra=_body(["prompt"], _IMAGE_FIELDS))
 async def generate_images(request: Request, principal: Principal = Depends(require_key)) -> Response:
     call = images.parse(await _json(request))
     if call.stream:
@@ -90,7 +117,9 @@ async def generate_images(request: Request, principal: Principal = Depends(requi
     return JSONBytes(await images.execute(_gw(request), _caller(principal), call, base_url=_base_url(request)))
 
 
-@router.post("/v1/images/edits", summary="Edit images", response_model=None)
+@router.post("/v1/images/edits", summary="Edit images", response_model=None, responses=_IMAGE_OK,
+             openapi_extra=_body(["image", "prompt"], {**_IMAGE_FIELDS, "image": _FILE, "mask": _FILE,
+                                                       "input_fidelity": _S}, multipart=True))
 async def edit_images(request: Request, principal: Principal = Depends(require_key)) -> Response:
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await _json(request)
@@ -132,7 +161,8 @@ def _maybe_json(v: str | None) -> Any:
 
 @router.get("/v1/images/content/{gen_id}/{index}", summary="An image output (signed link)",
             response_class=Response, responses={200: {"content": {"image/png": {}, "image/jpeg": {},
-                                                                   "image/webp": {}}}})
+                                                                   "image/webp": {}}},
+                                                403: _err("Link tampered or expired"), **NOT_FOUND})
 async def image_content(gen_id: str, index: int, request: Request, expires: int = 0, sig: str = "") -> Response:
     gw = _gw(request)
     why = links.verify(gw.settings.signing_key, gen_id, index, expires, sig)
@@ -151,7 +181,10 @@ async def image_content(gen_id: str, index: int, request: Request, expires: int 
 
 @router.post("/v1/audio/speech", summary="Create speech", response_class=Response,
              responses={200: {"content": {"audio/mpeg": {}, "audio/wav": {}, "audio/flac": {}, "audio/aac": {},
-                                          "audio/ogg": {}, "audio/pcm": {}, "text/event-stream": {}}}})
+                                          "audio/ogg": {}, "audio/pcm": {}, "text/event-stream": {}}}},
+             openapi_extra=_body(["model", "input", "voice"], {
+                 "model": _S, "input": _S, "voice": _S, "response_format": _S, "speed": _N, "instructions": _S,
+                 "stream_format": _S}))
 async def create_speech(request: Request, principal: Principal = Depends(require_key)) -> Response:
     call = audio.parse_speech(await _json(request))
     stream = await audio.open_speech(_gw(request), _caller(principal), call)
@@ -173,11 +206,13 @@ async def _stt(request: Request, principal: Principal, task: str) -> Response:
         form.cleanup()
 
 
-@router.post("/v1/audio/transcriptions", summary="Transcribe audio", response_model=None)
+@router.post("/v1/audio/transcriptions", summary="Transcribe audio", response_model=None, responses=_STT_OK,
+             openapi_extra=_STT)
 async def create_transcription(request: Request, principal: Principal = Depends(require_key)) -> Response:
     return await _stt(request, principal, "transcribe")
 
 
-@router.post("/v1/audio/translations", summary="Translate audio into English", response_model=None)
+@router.post("/v1/audio/translations", summary="Translate audio into English", response_model=None,
+             responses=_STT_OK, openapi_extra=_STT)
 async def create_translation(request: Request, principal: Principal = Depends(require_key)) -> Response:
     return await _stt(request, principal, "translate")

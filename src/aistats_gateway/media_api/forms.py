@@ -66,7 +66,10 @@ def _name(raw: str) -> str:
 
 async def read(request: Request, scratch: Path, *, max_file_bytes: int, max_body_bytes: int,
                max_parts: int = 40) -> Form:
-    boundary = boundary_of(request.headers.get("content-type", ""))
+    try:
+        boundary = boundary_of(request.headers.get("content-type", ""))
+    except MalformedForm as e:
+        raise bad_request(str(e), None, "invalid_multipart") from None
     if boundary is None:
         raise bad_request("This endpoint takes multipart/form-data.", None, "invalid_content_type")
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
