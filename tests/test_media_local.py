@@ -93,3 +93,47 @@ def test_unsupported_values_are_400s(broke: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         broke.images.generate(model=MODEL, prompt="")
     assert e.value.param == "prompt"
+
+
+def test_abandoned_call_is_closed_by_the_sweep(gateway: Gateway) -> None:
+    """A call whose process died mid-call: the billing sweep finds it once old enough, marks it failed and
+    voids its hold (nothing charged); a fresh open call is left alone."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from sqlalchemy import update
+
+    from aistats_gateway.billing import jobs as billing_jobs
+    from aistats_gateway.billing import ledger
+    from aistats_gateway.billing.tables import Hold
+    from aistats_gateway.media_api import calls
+
+    key = gateway.create_key("sweep", credits_usd=1)
+    parsed = __import__("aistats_gateway.auth.keys", fromlist=["parse"]).parse(key)
+
+    async def work(sessions: Any) -> tuple[list[str], str, str, int, int]:
+        from aistats_gateway.auth.tables import ApiKey
+
+        async with sessions() as s:
+            ws = (await s.get(ApiKey, parsed.key_id)).workspace_id
+        gw = SimpleNamespace(sessions=sessions)
+        old, fresh = (calls.Call(calls.new_generation_id(), calls.Caller(parsed.key_id, ws), "images.generations",
+                                 "openai/gpt-image-1", 100_000_000) for _ in range(2))
+        for c in (old, fresh):
+            await calls.open_call(gw, c)
+        async with sessions() as s, s.begin():
+            await s.execute(update(Generation).where(Generation.id == old.gen_id).values(
+                created_at=dt.datetime.now(dt.UTC) - calls.ABANDON_AFTER - dt.timedelta(minutes=1)))
+        due = await billing_jobs.due_refs(sessions, [calls.KIND], 100)
+        for item in due:
+            await calls.finalizer(gw)(item.partition(":")[2])
+        async with sessions() as s:
+            g_old, g_fresh = await s.get(Generation, old.gen_id), await s.get(Generation, fresh.gen_id)
+            held = (await s.get(Hold, f"hold_{fresh.gen_id}")).state
+            bal = await ledger.balance(s, ws)
+        return due, g_old.status, g_fresh.status + ":" + held, bal.available_nanos, bal.balance_nanos
+
+    due, old_status, fresh_state, available, balance = run_async(work, gateway.settings)
+    assert due == [f"media:{d.partition(':')[2]}" for d in due] and len(due) == 1
+    assert old_status == "failed" and fresh_state == "in_progress:held"
+    assert balance == 1_000_000_000 and available == balance - 100_000_000  # only the fresh call still holds

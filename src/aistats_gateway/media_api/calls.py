@@ -10,19 +10,24 @@ Invariants:
   or voids it — in one transaction, so ``generations.cost_nanos`` equals what the ledger charged.
 * Fallback is routing's loop (``run_with_fallback``): only retryable provider errors move on; the
   breaker sees every attempt; the attempts are stored on the generation.
-* The hold kind is ``media`` (``billing.Ref("media", gen_id)``), its id ``hold_<gen_id>``.
+* The hold kind is ``media`` (``billing.Ref("media", gen_id)``), its id ``hold_<gen_id>``. A call
+  the process never closed (it crashed mid-call) is closed by the billing sweep once it is
+  ``ABANDON_AFTER`` old: :func:`finalizer` marks it failed and voids its hold, conditionally, so a
+  call that finishes meanwhile keeps its own settlement.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import Select, or_, select, update
 
+from aistats_gateway.billing import jobs as billing_jobs
 from aistats_gateway.billing import service as billing
 from aistats_gateway.billing.pricing import Line
 from aistats_gateway.catalogue.service import ProviderOffer
@@ -34,7 +39,30 @@ from aistats_gateway.providers.base import CallContext, ProviderError
 from aistats_gateway.routing.fallback import Attempt, FallbackFailed, run_with_fallback
 
 KIND = "media"
+ENDPOINTS = ("images.generations", "images.edits", "audio.speech", "audio.transcriptions", "audio.translations")
+ABANDON_AFTER = dt.timedelta(hours=1)
 R = TypeVar("R")
+
+
+def _due() -> Select[Any]:
+    """Media generations whose hold the sweep may finalize: closed ones, or open ones long abandoned."""
+    cutoff = utcnow() - ABANDON_AFTER
+    return select(Generation.id).where(Generation.endpoint.in_(ENDPOINTS), or_(
+        Generation.status != "in_progress", Generation.created_at < cutoff))
+
+
+billing_jobs.register_terminal(KIND, _due)
+
+
+def finalizer(gw: Any) -> Callable[[str], Awaitable[None]]:
+    """The sweep's close of one media call (put in ``GatewayState.hold_finalizers[KIND]``)."""
+    async def finalize(gen_id: str) -> None:
+        async with gw.sessions() as s, s.begin():
+            await s.execute(update(Generation).where(Generation.id == gen_id, Generation.status == "in_progress")
+                            .values(status="failed", status_code=500, error_code="abandoned",
+                                    error_message="the gateway stopped before the call ended", finished_at=utcnow()))
+            await billing.void(s, billing.Ref(KIND, gen_id), memo=f"voided {gen_id}: abandoned")
+    return finalize
 
 
 @dataclass(frozen=True)
