@@ -328,3 +328,20 @@ def test_translation_needs_a_provider_that_translates(oai: openai.OpenAI, tmp_pa
     with pytest.raises(openai.BadRequestError) as e:
         oai.audio.translations.create(model="eleven-labs/scribe-v1", file=wav.open("rb"))
     assert e.value.param == "model" and "translations" in e.value.message
+
+
+def test_openai_compatible_transcription_hosts(oai: openai.OpenAI, gateway: Gateway, tmp_path: Path) -> None:
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(audio_codec.synthesize("four seconds or so of audio here", "wav"))
+    seconds = audio_codec.probe_seconds(wav)
+    with RunningFake("groq") as groq, RunningFake("mistral") as mistral, pytest.MonkeyPatch.context() as mp:
+        for pid, f, k in (("GROQ", groq, "gsk_test"), ("MISTRAL", mistral, "mistral-test")):
+            mp.setenv(f"AISTATS_PROVIDER_{pid}_BASE_URL", f.base_url)
+            mp.setenv(f"AISTATS_PROVIDER_{pid}_API_KEY", k)
+        g = oai.audio.transcriptions.create(model="openai/whisper-large-v3", file=wav.open("rb"),
+                                            response_format="verbose_json")
+        assert _extra(g)["provider"] == "groq" and g.duration == pytest.approx(seconds, abs=0.01)
+        assert _extra(g)["cost_nanos"] == -(-math.ceil(seconds) * 111_000_000 // 3600)
+        m = oai.audio.transcriptions.create(model="mistral/voxtral-mini-transcribe", file=wav.open("rb"))
+        assert _extra(m)["provider"] == "mistral" and m.text
+        assert mistral.app.state.media.requests[-1].body["model"] == "voxtral-mini-latest"

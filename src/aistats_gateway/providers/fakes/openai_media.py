@@ -52,7 +52,6 @@ VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "s
 TTS1_VOICES = ("alloy", "ash", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer")
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 WHISPER_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
-STT = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 URL_TTL = 3600.0
 
 
@@ -65,6 +64,10 @@ class MediaState:
     transcripts: dict[str, str] = field(default_factory=dict)  # sha256 of audio bytes → its text
     files: dict[str, tuple[bytes, str, float]] = field(default_factory=dict)  # url images: (data, mime, expiry)
     clock: Callable[[], float] = time.time
+    # transcription models → their response formats (OpenAI's by default; Groq/Mistral mounts set theirs)
+    stt_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "whisper-1": WHISPER_FORMATS, "gpt-4o-transcribe": ("json", "text"), "gpt-4o-mini-transcribe": ("json", "text")})
+    translate_models: tuple[str, ...] = ("whisper-1",)
 
 
 def _bad(param: str | None, message: str, code: str | None = "invalid_value") -> ApiError:
@@ -332,8 +335,9 @@ def media_routes(state: MediaState) -> list[Route]:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise _bad("file", "Missing required parameter: 'file'.", "missing_required_parameter")
-        model = _one_of(fields.get("model"), STT if task == "transcribe" else ("whisper-1",), "model")
-        fmts = WHISPER_FORMATS if model == "whisper-1" else ("json", "text")
+        model = _one_of(fields.get("model"), tuple(state.stt_models) if task == "transcribe" else
+                        state.translate_models, "model")
+        fmts = state.stt_models[model]
         fmt = _one_of(fields.get("response_format") or "json", fmts, "response_format")
         if grans and fmt != "verbose_json":
             raise _bad("timestamp_granularities", "timestamp_granularities requires response_format verbose_json.")
@@ -349,7 +353,7 @@ def media_routes(state: MediaState) -> list[Route]:
             except ValueError:
                 raise _bad("file", "Audio file might be corrupted or unsupported", "invalid_value") from None
         text = state.transcripts.get(hashlib.sha256(data).hexdigest()) or f"This is {seconds:.1f} seconds of audio."
-        usage: dict[str, Any] = ({"type": "duration", "seconds": math.ceil(seconds)} if model == "whisper-1" else
+        usage: dict[str, Any] = ({"type": "duration", "seconds": math.ceil(seconds)} if "whisper" in model else
                                  {"type": "tokens", "input_tokens": int(seconds * 10), "output_tokens": _tokens(text),
                                   "total_tokens": int(seconds * 10) + _tokens(text),
                                   "input_token_details": {"text_tokens": 0, "audio_tokens": int(seconds * 10)}})

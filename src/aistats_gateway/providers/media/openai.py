@@ -219,11 +219,11 @@ class OpenAISpeech:
 
 
 class OpenAITranscription:
-    translates = True
-
-    def __init__(self, provider: str = PROVIDER, default_base: str = DEFAULT_BASE_URL) -> None:
+    def __init__(self, provider: str = PROVIDER, default_base: str = DEFAULT_BASE_URL, *,
+                 translates: bool = True) -> None:
         self.provider_id = provider
         self.default_base = default_base
+        self.translates = translates
 
     async def transcribe(self, request: TranscriptionRequest, ctx: CallContext) -> TranscriptionResult:
         fmt = request.response_format
@@ -253,6 +253,10 @@ class OpenAITranscription:
         return TranscriptionResult(str(body.get("text") or ""), usage or {}, details)
 
 
+# OpenAI-compatible transcription APIs (same multipart request and JSON answer)
+registry.register("groq", TRANSCRIPTION, OpenAITranscription("groq", "https://api.groq.com/openai/v1"))
+registry.register("mistral", TRANSCRIPTION, OpenAITranscription("mistral", "https://api.mistral.ai/v1",
+                                                                       translates=False))
 registry.register(PROVIDER, IMAGES, OpenAIImages())
 registry.register(PROVIDER, SPEECH, OpenAISpeech())
 registry.register(PROVIDER, TRANSCRIPTION, OpenAITranscription())
