@@ -66,7 +66,8 @@ class MediaState:
     clock: Callable[[], float] = time.time
     # transcription models → their response formats (OpenAI's by default; Groq/Mistral mounts set theirs)
     stt_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "whisper-1": WHISPER_FORMATS, "gpt-4o-transcribe": ("json", "text"), "gpt-4o-mini-transcribe": ("json", "text")})
+        "whisper-1": WHISPER_FORMATS, "gpt-4o-transcribe": ("json", "text"),
+        "gpt-4o-mini-transcribe": ("json", "text")})
     translate_models: tuple[str, ...] = ("whisper-1",)
 
 
