@@ -1,7 +1,7 @@
 """Imports every domain's tables so Base.metadata is complete (Alembic, tests)."""
 
-from aistats_gateway.auth.tables import ApiKey, Workspace
-from aistats_gateway.billing.tables import Hold, LedgerEntry, RateCounter
+from aistats_gateway.auth.tables import ApiKey, RateCounter, Workspace
+from aistats_gateway.billing.tables import Hold, LedgerEntry
 from aistats_gateway.catalogue.tables import (
     CatalogueModel,
     CatalogueOrganisation,
