@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "aistats_gateway"
 SHARED = ("billing", "webhooks", "routing", "jobs", "auth", "catalogue", "storage", "http", "db", "providers", "media")
-PRODUCTS = ("videos", "inference", "files", "batches")
+PRODUCTS = ("videos", "inference", "files", "batches", "media_api")
 EXEMPT = ("db/models.py", "db/migrations/")
 
 

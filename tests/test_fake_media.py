@@ -14,7 +14,7 @@ import openai
 import pytest
 from PIL import Image
 
-from aistats_gateway.media_api import audio_codec, procedural
+from aistats_gateway.media import audio_codec, procedural
 from aistats_gateway.providers.fakes.testing import RunningFake
 
 

@@ -26,7 +26,7 @@ from aistats_gateway.auth.tables import ApiKey
 from aistats_gateway.billing import ledger
 from aistats_gateway.billing.tables import LedgerEntry
 from aistats_gateway.inference.tables import Generation
-from aistats_gateway.media_api import audio_codec
+from aistats_gateway.media import audio_codec
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import Gateway, run_async, running_gateway
 

@@ -35,7 +35,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from aistats_gateway.catalogue.service import ProviderOffer
 from aistats_gateway.http.errors import bad_request
-from aistats_gateway.media_api import audio_codec, calls, offers, pricing
+from aistats_gateway.media import audio_codec
+from aistats_gateway.media_api import calls, offers, pricing
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import CallContext, ProviderError
 from aistats_gateway.providers.protocols import (

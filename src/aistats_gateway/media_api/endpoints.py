@@ -20,7 +20,8 @@ from starlette.responses import Response, StreamingResponse
 from aistats_gateway.auth.dependencies import Principal, require_key
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.http.responses import ERRORS, NOT_FOUND, JSONBytes, _err
-from aistats_gateway.media_api import audio, calls, forms, images, links, procedural
+from aistats_gateway.media import procedural
+from aistats_gateway.media_api import audio, calls, forms, images, links
 from aistats_gateway.providers.base import ImageInput
 
 CALL_ERRORS: dict[int | str, dict[str, Any]] = {

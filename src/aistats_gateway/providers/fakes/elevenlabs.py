@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aistats_gateway.media_api import audio_codec
+from aistats_gateway.media import audio_codec
 
 from .openai import RecordedRequest
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from aistats_gateway.media_api import procedural
+from aistats_gateway.media import procedural
 
 from .fal import F, QueuedRequest, _enum
 

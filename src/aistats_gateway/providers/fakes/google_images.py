@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aistats_gateway.media_api import procedural
+from aistats_gateway.media import procedural
 
 from .google_errors import ApiError
 

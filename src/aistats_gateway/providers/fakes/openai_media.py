@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aistats_gateway.media_api import audio_codec, procedural
+from aistats_gateway.media import audio_codec, procedural
 
 from .openai import ApiError, RecordedRequest
 

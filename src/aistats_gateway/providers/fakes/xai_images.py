@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aistats_gateway.media_api import procedural
+from aistats_gateway.media import procedural
 
 MODELS = ("grok-2-image-1212", "grok-2-image", "grok-2-image-latest", "grok-imagine-image")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from aistats_gateway.media_api import audio_codec
+from aistats_gateway.media import audio_codec
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import CallContext, ProviderError, error_from_status
 from aistats_gateway.providers.protocols import (

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
-from aistats_gateway.media_api import procedural
+from aistats_gateway.media import procedural
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import CallContext, ProviderError
 from aistats_gateway.providers.media.types import PartialImage
