@@ -23,6 +23,7 @@ from aistats_gateway.files import endpoints as files_endpoints
 from aistats_gateway.http.asyncjobs import router as asyncjobs_router
 from aistats_gateway.http.health import router as health_router
 from aistats_gateway.videos.alias import alias_router as video_alias_router
+from aistats_gateway.inference.endpoints import router as inference_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
@@ -171,6 +172,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(health_router)
     app.include_router(asyncjobs_router)
     app.include_router(video_alias_router(catalogue_router, videos_router))
+    app.include_router(inference_router)
     return app
 
 
@@ -188,6 +190,12 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.webhooks import service as webhook_service
 
     s = state.settings
+    from aistats_gateway.inference import providers_file
+
+    providers_file.load()  # AISTATS_PROVIDERS_FILE: validated (and its providers registered) before serving
+    from aistats_gateway.inference import charge as inference_charge
+
+    await inference_charge.sweep_stale(state.sessions)  # calls a crashed process left open: void their holds
     if state.reader is None:
         from aistats_gateway.db.fastread import FastReader
 

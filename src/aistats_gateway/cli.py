@@ -342,6 +342,7 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
 def keys_limits(
     key_id: str,
     rpm: Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
+    tpm: Annotated[Optional[int], typer.Option("--tpm", min=0, help="Tokens per minute (0 = no limit)")] = None,
     daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
     monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
     data_dir: DataDir = None,
@@ -355,6 +356,8 @@ def keys_limits(
     values: dict[str, Any] = {}
     if rpm is not None:
         values["rpm_limit"] = rpm or None
+    if tpm is not None:
+        values["tpm_limit"] = tpm or None
     if daily_usd is not None:
         values["daily_spend_limit_nanos"] = _usd_to_nanos(daily_usd) or None
     if monthly_usd is not None:
@@ -374,7 +377,7 @@ def keys_limits(
         raise typer.Exit(1)
     from aistats_gateway.billing.ledger import usd
 
-    out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} "
+    out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} tpm={row.tpm_limit or 'unlimited'} "
               f"daily={usd(row.daily_spend_limit_nanos) + ' USD' if row.daily_spend_limit_nanos else 'unlimited'} "
               f"monthly={usd(row.monthly_spend_limit_nanos) + ' USD' if row.monthly_spend_limit_nanos else 'unlimited'}")
 

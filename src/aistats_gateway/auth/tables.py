@@ -35,6 +35,8 @@ class ApiKey(Base):
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     daily_spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Tokens per minute (inference; input + output tokens), None = unlimited.
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class RateCounter(Base):

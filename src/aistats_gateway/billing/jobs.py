@@ -46,8 +46,12 @@ class HasFinalizers(Protocol):
 
 
 def sources(state: HasFinalizers) -> list[Source]:
-    """The sweep over every kind the products registered a finalizer for (``state.hold_finalizers``)."""
-    return [source(state.sessions, state.hold_finalizers)]
+    """For ``jobs.registry.collect``: the sweep over every kind the products registered a finalizer
+    for (``state.hold_finalizers``), scanned every few seconds (terminal transitions finalize holds
+    at once; this only repairs what a crash left open)."""
+    from dataclasses import replace
+
+    return [replace(source(state.sessions, state.hold_finalizers), sweep_every=2.0)]
 
 
 def source(sessions: async_sessionmaker[AsyncSession],
@@ -64,10 +68,3 @@ def source(sessions: async_sessionmaker[AsyncSession],
 
     return Source("billing", due, run)
 
-
-def sources(state: Any) -> list[Source]:
-    """For ``jobs.registry.collect``: the sweep, scanned every few seconds (terminal transitions
-    finalize holds at once; this only repairs what a crash left open)."""
-    from dataclasses import replace
-
-    return [replace(source(state, state.hooks), sweep_every=2.0)]

@@ -9,6 +9,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueState,
 )
 from aistats_gateway.files.tables import StoredFile
+from aistats_gateway.inference.tables import Generation, TokenCounter
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
@@ -18,10 +19,12 @@ __all__ = [
     "CatalogueOrganisation",
     "CatalogueProvider",
     "CatalogueState",
+    "Generation",
     "Hold",
     "LedgerEntry",
     "RateCounter",
     "StoredFile",
+    "TokenCounter",
     "VideoJob",
     "VideoOutput",
     "WebhookDelivery",
