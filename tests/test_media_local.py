@@ -45,6 +45,8 @@ def test_generate_without_credits_or_keys(broke: openai.OpenAI, gateway: Gateway
 
     g = run_async(work, gateway.settings)
     assert g is not None and g.status == "completed" and g.provider == "local" and g.cost_nanos == 0
+    rec = httpx.get(f"{gateway.base_url}/v1/generations/{g.id}", headers={"Authorization": f"Bearer {broke.api_key}"})
+    assert rec.status_code == 200 and rec.json()["endpoint"] == "images.generations"
 
 
 def test_url_output_and_transparent_png(broke: openai.OpenAI, gateway: Gateway) -> None:

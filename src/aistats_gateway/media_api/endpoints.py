@@ -44,8 +44,9 @@ _FILE = {"type": "string", "format": "binary"}
 _IMAGE_FIELDS = {"model": _S, "prompt": _S, "n": _I, "size": _S, "quality": _S, "background": _S,
                  "output_format": _S, "output_compression": _I, "response_format": _S, "style": _S, "user": _S,
                  "stream": _B, "partial_images": _I, "seed": _I}
-_IMAGE_OK: dict[int | str, dict[str, Any]] = {200: {"description": "The images (JSON), or Server-Sent Events with stream=true",
-                   "content": {"application/json": {}, "text/event-stream": {}}}}
+_IMAGE_OK: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The images (JSON), or Server-Sent Events with stream=true",
+    "content": {"application/json": {}, "text/event-stream": {}}}}
 _STT = _body(["file", "model"], {"file": _FILE, "model": _S, "language": _S, "prompt": _S, "response_format": _S,
                                  "temperature": _N, "timestamp_granularities[]": {"type": "array", "items": _S}},
              multipart=True)
