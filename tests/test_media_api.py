@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ def media(f: RunningFake) -> Any:
 @pytest.fixture(autouse=True)
 def reset(fakes: dict[str, RunningFake]) -> None:
     media(fakes["openai"]).fail_next = 0
+    media(fakes["openai"]).break_speech_after = None
     fakes["openai"].app.state.media.requests.clear()
 
 
@@ -345,3 +347,43 @@ def test_openai_compatible_transcription_hosts(oai: openai.OpenAI, gateway: Gate
         m = oai.audio.transcriptions.create(model="mistral/voxtral-mini-transcribe", file=wav.open("rb"))
         assert _extra(m)["provider"] == "mistral" and m.text
         assert mistral.app.state.media.requests[-1].body["model"] == "voxtral-mini-latest"
+
+
+def _wait_closed(gateway: Gateway, gen_id: str) -> Generation:
+    deadline = time.monotonic() + 15
+    while (g := gen(gateway, gen_id)).status == "in_progress":
+        assert time.monotonic() < deadline, "the call was never closed"
+        time.sleep(0.05)
+    return g
+
+
+def test_speech_broken_mid_stream_is_charged_nothing(api: httpx.Client, gateway: Gateway, key: str,
+                                                     fakes: dict[str, RunningFake]) -> None:
+    media(fakes["openai"]).break_speech_after = 8
+    with api.stream("POST", "/v1/audio/speech", json={"model": "openai/tts-1", "voice": "alloy", "response_format": "wav",
+                                                       "input": "a long sentence " * 40}) as r:
+        assert r.status_code == 200
+        gen_id = r.headers["x-generation-id"]
+        with pytest.raises(httpx.HTTPError):
+            for _ in r.iter_bytes():
+                pass
+    g = _wait_closed(gateway, gen_id)
+    assert g.status == "failed" and g.cost_nanos == 0 and g.error_code == "upstream_stream_failed"
+    assert_books_balance(gateway, key)
+
+
+def test_speech_client_gone_still_settles(api: httpx.Client, gateway: Gateway, key: str,
+                                          fakes: dict[str, RunningFake]) -> None:
+    media(fakes["openai"]).chunk_delay = 0.01
+    text = "a sentence that takes a while to speak " * 10
+    try:
+        with api.stream("POST", "/v1/audio/speech", json={"model": "openai/tts-1", "voice": "alloy",
+                                                           "response_format": "wav", "input": text}) as r:
+            gen_id = r.headers["x-generation-id"]
+            next(r.iter_bytes())  # one chunk, then hang up
+    finally:
+        media(fakes["openai"]).chunk_delay = 0.0
+    g = _wait_closed(gateway, gen_id)
+    assert g.status == "completed" and g.cost_nanos == len(text) * 15_000
+    assert g.usage["bytes"] == len(audio_codec.synthesize(text, "wav"))
+    assert_books_balance(gateway, key)

@@ -18,10 +18,12 @@ OpenAI fake (``media_routes``) with its own state at ``app.state.media``.
   gpt-4o(-mini)-transcribe (json, text; token usage). The text is what this fake's speech endpoint
   said for those exact bytes, else a sentence naming the duration. Undecodable audio → 400.
 
-Faults: ``fail_next`` requests answer ``fail_status``; ``requests`` records each call.
+Faults: ``fail_next`` requests answer ``fail_status``; ``break_speech_after`` cuts the next speech stream
+after that many 4 KiB chunks; ``chunk_delay`` paces speech chunks; ``requests`` records each call.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -60,6 +62,8 @@ class MediaState:
     api_key: str = "sk-test"
     fail_next: int = 0
     fail_status: int = 503
+    break_speech_after: int | None = None  # chunks of audio sent before the connection is cut (once)
+    chunk_delay: float = 0.0  # seconds between speech chunks
     requests: list[RecordedRequest] = field(default_factory=list)
     transcripts: dict[str, str] = field(default_factory=dict)  # sha256 of audio bytes → its text
     files: dict[str, tuple[bytes, str, float]] = field(default_factory=dict)  # url images: (data, mime, expiry)
@@ -322,8 +326,14 @@ def media_routes(state: MediaState) -> list[Route]:
                     "input_tokens": t, "output_tokens": len(data) // 100, "total_tokens": t + len(data) // 100}})
             return StreamingResponse(events(), media_type="text/event-stream")
 
+        cut, state.break_speech_after = state.break_speech_after, None
+
         async def audio() -> AsyncIterator[bytes]:
-            for c in audio_codec.chunks(data):
+            for i, c in enumerate(audio_codec.chunks(data, 4096)):
+                if cut is not None and i >= cut:
+                    raise ConnectionError("injected: the connection drops mid-stream")
+                if state.chunk_delay:
+                    await asyncio.sleep(state.chunk_delay)
                 yield c
         return StreamingResponse(audio(), media_type=audio_codec.MIME[fmt])
 

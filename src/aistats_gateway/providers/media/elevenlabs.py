@@ -74,7 +74,7 @@ class ElevenLabsSpeech:
                     raise error(resp)
                 if request.response_format == "wav":
                     yield audio_codec.wav_header(24_000)
-                async for chunk in resp.aiter_bytes(64 * 1024):
+                async for chunk in resp.aiter_bytes():
                     yield chunk
         except httpx.TimeoutException as e:
             raise ProviderError("unavailable", "eleven-labs timed out", code="provider_timeout") from e

@@ -209,7 +209,7 @@ class OpenAISpeech:
                 if resp.status_code != 200:
                     await resp.aread()
                     raise error(resp, self.provider_id)
-                async for chunk in resp.aiter_bytes(64 * 1024):
+                async for chunk in resp.aiter_bytes():
                     yield chunk
         except httpx.TimeoutException as e:
             raise ProviderError("unavailable", f"{self.provider_id} timed out", code="provider_timeout") from e
