@@ -360,8 +360,8 @@ def _wait_closed(gateway: Gateway, gen_id: str) -> Generation:
 def test_speech_broken_mid_stream_is_charged_nothing(api: httpx.Client, gateway: Gateway, key: str,
                                                      fakes: dict[str, RunningFake]) -> None:
     media(fakes["openai"]).break_speech_after = 8
-    with api.stream("POST", "/v1/audio/speech", json={"model": "openai/tts-1", "voice": "alloy", "response_format": "wav",
-                                                       "input": "a long sentence " * 40}) as r:
+    body = {"model": "openai/tts-1", "voice": "alloy", "response_format": "wav", "input": "a long sentence " * 40}
+    with api.stream("POST", "/v1/audio/speech", json=body) as r:
         assert r.status_code == 200
         gen_id = r.headers["x-generation-id"]
         with pytest.raises(httpx.HTTPError):
