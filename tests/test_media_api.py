@@ -387,3 +387,25 @@ def test_speech_client_gone_still_settles(api: httpx.Client, gateway: Gateway, k
     assert g.status == "completed" and g.cost_nanos == len(text) * 15_000
     assert g.usage["bytes"] == len(audio_codec.synthesize(text, "wav"))
     assert_books_balance(gateway, key)
+
+
+def test_imagen_on_vertex_with_a_service_account(oai: openai.OpenAI, fakes: dict[str, RunningFake],
+                                                 tmp_path: Path) -> None:
+    from tests.test_provider_google import PROJECT, SA_EMAIL, SA_KEY_ID, _rsa_pair, _service_account
+
+    google = fakes["google-ai-studio"]  # the Google fake serves the Gemini API and Vertex AI
+    private, public = _rsa_pair()
+    google.state.register_service_account(SA_EMAIL, SA_KEY_ID, public, PROJECT)
+    sa = tmp_path / "sa.json"
+    sa.write_text(json.dumps(_service_account(private, google.url + "/token")))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AISTATS_PROVIDER_GOOGLE_VERTEX_API_KEY", str(sa))
+        mp.setenv("AISTATS_PROVIDER_GOOGLE_VERTEX_BASE_URL", google.url)
+        mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_PROJECT", raising=False)
+        mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_LOCATION", raising=False)
+        r = oai.images.generate(model="google/imagen-4", prompt="a cat", n=1, size="1024x1792", output_format="jpeg",
+                                extra_body={"provider": {"only": ["google-vertex"]}})
+    extra = _extra(r)
+    assert extra["provider"] == "google-vertex" and extra["cost_nanos"] == 40_000_000
+    img = Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json or "")))
+    assert img.format == "JPEG" and img.size == (768, 1408)  # 9:16, the nearest ratio to 1024x1792
