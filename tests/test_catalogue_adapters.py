@@ -307,7 +307,7 @@ async def _submit_all(offer: Offer, target: Target, data_dir: Path) -> tuple[int
                 failures.append(f"{where} → ProviderError({e.kind}, code={e.code}, status={e.status}, "
                                 f"param={e.param}): {e.message}")
                 continue
-            except Exception as e:  # noqa: BLE001 - an adapter bug is reported per value, like a refusal
+            except Exception as e:
                 failures.append(f"{where} → {type(e).__name__}: {e}")
                 continue
             if not isinstance(sub, Submitted) or not sub.native_id:

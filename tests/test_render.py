@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from pathlib import Path
 
 import av
@@ -174,7 +175,7 @@ def test_progress_monotonic(tmp_path: Path) -> None:
     assert seen[0] == 0 and seen[-1] == 100
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
     assert all(0 <= p <= 100 for p in seen)
-    assert max(b - a for a, b in zip(seen, seen[1:])) <= 5
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= 5
 
 
 def test_should_stop_cancels_and_cleans_up(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from aistats_gateway.videos.alias import alias_router as video_alias_router
 from aistats_gateway.inference.endpoints import router as inference_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
+from aistats_gateway.http.methods import MethodsMiddleware
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
 from aistats_gateway.http.responses import ErrorResponse, JSONBytes
 from aistats_gateway.routing.breaker import BreakerCollector, CircuitBreaker
@@ -118,11 +119,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         if settings.sync_catalogue_on_start:
             await sync_catalogue_at_start(state)
         await state.catalogue.get()
+        metrics.loop_lag.start()
         await start_services(state)
         try:
             yield
         finally:
             await stop_services(state)
+            await metrics.loop_lag.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -138,6 +141,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     from aistats_gateway.videos.fastget import FastVideoGet
 
     app.add_middleware(FastVideoGet)  # inside GatewayMiddleware (added later = outermost)
+    app.add_middleware(MethodsMiddleware)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        own_limit_paths=files_endpoints.UPLOAD_PATHS)
 
@@ -145,8 +149,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["Operations"], summary="The database is reachable", response_model=Ready,
-             responses={503: {"model": ErrorResponse, "description": "Database unreachable"}})
+    @app.get("/readyz", tags=["Operations"], summary="The database is reachable and the disk has room",
+             response_model=Ready,
+             responses={503: {"model": ErrorResponse, "description": "Database unreachable or disk low"}})
     async def readyz(request: Request) -> Response:
         try:
             async with sessions() as s:
@@ -155,6 +160,15 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             log.warning("readiness check failed", extra={"error": str(e)})
             return errors.error_response(503, "The database is not reachable.", code="database_unavailable",
                                          type="server_error")
+        if settings.storage == "local":
+            from aistats_gateway.videos.admission import free_disk_bytes
+
+            free = await free_disk_bytes(settings.data_dir)
+            if free < settings.min_free_disk_bytes:
+                return errors.error_response(
+                    503, f"Low disk space: {free:,} bytes free in the data directory, "
+                    f"AISTATS_MIN_FREE_DISK_BYTES is {settings.min_free_disk_bytes:,}.", code="low_disk_space",
+                    type="server_error")
         return JSONBytes({"status": "ready"})
 
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics",
@@ -173,6 +187,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(asyncjobs_router)
     app.include_router(video_alias_router(catalogue_router, videos_router))
     app.include_router(inference_router)
+
+    from aistats_gateway.videos.schemas import DownloadURLRequest, VideoCreateRequest
+
+    errors.add_component_schemas(app, [VideoCreateRequest, DownloadURLRequest])  # bodies parsed by hand
     return app
 
 
@@ -220,6 +238,13 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.media_api import calls as media_calls
 
     state.hold_finalizers[media_calls.KIND] = media_calls.finalizer(state)  # abandoned image/audio calls
+    from aistats_gateway.videos import scratch
+
+    runner.on_status.append(scratch.ScratchHooks(s.data_dir).on_status)
+    try:
+        await scratch.sweep(state.sessions, s.data_dir, s.scratch_orphan_seconds)
+    except Exception:  # noqa: BLE001 - a failed sweep must not stop the start
+        log.exception("scratch sweep failed")
     video_ws.install(state)  # websocket kind "video", status_changed webhooks, change notices
     sources = collect_sources(state, JOB_DOMAINS)
     engine: JobEngine

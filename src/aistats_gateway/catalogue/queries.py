@@ -111,17 +111,17 @@ def _matches(e: ModelEntry, q: ModelQuery) -> bool:
 def _iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Activity:
     """``is_active_gateway`` of offers at one instant, for one rendering: the routability check
     (adapter registry and credentials) is made once per (provider, builtin, endpoint)."""
 
-    __slots__ = ("now", "_routable")
+    __slots__ = ("_routable", "now")
 
     def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.now = dt.datetime.now(dt.UTC)
         self._routable: dict[tuple[str, bool, str], bool] = {}
 
     def __call__(self, o: ProviderOffer, endpoint: str) -> bool:

@@ -239,6 +239,11 @@ async def attempt(sessions: async_sessionmaker[AsyncSession], client: httpx.Asyn
         error = "timeout"
     except httpx.HTTPError as e:
         error = f"{e.__class__.__name__}: {e}"
+    except (httpx.InvalidURL, ValueError, UnicodeError, OverflowError) as e:  # not HTTPErrors (issue 9 #3)
+        error = f"target refused: redirect_not_allowed: the URL is not usable: {e}"
+    except Exception as e:  # noqa: BLE001 - every attempt counts, so a delivery always ends
+        log.warning("webhook attempt raised", extra={"delivery_id": delivery_id, "error": repr(e)})
+        error = f"{e.__class__.__name__}: {e}"
     attempts += 1
     history.append({"attempt": attempts, "at": ts, "status_code": status_code, "error": error,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1)})
