@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "aistats_gateway"
-SHARED = ("billing", "webhooks", "routing", "jobs", "auth", "catalogue", "storage", "http", "db", "providers", "media", "llm", "idempotency")
+SHARED = ("billing", "webhooks", "routing", "jobs", "auth", "catalogue", "storage", "http", "db", "providers", "media",
+          "llm", "idempotency")
 PRODUCTS = ("videos", "inference", "files", "batches", "images", "audio", "media_api")
 EXEMPT = ("db/models.py", "db/migrations/")
 

@@ -147,3 +147,19 @@ def test_xai_google_fal_images() -> None:
         res = httpx.get(f.url + f"/fal-ai/flux/requests/{rid}", headers=h).json()
         assert len(res["images"]) == 2 and res["images"][0]["width"] == 512
         assert httpx.get(res["images"][1]["url"]).headers["content-type"] == "image/jpeg"
+
+
+def test_media_scratch_sweep_removes_only_old_files(tmp_path: Path) -> None:
+    import os
+
+    from aistats_gateway.media_api import forms
+
+    root = tmp_path / "scratch" / "media"
+    root.mkdir(parents=True)
+    old, new = root / "upload-old", root / "speech-new.wav"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert forms.sweep(tmp_path) == 1
+    assert not old.exists() and new.exists()
+    assert forms.sweep(tmp_path / "nowhere") == 0

@@ -391,13 +391,13 @@ def test_speech_client_gone_still_settles(api: httpx.Client, gateway: Gateway, k
 
 def test_imagen_on_vertex_with_a_service_account(oai: openai.OpenAI, fakes: dict[str, RunningFake],
                                                  tmp_path: Path) -> None:
-    from tests.test_provider_google import PROJECT, SA_EMAIL, SA_KEY_ID, _rsa_pair, _service_account
+    from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID, rsa_pair, service_account
 
     google = fakes["google-ai-studio"]  # the Google fake serves the Gemini API and Vertex AI
-    private, public = _rsa_pair()
+    private, public = rsa_pair()
     google.state.register_service_account(SA_EMAIL, SA_KEY_ID, public, PROJECT)
     sa = tmp_path / "sa.json"
-    sa.write_text(json.dumps(_service_account(private, google.url + "/token")))
+    sa.write_text(json.dumps(service_account(private, google.url + "/token")))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AISTATS_PROVIDER_GOOGLE_VERTEX_API_KEY", str(sa))
         mp.setenv("AISTATS_PROVIDER_GOOGLE_VERTEX_BASE_URL", google.url)

@@ -238,6 +238,9 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.media_api import calls as media_calls
 
     state.hold_finalizers[media_calls.KIND] = media_calls.finalizer(state)  # abandoned image/audio calls
+    from aistats_gateway.media_api import forms as media_forms
+
+    await media_forms.sweep_async(s.data_dir)  # temp files a crash left behind
     from aistats_gateway.videos import scratch
 
     runner.on_status.append(scratch.ScratchHooks(s.data_dir).on_status)

@@ -6,7 +6,9 @@ Invariants:
   over ``max_file_bytes`` answers 413 naming the field, at once. Text fields are bounded (64 KiB each).
 * Field names keep their brackets stripped (``image[]`` → ``image``, ``timestamp_granularities[]`` →
   ``timestamp_granularities``); repeated names keep every value in ``multi``.
-* :meth:`Form.cleanup` removes the temp files; callers run it in ``finally``.
+* :meth:`Form.cleanup` removes the temp files; callers run it in ``finally``. What a crash leaves in
+  ``scratch/media`` (uploads, speech being measured) is removed at start by :func:`sweep` once it is
+  an hour old (no call keeps a temp file that long).
 """
 
 from __future__ import annotations
@@ -32,6 +34,29 @@ from aistats_gateway.files.multipart import (
 from aistats_gateway.http.errors import APIError, bad_request
 
 MAX_FIELD = 64 * 1024
+ORPHAN_SECONDS = 3600.0
+
+
+async def sweep_async(data_dir: Path, older_than: float = ORPHAN_SECONDS) -> int:
+    return await asyncio.to_thread(sweep, data_dir, older_than)
+
+
+def sweep(data_dir: Path, older_than: float = ORPHAN_SECONDS) -> int:
+    """Remove ``scratch/media`` files untouched for ``older_than`` seconds; how many. Blocking: run in a thread."""
+    import time
+
+    root = Path(data_dir) / "scratch" / "media"
+    if not root.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than, 0
+    for p in root.iterdir():
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 @dataclass

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from aistats_gateway.media import audio_codec
 
-from .openai import RecordedRequest
+from ._common import RecordedRequest
 
 VOICES = {"21m00Tcm4TlvDq8ikWAM": "Rachel", "JBFqnCBsd6RMkjVDRZzb": "George", "EXAVITQu4vr4xnSDxMaL": "Sarah",
           "pNInz6obpgDQGcFmaJgB": "Adam"}

@@ -303,10 +303,9 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             return ApiError(405, "UNIMPLEMENTED", f"Method {request.method} is not allowed here.").response()
         return ApiError(status, "UNKNOWN", str(getattr(exc, "detail", "")) or "Bad request").response()
 
+    from .google_images import image_routes  # Imagen :predict, Gemini image output: google_images.py
     from .google_inference import gemini_routes  # generateContent & co.: google_inference.py
     from .inference_common import InferenceState
-
-    from .google_images import image_routes  # Imagen :predict, Gemini image output: google_images.py
 
     vertex = "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"
     app = Starlette(routes=[

@@ -44,7 +44,8 @@ from starlette.routing import Route
 
 from aistats_gateway.media import audio_codec, procedural
 
-from .openai import ApiError, RecordedRequest
+from ._common import RecordedRequest
+from .openai import ApiError
 
 GPT_IMAGE = ("gpt-image-1", "gpt-image-1.5", "gpt-image-1-mini")
 GPT_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")

@@ -286,7 +286,6 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
 
     from .inference_common import InferenceState  # the chat/embeddings routes: openai_inference.py
     from .openai_inference import inference_routes
-
     from .xai_images import XaiImageState, image_routes  # POST /v1/images/generations: xai_images.py
 
     app = Starlette(routes=[
