@@ -80,7 +80,7 @@ class ImageServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server.hits.append(self.path)
                 path, _, query = self.path.partition("?")
                 if path.startswith("/img/") and path[5:] in server.bodies:
@@ -114,7 +114,7 @@ class ImageServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
 
-            do_POST = do_GET  # webhook targets  # noqa: N815
+            do_POST = do_GET  # webhook targets
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

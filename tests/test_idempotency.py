@@ -150,7 +150,7 @@ def test_an_expired_key_runs_again(gateway: Gateway, client: tuple[httpx.Client,
     headers = {"Idempotency-Key": "old-" + secrets.token_hex(4)}
     first = c.post("/v1/videos", json=BODY, headers=headers).json()["id"]
     _set(gateway, key_id, headers["Idempotency-Key"],
-         expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1))
+         expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     second = c.post("/v1/videos", json={**BODY, "prompt": "new body is fine after expiry"}, headers=headers)
     assert second.status_code == 202 and second.json()["id"] != first
     assert _counts(gateway, key_id) == (2, 2, 2)
@@ -162,7 +162,7 @@ def test_a_dead_first_attempt_is_recovered_without_a_second_job(gateway: Gateway
     c, key_id = client
     headers = {"Idempotency-Key": "crash-" + secrets.token_hex(4)}
     first = c.post("/v1/videos", json=BODY, headers=headers).json()["id"]
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     _set(gateway, key_id, headers["Idempotency-Key"], state="running", owner="i_dead", locked_until=past,
          response_body=None, status_code=None)
     again = c.post("/v1/videos", json=BODY, headers=headers)

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aistats_gateway.providers.google import vertex_video as vertex
 from aistats_gateway.providers.fakes.google import GOOGLE_TOKEN_AUDIENCE, SCOPE
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
+from aistats_gateway.providers.google import vertex_video as vertex
 from aistats_gateway.videos import media
 from tests.support.gateway import Gateway
 from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID, rsa_pair, service_account

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.google import ai_studio_video as studio
 from aistats_gateway.providers.google import common as gc
 from aistats_gateway.providers.google import vertex_video as vertex
-from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, VideoRequest
 from tests.support.google_accounts import rsa_pair, service_account
 
 # ---------------------------------------------------------------- request mapping (no gateway)

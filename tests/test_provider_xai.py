@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aistats_gateway.providers.xai import video as xai
 from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
+from aistats_gateway.providers.xai import video as xai
 from tests.support.providers import (
     ProviderKit,
     accepted,

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aistats_gateway.videos.media import MediaError, make_thumbnail, probe
 from aistats_gateway.media.render import (
     RenderCancelled,
     RenderSpec,
     render_to_file,
     resolve_dimensions,
 )
+from aistats_gateway.videos.media import MediaError, make_thumbnail, probe
 
 PROMPT = "A lighthouse on a cliff at dusk, waves crashing, slow dolly in"
 

@@ -19,18 +19,18 @@ from aistats_gateway import __version__
 from aistats_gateway.billing.endpoints import router as billing_router
 from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
+from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.files import endpoints as files_endpoints
+from aistats_gateway.http import errors
 from aistats_gateway.http.asyncjobs import router as asyncjobs_router
 from aistats_gateway.http.health import router as health_router
-from aistats_gateway.videos.alias import alias_router as video_alias_router
-from aistats_gateway.inference.endpoints import router as inference_router
-from aistats_gateway.db.engine import create_engine, session_factory
-from aistats_gateway.http import errors
 from aistats_gateway.http.methods import MethodsMiddleware
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
 from aistats_gateway.http.responses import ErrorResponse, JSONBytes
+from aistats_gateway.inference.endpoints import router as inference_router
 from aistats_gateway.routing.breaker import BreakerCollector, CircuitBreaker
 from aistats_gateway.settings import Settings
+from aistats_gateway.videos.alias import alias_router as video_alias_router
 from aistats_gateway.videos.endpoints import router as videos_router
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         try:
             async with sessions() as s:
                 await s.execute(text("SELECT 1"))
-        except Exception as e:  # noqa: BLE001 - any failure means not ready
+        except Exception as e:
             log.warning("readiness check failed", extra={"error": str(e)})
             return errors.error_response(503, "The database is not reachable.", code="database_unavailable",
                                          type="server_error")
@@ -246,7 +246,7 @@ async def start_services(state: GatewayState) -> None:
     runner.on_status.append(scratch.ScratchHooks(s.data_dir).on_status)
     try:
         await scratch.sweep(state.sessions, s.data_dir, s.scratch_orphan_seconds)
-    except Exception:  # noqa: BLE001 - a failed sweep must not stop the start
+    except Exception:
         log.exception("scratch sweep failed")
     video_ws.install(state)  # websocket kind "video", status_changed webhooks, change notices
     sources = collect_sources(state, JOB_DOMAINS)

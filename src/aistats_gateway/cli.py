@@ -8,7 +8,7 @@ import os
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -388,10 +388,10 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
 @keys_app.command("limits")
 def keys_limits(
     key_id: str,
-    rpm: Annotated[Optional[str], typer.Option("--rpm", help="Requests per minute (none = no limit)")] = None,
-    tpm: Annotated[Optional[str], typer.Option("--tpm", help="Tokens per minute (none = no limit)")] = None,
-    daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (none = no limit)")] = None,
-    monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (none = no limit)")] = None,
+    rpm: Annotated[str | None, typer.Option("--rpm", help="Requests per minute (none = no limit)")] = None,
+    tpm: Annotated[str | None, typer.Option("--tpm", help="Tokens per minute (none = no limit)")] = None,
+    daily_usd: Annotated[str | None, typer.Option("--daily-usd", help="Spend per UTC day (none = no limit)")] = None,
+    monthly_usd: Annotated[str | None, typer.Option("--monthly-usd", help="Spend per month (none = no limit)")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:

@@ -218,7 +218,7 @@ def openai_model(e: ModelEntry) -> dict[str, Any]:
     got: dict[str, Any] | None = e.memo.get("openai")
     if got is None:
         day = e.spec.release_date or e.spec.announcement_date
-        created = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()) if day else 0
+        created = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) if day else 0
         got = e.memo["openai"] = {"id": e.spec.model_id, "object": "model", "created": created,
                                   "owned_by": e.spec.organisation}
     return got

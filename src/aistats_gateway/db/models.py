@@ -9,8 +9,8 @@ from aistats_gateway.catalogue.tables import (
     CatalogueState,
 )
 from aistats_gateway.files.tables import StoredFile
-from aistats_gateway.inference.tables import Generation, TokenCounter
 from aistats_gateway.idempotency.tables import IdempotencyRecord
+from aistats_gateway.inference.tables import Generation, TokenCounter
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
 

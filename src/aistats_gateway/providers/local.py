@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from aistats_gateway.media import render
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import (
     VIDEO,
@@ -26,7 +27,6 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
-from aistats_gateway.media import render
 
 FPS = 24
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aistats_gateway.billing import service as billing
 from aistats_gateway.http.errors import APIError, bad_request
+from aistats_gateway.videos import billing as video_billing
 from aistats_gateway.videos.tables import STATUS_RANK, TERMINAL, VideoJob
 
 DEFAULT_MAX_JOBS_IN_FLIGHT = 32
@@ -120,7 +121,7 @@ async def precheck(sessions: Any, settings: Any, *, job_id: str, workspace_id: s
     async with sessions() as s:  # the hold, tried and rolled back: 402 before any download
         tx = await s.begin()
         try:
-            await billing.hold_for_job(s, job_id=job_id, workspace_id=workspace_id, key_id=key_id,
-                                       estimate=estimate)
+            await billing.hold(s, ref=video_billing.ref(job_id), workspace_id=workspace_id, key_id=key_id,
+                               amount_nanos=estimate.nanos)
         finally:
             await tx.rollback()

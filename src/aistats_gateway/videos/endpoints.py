@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
 from aistats_gateway.auth.dependencies import Principal, bearer, require_key
-from aistats_gateway.http import asyncjobs
-from aistats_gateway.http import limits
-from aistats_gateway.idempotency import service as idempotency
+from aistats_gateway.http import asyncjobs, limits
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.http.responses import CONFLICT, ERRORS, NOT_FOUND, JSONBytes, _err
+from aistats_gateway.idempotency import service as idempotency
 from aistats_gateway.videos import cache, content, parsing, present, service, signing, validation
 from aistats_gateway.videos.schemas import (
     DownloadURL,

@@ -98,7 +98,7 @@ def _inspect(content: bytes, param: str, max_pixels: int, max_decoded: int) -> i
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise too_large from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad input
+    except Exception as e:
         raise bad_request(f"{param} is not a readable image (PNG, JPEG, WebP or GIF): {e}", param,
                           "invalid_image") from None
 

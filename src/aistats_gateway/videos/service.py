@@ -13,26 +13,24 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.orm import defer
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from aistats_gateway.billing import service as billing
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http import limits, ssrf
-from aistats_gateway.jobs import lease as leases
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
-from aistats_gateway.media import render
+from aistats_gateway.jobs import lease as leases
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import VIDEO, ProviderError
-from aistats_gateway.billing import ledger
 from aistats_gateway.videos import admission, cache, events, references, scratch, validation
 from aistats_gateway.videos import billing as video_billing
-from aistats_gateway.webhooks import service as webhooks
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
 from aistats_gateway.videos.tables import TERMINAL, VIDEO_LEASE, VideoJob, VideoOutput
+from aistats_gateway.webhooks import service as webhooks
 
 log = logging.getLogger("aistats_gateway.videos")
 STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_progress", "in_progress": "in_progress",

@@ -35,7 +35,6 @@ from urllib.parse import quote
 import httpx
 
 from aistats_gateway.providers import config, registry
-from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers.base import (
     VIDEO,
     CallContext,
@@ -45,6 +44,7 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
+from aistats_gateway.providers.google import common as g
 
 PROVIDER_ID = "google-vertex"
 DEFAULT_LOCATION = "us-central1"
