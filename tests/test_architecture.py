@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "src" / "aistats_gateway"
 SHARED = ("billing", "webhooks", "routing", "jobs", "auth", "catalogue", "storage", "http", "db", "providers", "media",
           "llm", "idempotency")
-PRODUCTS = ("videos", "inference", "files", "batches", "images", "audio")
+PRODUCTS = ("videos", "inference", "files", "batches", "media_api")
 EXEMPT = ("db/models.py", "db/migrations/")
 
 

@@ -180,6 +180,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(videos_router)
     app.include_router(files_endpoints.router)  # before any /v1/batches/{id} router
     app.include_router(billing_router)
+    from aistats_gateway.media_api.endpoints import router as media_router
+
+    app.include_router(media_router)  # images and audio (docs/media.md)
     app.include_router(health_router)
     app.include_router(asyncjobs_router)
     app.include_router(video_alias_router(catalogue_router, videos_router))
@@ -232,6 +235,12 @@ async def start_services(state: GatewayState) -> None:
     runner.events.on_terminal("video", hooks.on_status)
     runner.on_progress.append(hooks.on_progress)
     state.hold_finalizers[video_billing.KIND] = hooks.finalize
+    from aistats_gateway.media_api import calls as media_calls
+
+    state.hold_finalizers[media_calls.KIND] = media_calls.finalizer(state)  # abandoned image/audio calls
+    from aistats_gateway.media_api import forms as media_forms
+
+    await media_forms.sweep_async(s.data_dir)  # temp files a crash left behind
     from aistats_gateway.videos import scratch
 
     runner.on_status.append(scratch.ScratchHooks(s.data_dir).on_status)
