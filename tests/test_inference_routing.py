@@ -229,3 +229,20 @@ def test_routing_object_errors(api: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "provider.order"
     r = api.post("/v1/chat/completions", json=_chat(provider="groq"))  # a bare id is provider.only
     assert r.status_code == 200 and r.json()["provider"] == "groq"
+
+
+def test_sort_throughput_uses_the_observed_rates(gateway: Gateway, api: httpx.Client) -> None:
+    breaker = gateway.app.state.gateway.breaker
+    for stream in (False, True):
+        breaker._health.clear()
+        r = api.post("/v1/chat/completions", json=_chat(stream=stream, provider={"only": ["together"]}))
+        assert r.status_code == 200, r.text
+        _ = r.text  # read the stream to its end: the rate is observed when it finishes
+        rate = breaker.throughput("together")
+        assert rate is not None and rate > 0
+    # the ranking itself, on injected observations (no wall-clock race)
+    breaker._health.clear()
+    breaker.observe_throughput("together", 10.0)
+    breaker.observe_throughput("groq", 1000.0)
+    r = api.post("/v1/chat/completions", json=_chat(provider={"sort": "throughput"}))
+    assert r.status_code == 200 and r.json()["provider"] == "groq"

@@ -146,10 +146,17 @@ async def run_once(p: Plan, call: Callable[[route.Candidate, Any], Awaitable[Any
     return cand, answer, upstream_ms, Attempts.of(tried)
 
 
+def observe_throughput(p: Plan, provider_id: str, usage: Usage, ms: float) -> None:
+    """Output tokens per second of a call, for ``provider.sort=throughput`` (routing's observed health)."""
+    if usage.output_tokens > 0 and ms > 0:
+        p.state.breaker.observe_throughput(provider_id, usage.output_tokens / (ms / 1000))
+
+
 async def complete(p: Plan, req: IRRequest, encode: Callable[[IRResponse, Meta], dict[str, Any]]) -> Response:
     cand, resp, upstream_ms, attempts = await run_once(
         p, lambda c, ctx: c.adapter.complete(route.request_for(req, c), ctx))
     assert isinstance(resp, IRResponse)
+    observe_throughput(p, cand.provider_id, resp.usage, upstream_ms)
     nanos, _ = await charge.close_call(p.state.sessions, p.call, charge.Outcome(
         "completed", cand.provider_id, resp.native_id, resp.usage, cand.rules, resp.finish_reason, attempts.items,
         ttft_ms=int(upstream_ms)))
@@ -192,7 +199,7 @@ async def stream(p: Plan, req: IRRequest, make_encoder: Callable[[Meta], Encoder
     p.meta.provider = opened.cand.provider_id
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
     pump = Pump(p, opened.cand, opened.it, opened.first, make_encoder(p.meta), queue, Attempts.of(tried),
-                opened.ttfb_ms)
+                opened.ttfb_ms, started=time.perf_counter() - opened.ttfb_ms / 1000)
     task = asyncio.get_running_loop().create_task(pump.run())
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
@@ -221,6 +228,7 @@ class Pump:
     attempts: Attempts
     ttfb_ms: float
     gone: bool = False
+    started: float = field(default_factory=time.perf_counter)  # when the stream was committed
 
     def put(self, data: bytes) -> None:
         if data and not self.gone:
@@ -243,6 +251,8 @@ class Pump:
         resp = summary.response()
         try:
             if error is None:
+                observe_throughput(self.p, self.cand.provider_id, resp.usage,
+                                   (time.perf_counter() - self.started) * 1000)
                 nanos, _ = await charge.close_call(self.p.state.sessions, self.p.call, charge.Outcome(
                     "completed", self.cand.provider_id, resp.native_id, resp.usage, self.cand.rules,
                     resp.finish_reason, self.attempts.items, ttft_ms=int(self.ttfb_ms)))
