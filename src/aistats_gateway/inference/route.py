@@ -159,9 +159,10 @@ def offer_features(offer: catalogue.ProviderOffer, endpoint: str) -> frozenset[s
 
 def _routing_error(e: routing.RoutingError) -> APIError:
     """Routing's errors in inference's spellings (an unknown model is a 404 here, as in the original)."""
-    if e.code == "model_not_found":
-        return APIError(404, e.message.split(" See GET")[0].replace("does not exist.",
-                        "does not exist or you do not have access to it."), param="model", code="model_not_found")
+    if e.code in ("model_not_found", "model_not_available"):  # a retired/announced model: 404, as before
+        message = e.message.split(" See GET")[0].replace("does not exist.",
+                                                         "does not exist or you do not have access to it.")
+        return APIError(404, message, param="model", code="model_not_found")
     if e.code == "model_not_supported":
         return bad_request(e.message, "model", code="unsupported_model_or_endpoint")
     return bad_request(e.message, e.param, code=e.code)
