@@ -121,6 +121,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(catalogue_router)
     app.include_router(videos_router)
     app.include_router(files_endpoints.router)  # before any /v1/batches/{id} router
+    from aistats_gateway.batches.endpoints import router as batches_router
+
+    app.include_router(batches_router)  # after the catalogue's /v1/batches/models and the files routes
     app.include_router(billing_router)
     return app
 

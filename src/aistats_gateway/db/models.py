@@ -1,6 +1,7 @@
 """Imports every domain's tables so Base.metadata is complete (Alembic, tests)."""
 
 from aistats_gateway.auth.tables import ApiKey, Workspace
+from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.billing.tables import Hold, LedgerEntry, RateCounter
 from aistats_gateway.catalogue.tables import (
     CatalogueModel,
@@ -14,6 +15,8 @@ from aistats_gateway.webhooks.tables import WebhookDelivery
 
 __all__ = [
     "ApiKey",
+    "Batch",
+    "BatchRow",
     "CatalogueModel",
     "CatalogueOrganisation",
     "CatalogueProvider",
