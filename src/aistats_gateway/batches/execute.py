@@ -27,8 +27,7 @@ from typing import Any
 import orjson
 from sqlalchemy import update
 
-from aistats_gateway.batches.service import Bound
-from aistats_gateway.batches.tables import Batch, BatchRow
+from aistats_gateway.batches.tables import NATIVE_PROVIDERS, Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
@@ -43,6 +42,7 @@ MAX_ATTEMPTS = 4
 PROVIDER_CONCURRENCY = 64
 _KIND = {"/v1/chat/completions": "chat.completions", "/v1/responses": "chat.completions",
          "/v1/messages": "chat.completions", "/v1/embeddings": "embeddings", "/v1/moderations": "moderations"}
+NATIVE_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
 
 
@@ -77,26 +77,47 @@ def input_bound(body: dict[str, Any]) -> int:
     return len(orjson.dumps(body)) + 16
 
 
-async def make_bound(state: Any) -> Bound:
-    """A row pricer on today's catalogue snapshot (cached per model and routing)."""
-    snap = await state.catalogue.get()
-    cache: dict[tuple[str, str, bytes], list[list[PriceRule]]] = {}
+class Planner:
+    """Prices rows (upper bound) and picks native providers on one catalogue snapshot."""
 
-    def bound(endpoint: str, body: dict[str, Any], routing: Any) -> int:
-        key = (endpoint, body["model"], orjson.dumps(routing, option=orjson.OPT_SORT_KEYS))
-        rules = cache.get(key)
-        if rules is None:
-            try:
-                req = _decode(endpoint, body)
-            except APIError:
-                req = None  # the row fails when it runs, with this error in the error file
-            _, cands = route.candidates(snap, body["model"], _KIND[endpoint], route.parse_routing(
-                _routing_body({}, routing)), req.params if req else None)
-            rules = cache[key] = [batch_rules(c.rules) for c in cands]
+    def __init__(self, snap: Any) -> None:
+        self.snap = snap
+        self._cache: dict[tuple[str, str, bytes], list[route.Candidate]] = {}
+
+    def candidates(self, endpoint: str, model: str, routing: Any, req: IRRequest | None = None) -> list[route.Candidate]:
+        key = (endpoint, model, orjson.dumps(routing, option=orjson.OPT_SORT_KEYS))
+        got = self._cache.get(key)
+        if got is None:
+            _, got = route.candidates(self.snap, model, _KIND[endpoint], route.parse_routing(_routing_body({}, routing)),
+                                      req.params if req else None)
+            self._cache[key] = got
+        return got
+
+    def bound(self, endpoint: str, body: dict[str, Any], routing: Any) -> int:
+        try:
+            req = _decode(endpoint, body)
+        except APIError:
+            req = None  # the row fails when it runs, with this error in the error file
+        rules = [batch_rules(c.rules) for c in self.candidates(endpoint, body["model"], routing, req)]
         out = 0 if endpoint in ("/v1/embeddings", "/v1/moderations") else _max_output(body)
         return charge.estimate(rules, input_bound(body), out)
 
-    return bound
+    def native(self, endpoint: str, model: str, routing: Any) -> str:
+        """The first candidate provider with a native batch API for ``endpoint`` (400 when none)."""
+        for c in self.candidates(endpoint, model, routing):
+            if c.provider_id in NATIVE_PROVIDERS and endpoint in NATIVE_ENDPOINTS:
+                return c.provider_id
+        raise APIError(400, f"No provider of '{model}' runs {endpoint} batches natively here (native mode: "
+                       f"{', '.join(NATIVE_PROVIDERS)}); use mode 'gateway'.", param="mode",
+                       code="native_mode_unavailable")
+
+    def native_candidate(self, b: Batch) -> route.Candidate:
+        assert b.model and b.provider
+        return self.candidates(b.endpoint, b.model, {"only": [b.provider]})[0]
+
+
+async def planner(state: Any) -> Planner:
+    return Planner(await state.catalogue.get())
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy import func, or_, select, update
 
-from aistats_gateway.batches import events, execute
+from aistats_gateway.batches import events, execute, native
 from aistats_gateway.batches import service as batches
 from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.billing import service as billing
@@ -97,7 +97,11 @@ async def advance(ctx: BatchContext, batch_id: str) -> float | None:
     if b is None or b.status in ("completed", "failed", "expired", "cancelled"):
         return None
     now = utcnow()
-    if b.status == "cancelling":
+    if b.mode == "native":
+        delay = await _native(ctx, b)
+        if delay is not None:
+            return delay
+    elif b.status == "cancelling":
         await _close_unleased(state, batch_id, "cancelled",
                               {"code": "batch_cancelled", "message": "The batch was cancelled before this request ran."})
     elif b.status in ("validating", "in_progress") and b.expires_at <= now:
@@ -105,7 +109,7 @@ async def advance(ctx: BatchContext, batch_id: str) -> float | None:
             "code": "batch_expired",
             "message": "This request could not be executed before the completion window expired."})
     counts = await _counts(state, batch_id)
-    queued = counts.get("queued", 0)
+    queued = counts.get("queued", 0) + counts.get("submitted", 0)
     completed = counts.get("completed", 0)
     failed = sum(counts.get(k, 0) for k in ("failed", "expired", "cancelled"))
     if b.status in ("validating", "in_progress"):
@@ -114,6 +118,35 @@ async def advance(ctx: BatchContext, batch_id: str) -> float | None:
         return POLL_SECONDS if b.status in ("validating", "in_progress") and b.expires_at > now else WAIT_SECONDS
     await finalize(state, b, counts)
     return None
+
+
+async def _native(ctx: BatchContext, b: Batch) -> float | None:
+    """Advance a native batch at its provider; None once every row has its result."""
+    state = ctx.state
+    if b.native_state == "rejected":
+        return None
+    if b.native_id is None:
+        if b.status == "cancelling":  # not (known to be) submitted: adopt it to cancel it, else nothing to do
+            if b.native_state == "submitting" and await native.adopt(state, b):
+                return 0.0
+            await _close_submitted(state, b.id)
+            return None
+        plan = await execute.planner(state)
+        return await native.submit(state, b, plan.native_candidate(b).model_slug)
+    if b.status == "cancelling" and b.native_state == "submitted":
+        await native.cancel(state, b)
+    plan = await execute.planner(state)
+    if not await native.poll(state, b, plan.native_candidate(b).rules):
+        return native.POLL_SECONDS
+    return None
+
+
+async def _close_submitted(state: Any, batch_id: str) -> None:
+    now = utcnow()
+    async with state.sessions() as s, s.begin():
+        await s.execute(update(BatchRow).where(BatchRow.batch_id == batch_id, BatchRow.status == "submitted").values(
+            status="cancelled", error={"code": "batch_cancelled", "message": "The batch was cancelled before this "
+                                       "request ran."}, updated_at=now, completed_at=now))
 
 
 async def _progress(state: Any, b: Batch, completed: int, failed: int) -> None:
@@ -160,7 +193,8 @@ async def finalize(state: Any, b: Batch, counts: dict[str, int]) -> None:
     if b.status == "cancelling":
         target, frm = "cancelled", "cancelling"
     else:
-        target = "expired" if counts.get("expired", 0) else "completed"
+        target = ("failed" if b.native_state == "rejected" else
+                  "expired" if counts.get("expired", 0) else "completed")
         frm = "finalizing"
         if b.status != "finalizing":
             now = utcnow()

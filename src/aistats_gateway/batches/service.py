@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import and_, func, insert, or_, select, update
@@ -50,8 +50,12 @@ class Caller:
     workspace_id: str
 
 
-# A row's upper-bound cost: (endpoint, body with its model, routing) → nano-USD (raises APIError).
-Bound = Callable[[str, dict[str, Any], Any], int]
+class Planner(Protocol):
+    """Prices a row's upper bound (nano-USD) and picks a native provider; both raise APIError."""
+
+    def bound(self, endpoint: str, body: dict[str, Any], routing: Any) -> int: ...
+
+    def native(self, endpoint: str, model: str, routing: Any) -> str: ...
 
 
 def new_id() -> str:
@@ -124,7 +128,7 @@ def _webhook_cfg(state: Any) -> Any:
     return state.webhooks
 
 
-async def create(state: Any, caller: Caller, req: BatchCreate, bound: Bound) -> tuple[Batch, str | None]:
+async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) -> tuple[Batch, str | None]:
     """Validate, copy the rows, hold the upper bound and queue ``batch.created``; (batch, new secret)."""
     endpoint = normalize_endpoint(req.endpoint)
     if endpoint is None:
@@ -140,9 +144,6 @@ async def create(state: Any, caller: Caller, req: BatchCreate, bound: Bound) -> 
                           "input_file_id" if req.input_file_id is None else "requests",
                           "missing_batch_input" if req.input_file_id is None else "ambiguous_batch_input")
     mode = req.mode or "gateway"
-    if mode == "native":
-        raise bad_request("mode 'native' is not available yet: run the batch in gateway mode.", "mode",
-                          "native_mode_unavailable")
     s_ = state.settings
     max_rows: int = s_.files_batch_max_lines
     in_flight: int = s_.batches_max_in_flight
@@ -174,6 +175,7 @@ async def create(state: Any, caller: Caller, req: BatchCreate, bound: Bound) -> 
                     expires_at=now + dt.timedelta(seconds=WINDOWS[req.completion_window]), next_run_at=now))
         await s.flush()
         chunk: list[dict[str, Any]] = []
+        row_status = "submitted" if mode == "native" else "queued"
         try:
             async for line, obj in source:
                 body = obj["body"]
@@ -185,11 +187,11 @@ async def create(state: Any, caller: Caller, req: BatchCreate, bound: Bound) -> 
                 if not body.get("model"):
                     raise BatchFileError(line, "'body.model' is missing (or give the batch a top-level model).")
                 models.add(body["model"])
-                hold += bound(endpoint, body, routing)
+                hold += plan.bound(endpoint, body, routing)
                 total += 1
                 chunk.append({"id": f"{batch_id}:{line}", "batch_id": batch_id, "workspace_id": caller.workspace_id,
                               "line": line, "custom_id": obj["custom_id"], "body": orjson.dumps(body),
-                              "status": "queued", "attempts": 0, "cost_nanos": 0, "created_at": now,
+                              "status": row_status, "attempts": 0, "cost_nanos": 0, "created_at": now,
                               "updated_at": now, "next_run_at": now})
                 if len(chunk) >= INSERT_CHUNK:
                     await s.execute(insert(BatchRow), chunk)
@@ -201,7 +203,13 @@ async def create(state: Any, caller: Caller, req: BatchCreate, bound: Bound) -> 
         if chunk:
             await s.execute(insert(BatchRow), chunk)
         model = req.model or (next(iter(models)) if len(models) == 1 else None)
-        await s.execute(update(Batch).where(Batch.id == batch_id).values(total=total, hold_nanos=hold, model=model))
+        native_provider = None
+        if mode == "native":
+            if model is None:
+                raise bad_request("A native batch runs one model; its rows name several.", param, "batch_model_conflict")
+            native_provider = plan.native(endpoint, model, routing)
+        await s.execute(update(Batch).where(Batch.id == batch_id).values(total=total, hold_nanos=hold, model=model,
+                                                                         provider=native_provider))
         if hold > 0:
             await billing.hold(s, ref=ref(batch_id), workspace_id=caller.workspace_id, key_id=caller.key_id,
                                amount_nanos=hold)

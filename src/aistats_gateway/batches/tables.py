@@ -6,7 +6,8 @@
   ``next_run_at``) let the generic job lease drive the batch step (progress, expiry, finalisation).
 * ``batch_rows``: one row per request, copied at create (so a deleted input file changes nothing).
   ``queued`` → ``completed | failed`` (by the row's own leased step) or ``expired | cancelled`` (by
-  the batch step, only while not leased). A row's result is written only by the holder of its
+  the batch step, only while not leased). Rows of a native batch are ``submitted`` (never claimed
+  by the row source) until the provider's results are reconciled into them. A row's result is written only by the holder of its
   lease and only while it is ``queued``, so a finished row is never run or written again.
 """
 
@@ -23,6 +24,7 @@ from aistats_gateway.db.base import Base, JSONType, UTCDateTime, utcnow
 BATCH_ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 BATCH_TERMINAL = ("completed", "failed", "expired", "cancelled")
 ROW_DONE = ("completed", "failed", "expired", "cancelled")
+NATIVE_PROVIDERS = ("openai",)
 
 
 class Batch(Base):
@@ -42,6 +44,10 @@ class Batch(Base):
     provider: Mapped[str | None] = mapped_column(String(100), nullable=True)  # native provider, or the last used
     routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # the request's `provider`
     native_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Native mode: None → submitting (recorded before the provider is called; an unknown outcome
+    # is reconciled by the batch's metadata before any retry) → submitted → cancel_sent.
+    native_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    native_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # the client's metadata
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

@@ -38,6 +38,8 @@ def upgrade() -> None:
     sa.Column('provider', sa.String(length=100), nullable=True),
     sa.Column('routing', _JSON, nullable=True),
     sa.Column('native_id', sa.String(length=200), nullable=True),
+    sa.Column('native_state', sa.String(length=20), nullable=True),
+    sa.Column('native_file_id', sa.String(length=200), nullable=True),
     sa.Column('meta', _JSON, nullable=True),
     sa.Column('webhook', _JSON, nullable=True),
     sa.Column('errors', _JSON, nullable=True),
