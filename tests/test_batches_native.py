@@ -16,34 +16,52 @@ import httpx
 import openai
 import pytest
 
-from aistats_gateway.providers.fakes import openai_batch
+from aistats_gateway.providers.fakes import anthropic_batch, openai_batch
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
 from tests.test_batches_api import MINI, TERMINAL, books, content_lines, jsonl, line, wait
 
 
+HAIKU = "anthropic/claude-haiku-4.5"
+
+
 @pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    f = RunningFake(openai_batch.create_app())
+def both() -> Iterator[tuple[RunningFake, RunningFake]]:
+    f, a = RunningFake(openai_batch.create_app()), RunningFake(anthropic_batch.create_app())
     f.start()
+    a.start()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AISTATS_PROVIDER_OPENAI_BASE_URL", f.base_url)
         mp.setenv("AISTATS_PROVIDER_OPENAI_API_KEY", "sk-test")
-        yield f
+        mp.setenv("AISTATS_PROVIDER_ANTHROPIC_BASE_URL", a.base_url)
+        mp.setenv("AISTATS_PROVIDER_ANTHROPIC_API_KEY", "sk-ant-test")
+        yield f, a
     f.stop()
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def fake(both: tuple[RunningFake, RunningFake]) -> RunningFake:
+    return both[0]
+
+
+@pytest.fixture(scope="module")
+def ant(both: tuple[RunningFake, RunningFake]) -> RunningFake:
+    return both[1]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: RunningFake) -> Iterator[Gateway]:
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: RunningFake,
+       ant: RunningFake) -> Iterator[Gateway]:
     with running_gateway(request.param, tmp_path_factory.mktemp("native")) as g:
         yield g
 
 
 @pytest.fixture(autouse=True)
-def reset(fake: RunningFake) -> None:
-    st = fake.state
-    st.fail_next_creates = st.lose_next_creates = 0
-    st.polls_to_complete = 1
+def reset(fake: RunningFake, ant: RunningFake) -> None:
+    for st in (fake.state, ant.state):
+        st.fail_next_creates = st.lose_next_creates = 0
+        st.polls_to_complete = 1
 
 
 def fresh(gw: Gateway) -> tuple[str, httpx.Client, openai.OpenAI]:
@@ -69,7 +87,7 @@ def test_native_sdk_flow(gw: Gateway, fake: RunningFake) -> None:
     assert b.status == "completed", b
     [nb] = provider_batches(fake, b.id)
     sent = [json.loads(x) for x in fake.state.files[nb["input_file_id"]].data.splitlines()]
-    assert [s["custom_id"] for s in sent] == ["a", "b"] and {s["body"]["model"] for s in sent} == {"gpt-4o-mini"}
+    assert [s["custom_id"] for s in sent] == ["r1", "r2"] and {s["body"]["model"] for s in sent} == {"gpt-4o-mini"}
     assert b.output_file_id
     out = [json.loads(x) for x in oai.files.content(b.output_file_id).text.splitlines()]
     assert [o["custom_id"] for o in out] == ["a", "b"]
@@ -121,3 +139,33 @@ def test_native_mode_needs_a_native_provider(gw: Gateway) -> None:
     r = c.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "mode": "native",
                                     "requests": [line("z", "x", model="meta/llama-3.3-70b")]})
     assert r.status_code == 400 and r.json()["error"]["param"] in ("mode", "model")
+
+
+@pytest.mark.parametrize("fault", [None, "lose"])
+def test_chat_batch_runs_natively_on_anthropic(gw: Gateway, ant: RunningFake, fault: str | None) -> None:
+    """A /v1/chat/completions batch converted to Anthropic Message Batches and its answers back."""
+    key, c, oai = fresh(gw)
+    if fault:
+        ant.state.lose_next_creates = 1
+    before = ant.state.created
+    r = c.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "mode": "native", "model": HAIKU, "requests": [
+        {"custom_id": "greeting/1", "body": {"messages": [{"role": "system", "content": "Be brief."},
+                                                          {"role": "user", "content": "bonjour"}], "max_tokens": 30}},
+        {"custom_id": "greeting/2", "body": {"messages": [{"role": "user", "content": "hola"}]}}]})
+    assert r.status_code == 200, r.text
+    b = oai.batches.retrieve(r.json()["id"])
+    assert (b.model_extra or {})["provider"] == "anthropic"
+    done = wait(c, b.id)
+    assert done["status"] == "completed", done
+    assert ant.state.created == before + 1  # never submitted twice
+    [native_id] = [k for k, v in ant.state.requests.items() if len(v) == 2][-1:]
+    sent = ant.state.requests[native_id]
+    assert [r["custom_id"] for r in sent] == ["r1", "r2"]
+    assert sent[0]["params"]["system"] and sent[0]["params"]["max_tokens"] == 30
+    assert sent[0]["params"]["model"] != HAIKU  # the provider's own model id
+    out = content_lines(c, done["output_file_id"])
+    assert [o["custom_id"] for o in out] == ["greeting/1", "greeting/2"]
+    body = out[0]["response"]["body"]
+    assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "bonjour"
+    settled, costs, held = books(gw, key, b.id)
+    assert settled == costs > 0 and held == 0

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from sqlalchemy import update
 
+from aistats_gateway.batches.native_drivers import NATIVE_ENDPOINTS
 from aistats_gateway.batches.tables import NATIVE_PROVIDERS, Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
@@ -42,7 +43,6 @@ MAX_ATTEMPTS = 4
 PROVIDER_CONCURRENCY = 64
 _KIND = {"/v1/chat/completions": "chat.completions", "/v1/responses": "chat.completions",
          "/v1/messages": "chat.completions", "/v1/embeddings": "embeddings", "/v1/moderations": "moderations"}
-NATIVE_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
 
 
@@ -105,7 +105,7 @@ class Planner:
     def native(self, endpoint: str, model: str, routing: Any) -> str:
         """The first candidate provider with a native batch API for ``endpoint`` (400 when none)."""
         for c in self.candidates(endpoint, model, routing):
-            if c.provider_id in NATIVE_PROVIDERS and endpoint in NATIVE_ENDPOINTS:
+            if c.provider_id in NATIVE_PROVIDERS and endpoint in NATIVE_ENDPOINTS.get(c.provider_id, ()):
                 return c.provider_id
         raise APIError(400, f"No provider of '{model}' runs {endpoint} batches natively here (native mode: "
                        f"{', '.join(NATIVE_PROVIDERS)}); use mode 'gateway'.", param="mode",

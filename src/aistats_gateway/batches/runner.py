@@ -127,16 +127,20 @@ async def _native(ctx: BatchContext, b: Batch) -> float | None:
         return None
     if b.native_id is None:
         if b.status == "cancelling":  # not (known to be) submitted: adopt it to cancel it, else nothing to do
-            if b.native_state == "submitting" and await native.adopt(state, b):
-                return 0.0
+            if b.native_state == "submitting":
+                found = await native.adopt(state, b)
+                if found is None:
+                    return 2.0
+                if found:
+                    return 0.0
             await _close_submitted(state, b.id)
             return None
         plan = await execute.planner(state)
-        return await native.submit(state, b, plan.native_candidate(b).model_slug)
+        return await native.submit(state, b, plan.native_candidate(b))
     if b.status == "cancelling" and b.native_state == "submitted":
         await native.cancel(state, b)
     plan = await execute.planner(state)
-    if not await native.poll(state, b, plan.native_candidate(b).rules):
+    if not await native.poll(state, b, plan.native_candidate(b)):
         return native.POLL_SECONDS
     return None
 

@@ -24,7 +24,7 @@ from aistats_gateway.db.base import Base, JSONType, UTCDateTime, utcnow
 BATCH_ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 BATCH_TERMINAL = ("completed", "failed", "expired", "cancelled")
 ROW_DONE = ("completed", "failed", "expired", "cancelled")
-NATIVE_PROVIDERS = ("openai",)
+NATIVE_PROVIDERS = ("openai", "anthropic")
 
 
 class Batch(Base):
@@ -47,7 +47,7 @@ class Batch(Base):
     # Native mode: None → submitting (recorded before the provider is called; an unknown outcome
     # is reconciled by the batch's metadata before any retry) → submitted → cancel_sent.
     native_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    native_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    native_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)  # submitting since
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # the client's metadata
     webhook: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

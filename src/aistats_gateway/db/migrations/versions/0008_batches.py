@@ -39,7 +39,7 @@ def upgrade() -> None:
     sa.Column('routing', _JSON, nullable=True),
     sa.Column('native_id', sa.String(length=200), nullable=True),
     sa.Column('native_state', sa.String(length=20), nullable=True),
-    sa.Column('native_file_id', sa.String(length=200), nullable=True),
+    _ts('native_since'),
     sa.Column('meta', _JSON, nullable=True),
     sa.Column('webhook', _JSON, nullable=True),
     sa.Column('errors', _JSON, nullable=True),
