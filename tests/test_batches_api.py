@@ -340,8 +340,8 @@ def test_webhooks_created_progress_completed(gw: Gateway, fakes: dict[str, Runni
         types = [x["body"]["type"] for x in rcv.calls]
         assert types[0] == "batch.created" and types[-1] == "batch.completed"
         assert set(types) <= {"batch.created", "batch.progress", "batch.completed"}
-        assert len(types) == len(set(x["headers"]["webhook-id"] for x in rcv.calls))
-        done = [x for x in rcv.calls if x["body"]["type"] == "batch.completed"][0]
+        assert len(types) == len({x["headers"]["webhook-id"] for x in rcv.calls})
+        done = next(x for x in rcv.calls if x["body"]["type"] == "batch.completed")
         assert done["body"]["data"]["id"] == b["id"] and done["body"]["data"]["output_file_id"]
         assert done["body"]["data"]["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
         assert all(x["verified"] is not False for x in rcv.calls)

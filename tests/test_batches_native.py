@@ -19,8 +19,15 @@ import pytest
 from aistats_gateway.providers.fakes import anthropic_batch, openai_batch
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
-from tests.test_batches_api import MINI, TERMINAL, books, content_lines, jsonl, line, wait
-
+from tests.test_batches_api import (
+    MINI,
+    TERMINAL,
+    books,
+    content_lines,
+    jsonl,
+    line,
+    wait,
+)
 
 HAIKU = "anthropic/claude-haiku-4.5"
 

@@ -14,7 +14,13 @@ from starlette.responses import Response, StreamingResponse
 
 from aistats_gateway.auth.dependencies import Principal, require_key
 from aistats_gateway.batches import execute, service
-from aistats_gateway.batches.schemas import BatchCreate, BatchList, BatchObject, BatchRowList, RowStatus
+from aistats_gateway.batches.schemas import (
+    BatchCreate,
+    BatchList,
+    BatchObject,
+    BatchRowList,
+    RowStatus,
+)
 from aistats_gateway.http.responses import CONFLICT, ERRORS, NOT_FOUND, JSONBytes, _err
 
 Caller = Annotated[Principal, Depends(require_key)]

@@ -14,7 +14,13 @@ import socket
 from typing import Any
 
 from aistats_gateway.batches import execute, runner
-from aistats_gateway.batches.tables import BATCH_ACTIVE, BATCH_TERMINAL, ROW_DONE, Batch, BatchRow
+from aistats_gateway.batches.tables import (
+    BATCH_ACTIVE,
+    BATCH_TERMINAL,
+    ROW_DONE,
+    Batch,
+    BatchRow,
+)
 from aistats_gateway.jobs.engine import GroupLimiter, LeasedWork, Source, leased_source
 from aistats_gateway.jobs.lease import Lease, LeaseTable
 

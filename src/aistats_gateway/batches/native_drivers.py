@@ -210,7 +210,7 @@ class AnthropicBatches:
         floor = since - dt.timedelta(seconds=5)
         hits = []
         for nb in page.get("data", []):
-            created = dt.datetime.fromisoformat(str(nb.get("created_at", "")).replace("Z", "+00:00"))
+            created = dt.datetime.fromisoformat(str(nb.get("created_at", "")))
             if created >= floor and sum((nb.get("request_counts") or {}).values()) == total:
                 hits.append(str(nb["id"]))
         return hits[0] if len(hits) == 1 else None

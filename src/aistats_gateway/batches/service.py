@@ -28,7 +28,11 @@ from aistats_gateway.batches.tables import BATCH_ACTIVE, Batch, BatchRow
 from aistats_gateway.billing import service as billing
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.files import service as files
-from aistats_gateway.files.jsonl import BatchFileError, JsonlValidator, normalize_endpoint
+from aistats_gateway.files.jsonl import (
+    BatchFileError,
+    JsonlValidator,
+    normalize_endpoint,
+)
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.webhooks import service as webhooks
 
