@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from aistats_gateway.providers.fakes import anthropic_batch, openai_batch
+from aistats_gateway.providers.fakes import anthropic_batch, gemini_batch, openai_batch
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
 from tests.test_batches_api import (
@@ -30,10 +30,23 @@ from tests.test_batches_api import (
 )
 
 HAIKU = "anthropic/claude-haiku-4.5"
+PRO = "google/gemini-3-pro"
+STUDIO_KEY = "AIza-batch-test"
 
 
 @pytest.fixture(scope="module")
-def both() -> Iterator[tuple[RunningFake, RunningFake]]:
+def gemini() -> Iterator[RunningFake]:
+    g = RunningFake(gemini_batch.create_app(api_key=STUDIO_KEY), prefix="")
+    g.start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AISTATS_PROVIDER_GOOGLE_AI_STUDIO_BASE_URL", g.url)
+        mp.setenv("AISTATS_PROVIDER_GOOGLE_AI_STUDIO_API_KEY", STUDIO_KEY)
+        yield g
+    g.stop()
+
+
+@pytest.fixture(scope="module")
+def both(gemini: RunningFake) -> Iterator[tuple[RunningFake, RunningFake]]:
     f, a = RunningFake(openai_batch.create_app()), RunningFake(anthropic_batch.create_app())
     f.start()
     a.start()
@@ -65,8 +78,8 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(autouse=True)
-def reset(fake: RunningFake, ant: RunningFake) -> None:
-    for st in (fake.state, ant.state):
+def reset(fake: RunningFake, ant: RunningFake, gemini: RunningFake) -> None:
+    for st in (fake.state, ant.state, gemini.state):
         st.fail_next_creates = st.lose_next_creates = 0
         st.polls_to_complete = 1
 
@@ -175,4 +188,30 @@ def test_chat_batch_runs_natively_on_anthropic(gw: Gateway, ant: RunningFake, fa
     body = out[0]["response"]["body"]
     assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"] == "bonjour"
     settled, costs, held = books(gw, key, b.id)
+    assert settled == costs > 0 and held == 0
+
+
+@pytest.mark.parametrize("fault", [None, "lose"])
+def test_chat_batch_runs_natively_on_gemini(gw: Gateway, gemini: RunningFake, fault: str | None) -> None:
+    """A /v1/chat/completions batch as a Gemini batchGenerateContent operation, found again by its
+    display name when the create's answer was lost."""
+    key, c, _ = fresh(gw)
+    if fault:
+        gemini.state.lose_next_creates = 1
+    before = gemini.state.created
+    r = c.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "mode": "native", "model": PRO,
+                                    "provider": {"only": ["google-ai-studio"]}, "requests": [
+        {"custom_id": "g1", "body": {"messages": [{"role": "user", "content": "ciao"}], "max_tokens": 40}}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["provider"] == "google-ai-studio"
+    done = wait(c, r.json()["id"])
+    assert done["status"] == "completed", done
+    assert gemini.state.created == before + 1
+    op = next(o for o in gemini.state.ops.values() if o["metadata"]["displayName"] == f"gw-{done['id']}")
+    [sent] = gemini.state.requests[op["name"]]
+    assert sent["metadata"] == {"key": "r1"} and sent["request"]["contents"]
+    out = content_lines(c, done["output_file_id"])
+    assert out[0]["custom_id"] == "g1"
+    assert out[0]["response"]["body"]["choices"][0]["message"]["content"] == "ciao"
+    settled, costs, held = books(gw, key, done["id"])
     assert settled == costs > 0 and held == 0

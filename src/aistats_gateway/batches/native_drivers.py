@@ -7,6 +7,8 @@ conversion between the batch's endpoint and the provider's protocol (through the
 * Anthropic: ``/messages/batches`` with ``requests[{custom_id, params}]``; results JSONL at
   ``/results``. Message batches carry no metadata, so an unknown submission is found by its
   request count among batches created since the submission started (the gateway's own key).
+* Gemini (AI Studio): ``models/{m}:batchGenerateContent`` with inline requests (``metadata.key``),
+  an operation found again by its ``displayName``; results inlined in the finished operation.
 
 Provider ``custom_id``s are ``r<line>`` (valid for every provider); results map back by line.
 Every call raises :class:`Ambiguous` (timeout, 408/429/5xx: the outcome is unknown) or
@@ -248,8 +250,85 @@ class AnthropicBatches:
         await call(http, "POST", f"{base}/messages/batches/{native_id}/cancel", headers)
 
 
-DRIVERS: dict[str, Driver] = {"openai": OpenAIBatches(), "anthropic": AnthropicBatches()}
+class GeminiBatches:
+    """Gemini API batch mode (AI Studio): inline requests, an operation ``batches/{id}`` found again by
+    its ``displayName`` (``gw-<batch id>``)."""
+
+    provider = "google-ai-studio"
+
+    def _base(self) -> tuple[str, dict[str, str]]:
+        cfg = config.load(self.provider)
+        base = (cfg.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
+        for suffix in ("/v1beta", "/v1"):
+            base = base.removesuffix(suffix)
+        return base + "/v1beta", {"x-goog-api-key": cfg.api_key or ""}
+
+    def encode(self, endpoint: str, body: dict[str, Any], cand: route.Candidate) -> dict[str, Any]:
+        from aistats_gateway.providers import gemini_chat
+
+        req = _ir(endpoint, body, cand)
+        return {"model": req.model, "request": gemini_chat.encode_request(req)}
+
+    def decode(self, endpoint: str, body: dict[str, Any], client_model: str) -> tuple[dict[str, Any], Usage]:
+        from aistats_gateway.providers import gemini_chat
+
+        ir = gemini_chat.decode_response(body)
+        return _CODEC[endpoint].encode_response(ir, _meta(client_model, self.provider, ir.native_id)), ir.usage
+
+    async def create(self, http: httpx.AsyncClient, batch_id: str, endpoint: str, window: str,
+                     lines: list[tuple[int, dict[str, Any]]]) -> str:
+        base, headers = self._base()
+        model = lines[0][1]["model"]
+        created = await call(http, "POST", f"{base}/models/{model}:batchGenerateContent", headers, json={
+            "batch": {"display_name": f"gw-{batch_id}", "input_config": {"requests": {"requests": [
+                {"request": b["request"], "metadata": {"key": f"r{n}"}} for n, b in lines]}}}})
+        return str(created["name"])
+
+    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> str | None:
+        base, headers = self._base()
+        token = None
+        for _ in range(20):
+            page = await call(http, "GET", f"{base}/batches", headers,
+                              params={"pageSize": "100", **({"pageToken": token} if token else {})})
+            for op in page.get("operations") or []:
+                if (op.get("metadata") or {}).get("displayName") == f"gw-{batch_id}":
+                    return str(op["name"])
+            token = page.get("nextPageToken")
+            if not token:
+                return None
+        return None
+
+    async def status(self, http: httpx.AsyncClient, native_id: str) -> Status:
+        base, headers = self._base()
+        op = await call(http, "GET", f"{base}/{native_id}", headers)
+        st = str((op.get("metadata") or {}).get("state", ""))
+        state = {"BATCH_STATE_SUCCEEDED": "completed", "BATCH_STATE_CANCELLED": "cancelled",
+                 "BATCH_STATE_EXPIRED": "expired", "BATCH_STATE_FAILED": "failed"}.get(st, "running")
+        return Status(state if op.get("done") or state != "running" else "running", op)
+
+    async def results(self, http: httpx.AsyncClient, st: Status) -> AsyncIterator[Result]:
+        inlined = (((st.native.get("response") or {}).get("inlinedResponses") or {}).get("inlinedResponses")) or []
+        for item in inlined:
+            n = line_of((item.get("metadata") or {}).get("key"))
+            if n is None:
+                continue
+            if isinstance(item.get("response"), dict):
+                yield Result(n, 200, item["response"], None)
+            else:
+                err = item.get("error") or {}
+                yield Result(n, int(err.get("code") or 400), None, {
+                    "message": err.get("message", "failed"), "type": "invalid_request_error", "param": None,
+                    "code": err.get("status")})
+
+    async def cancel(self, http: httpx.AsyncClient, native_id: str) -> None:
+        base, headers = self._base()
+        await call(http, "POST", f"{base}/{native_id}:cancel", headers)
+
+
+DRIVERS: dict[str, Driver] = {"openai": OpenAIBatches(), "anthropic": AnthropicBatches(),
+                              "google-ai-studio": GeminiBatches()}
 NATIVE_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "openai": ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings"),
     "anthropic": ("/v1/chat/completions", "/v1/responses", "/v1/messages"),
+    "google-ai-studio": ("/v1/chat/completions", "/v1/responses", "/v1/messages"),
 }
