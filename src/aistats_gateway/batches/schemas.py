@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 BatchStatus = Literal["validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
                       "cancelled"]
-RowStatus = Literal["queued", "completed", "failed", "expired", "cancelled"]
+RowStatus = Literal["queued", "submitted", "completed", "failed", "expired", "cancelled"]
 BatchEvent = Literal["batch.created", "batch.status_changed", "batch.progress", "batch.completed", "batch.failed",
                      "batch.cancelled", "batch.expired"]
 METADATA_MAX_PAIRS = 16

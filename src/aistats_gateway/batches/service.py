@@ -191,7 +191,10 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
                 if not body.get("model"):
                     raise BatchFileError(line, "'body.model' is missing (or give the batch a top-level model).")
                 models.add(body["model"])
-                hold += plan.bound(endpoint, body, routing)
+                try:
+                    hold += plan.bound(endpoint, body, routing)
+                except APIError as e:
+                    raise APIError(e.status, f"Line {line}: {e.message}", param=param, code=e.code) from None
                 total += 1
                 chunk.append({"id": f"{batch_id}:{line}", "batch_id": batch_id, "workspace_id": caller.workspace_id,
                               "line": line, "custom_id": obj["custom_id"], "body": orjson.dumps(body),
@@ -217,7 +220,7 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
         if hold > 0:
             await billing.hold(s, ref=ref(batch_id), workspace_id=caller.workspace_id, key_id=caller.key_id,
                                amount_nanos=hold)
-        fresh = await s.get(Batch, batch_id)
+        fresh = await s.get(Batch, batch_id, populate_existing=True)
         assert fresh is not None
         await events.emit(s, fresh, "batch.created")
     if state.jobs is not None:
