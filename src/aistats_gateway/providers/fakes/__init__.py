@@ -17,6 +17,23 @@ from . import google as _google
 from . import alibaba as _alibaba, byteplus as _byteplus, minimax as _minimax
 from . import fal as _fal, runway as _runway, xai as _xai
 
+
+def _lazy(module: str, pick: Callable[[Any], Callable[..., Starlette]] = lambda m: m.create_app
+          ) -> Callable[..., Starlette]:
+    """A factory importing the inference fake ``.module`` on first use (the video fakes never need it);
+    ``pick`` chooses the module's factory. Keyword arguments only (``api_key=``, state knobs)."""
+    def factory(**kwargs: Any) -> Starlette:
+        from importlib import import_module
+
+        return pick(import_module(f"{__name__}.{module}"))(**kwargs)
+    return factory
+
+
+def _compat(provider: str, api_key: str, **styles: str) -> Callable[..., Starlette]:
+    """An OpenAI-compatible inference fake (``openai_inference.compat_factory``) for ``provider``."""
+    return _lazy("openai_inference", lambda m: m.compat_factory(provider, api_key, **styles))
+
+
 FAKES: dict[str, Callable[..., Starlette]] = {
     "openai": _openai.create_app,
     "kling": _kling.create_app,
@@ -29,6 +46,15 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "fal": _fal.create_app,
     "runway": _runway.create_app,
     "x-ai": _xai.create_app,
+    # inference fakes (openai, x-ai, google-* also serve inference: see openai_inference, google_inference)
+    "anthropic": _lazy("anthropic"),
+    "cohere": _lazy("cohere"),
+    "amazon-bedrock": _lazy("bedrock"),
+    "mistral": _compat("mistral", "mistral-test", error_style="mistral", usage_style="final_chunk"),
+    "deepseek": _compat("deepseek", "sk-deepseek-test"),
+    "groq": _compat("groq", "gsk_test", usage_style="x_groq"),
+    "together": _compat("together", "together-test", usage_style="final_chunk"),
+    "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
 }
 
 

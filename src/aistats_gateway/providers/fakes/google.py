@@ -298,6 +298,9 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             return ApiError(405, "UNIMPLEMENTED", f"Method {request.method} is not allowed here.").response()
         return ApiError(status, "UNKNOWN", str(getattr(exc, "detail", "")) or "Bad request").response()
 
+    from .google_inference import gemini_routes  # generateContent & co.: google_inference.py
+    from .inference_common import InferenceState
+
     vertex = "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"
     app = Starlette(routes=[
         Route("/v1beta/models/{model}:predictLongRunning", studio_create, methods=["POST"]),
@@ -309,6 +312,7 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
         Route("/token", token, methods=["POST"]),
         Route("/storage/v1/b/{bucket}/o/{object:path}", gcs_object, methods=["GET"]),
         Route("/_fake/service-account.json", service_account_json, methods=["GET"]),
+        *gemini_routes(state, inference := InferenceState(api_key=api_key, provider="google")),  # generateContent…
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake = state
+    app.state.fake, app.state.inference = state, inference
     return app

@@ -495,12 +495,16 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
                    else str(getattr(exc, "detail", "")) or "Bad request")
         return ApiError(status, message).response()
 
+    from .inference_common import InferenceState  # the inference routes: openai_inference.py
+    from .openai_inference import inference_routes
+
     app = Starlette(routes=[
         Route("/v1/videos", create_video, methods=["POST"]),
         Route("/v1/videos", list_videos, methods=["GET"]),
         Route("/v1/videos/{video_id}", retrieve_video, methods=["GET"]),
         Route("/v1/videos/{video_id}", delete_video, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", download_content, methods=["GET"]),
+        *inference_routes(inference := InferenceState(api_key=api_key)),  # chat, responses, embeddings…
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake = state
+    app.state.fake, app.state.inference = state, inference
     return app

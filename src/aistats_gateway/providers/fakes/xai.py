@@ -307,10 +307,15 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
         return ApiError(status, f"{request.method} {request.url.path} not found" if status in (404, 405) else
                         str(getattr(exc, "detail", "")), "Some requested entity was not found").response()
 
+    from .inference_common import InferenceState  # the chat/embeddings routes: openai_inference.py
+    from .openai_inference import inference_routes
+
     app = Starlette(routes=[
         Route("/v1/videos/generations", generate, methods=["POST"]),
         Route("/v1/videos/{request_id}", retrieve, methods=["GET"]),
         Route("/xai-vidgen-bucket/xai-video-{file_id}.mp4", endpoint(link, api=False), methods=["GET"]),
+        *inference_routes(inference := InferenceState(api_key=api_key, provider="x-ai", reject_unknown_params=False),
+                          flavor="compat", error_style="xai"),  # chat completions and embeddings
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake = state
+    app.state.fake, app.state.inference = state, inference
     return app
