@@ -55,6 +55,10 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "groq": _compat("groq", "gsk_test", usage_style="x_groq"),
     "together": _compat("together", "together-test", usage_style="final_chunk"),
     "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
+    # native batch APIs next to the inference ones (openai_batch, anthropic_batch, gemini_batch)
+    "openai-batch": _lazy("openai_batch"),
+    "anthropic-batch": _lazy("anthropic_batch"),
+    "gemini-batch": _lazy("gemini_batch"),
 }
 
 
