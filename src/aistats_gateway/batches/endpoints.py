@@ -1,8 +1,8 @@
 """The ``/v1/batches`` routes (alias ``/v1/batch``). Thin: parsing and shaping here, the rest in
 ``service`` and ``runner``.
 
-Included after the files router (``/v1/batches/files``) and the catalogue's
-``/v1/batches/models``, so those paths never reach ``/{batch_id}``.
+Included after the files router (``/v1/batches/files``), so those paths never reach
+``/{batch_id}``; ``/models`` and ``/capabilities`` are declared before it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from aistats_gateway.auth.dependencies import Principal, require_key
-from aistats_gateway.batches import execute, service
+from aistats_gateway.batches import execute, models, service
 from aistats_gateway.batches.schemas import (
     BatchCreate,
     BatchList,
@@ -21,6 +21,8 @@ from aistats_gateway.batches.schemas import (
     BatchRowList,
     RowStatus,
 )
+from aistats_gateway.catalogue import queries
+from aistats_gateway.catalogue.schemas import CapabilityList
 from aistats_gateway.http.responses import CONFLICT, ERRORS, NOT_FOUND, JSONBytes, _err
 
 Caller = Annotated[Principal, Depends(require_key)]
@@ -74,6 +76,18 @@ def build_router(prefix: str, *, include_in_schema: bool) -> APIRouter:
         data = [service.render(r, base) for r in rows]
         return JSONBytes({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                           "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+
+    @router.get("/models", response_model=CapabilityList, summary="List batch model capabilities")
+    async def list_batch_models(
+        request: Request,
+        principal: Caller,
+        params: Annotated[list[str] | None, Query(
+            description="Only models supporting these batch parameters (canonical names or aliases, e.g. "
+                        "endpoint, request_endpoint, completion_window, window); repeat or comma-separate. "
+                        "Without it, every model that can be batched (gateway mode included).")] = None,
+    ) -> Response:
+        snap = await _state(request).catalogue.get()
+        return JSONBytes(models.render(snap, queries.split_values(params)))
 
     @router.get("/capabilities", summary="Batch capabilities per provider")
     async def capabilities(request: Request, principal: Caller) -> Response:
