@@ -364,3 +364,19 @@ def test_capabilities_and_tenant_isolation(gw: Gateway) -> None:
     assert other.get(f"/v1/batches/{bid}/results").status_code == 404
     assert other.get("/v1/batches").json()["data"] == []
     wait(c, bid)
+
+
+def test_batch_models_list_every_batchable_model(gw: Gateway) -> None:
+    _, c, _ = fresh(gw)
+    seed = c.get("/v1/batches/models", params={"params": "request_endpoint,window"}).json()["data"]
+    body = c.get("/v1/batches/models").json()["data"]
+    models = [m["model"] for m in body]
+    assert models[:len(seed)] == [m["model"] for m in seed]  # the catalogue's (native) entries first
+    assert MINI in models and LLAMA in models and len(models) > len(seed)
+    mini = next(m for m in body if m["model"] == MINI)
+    openai_p = next(p for p in mini["providers"] if p["id"] == "openai")
+    assert "gateway" in openai_p["modes"] and "/v1/chat/completions" in openai_p["endpoints"]
+    assert openai_p["completion_windows"] == ["24h"]
+    llama = next(m for m in body if m["model"] == LLAMA)
+    assert {p["id"] for p in llama["providers"]} >= {"groq", "together"}
+    assert all(p["modes"] == ["gateway"] for p in llama["providers"])

@@ -22,7 +22,6 @@ from aistats_gateway.batches.schemas import (
     RowStatus,
 )
 from aistats_gateway.catalogue import queries
-from aistats_gateway.catalogue.schemas import CapabilityList
 from aistats_gateway.http.responses import CONFLICT, ERRORS, NOT_FOUND, JSONBytes, _err
 
 Caller = Annotated[Principal, Depends(require_key)]
@@ -77,7 +76,7 @@ def build_router(prefix: str, *, include_in_schema: bool) -> APIRouter:
         return JSONBytes({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                           "last_id": data[-1]["id"] if data else None, "has_more": has_more})
 
-    @router.get("/models", response_model=CapabilityList, summary="List batch model capabilities")
+    @router.get("/models", response_model=BatchModelList, summary="List batch model capabilities")
     async def list_batch_models(
         request: Request,
         principal: Caller,

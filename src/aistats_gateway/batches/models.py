@@ -1,13 +1,11 @@
 """``GET /v1/batches/models``: every model that can be batched, with each provider's modes.
 
-* The catalogue's batch entries (offers listing the ``batch`` endpoint, i.e. a provider batch API)
-  come first, exactly as the catalogue renders them (the seed's example answer), each provider
-  marked ``modes: ["native", "gateway"]`` when the gateway drives that provider's batch API here,
-  else ``["gateway"]``.
-* Without a ``params`` filter, every other active model the gateway can call on a batchable
-  endpoint follows, in gateway mode: its providers, the batch endpoints each serves and the
-  windows. (A ``params`` filter asks about the catalogue's batch parameters, so it lists only the
-  catalogue's entries.)
+* With a ``params`` filter the answer is the catalogue's batch entries (offers listing the ``batch``
+  endpoint, i.e. a provider batch API) exactly as the catalogue renders them: the seed's example.
+* Without one, those entries come first, each provider marked ``modes: ["native", "gateway"]``
+  when the gateway drives that provider's batch API here, else ``["gateway"]``; then every other
+  active model the gateway can call on a batchable endpoint, in gateway mode, with each provider's
+  endpoints, native endpoints and windows.
 """
 
 from __future__ import annotations
@@ -46,29 +44,30 @@ def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
         return cached
     from aistats_gateway.providers import registry
 
+    if params:
+        return queries.capability_list(snap, "batch", params)
     body = orjson.loads(queries.capability_list(snap, "batch", params))
     listed = set()
     for m in body["data"]:
         listed.add(m["model"])
         for p in m["providers"]:
             p["modes"] = ["native", "gateway"] if p["id"] in NATIVE_ENDPOINTS else ["gateway"]
-    if not params:
-        for e in snap.models:
-            if e.spec.status != "active" or e.spec.model_id in listed:
-                continue
-            providers = []
-            for o in e.offers:
-                eps = [ep for kind, group in KINDS.items() if kind in o.spec.endpoints
-                       and registry.adapter_for(o.provider_id, kind) is not None for ep in group]
-                if eps:
-                    native = [ep for ep in eps if ep in NATIVE_ENDPOINTS.get(o.provider_id, ())]
-                    providers.append({"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug,
-                                      "modes": ["native", "gateway"] if native else ["gateway"],
-                                      "endpoints": eps, "native_endpoints": native,
-                                      "completion_windows": list(WINDOWS), "is_active_gateway":
-                                      any(catalogue.is_active(o, k) for k in KINDS if k in o.spec.endpoints)})
-            if providers:
-                body["data"].append(_gateway_entry(e, providers))
+    for e in snap.models:
+        if e.spec.status != "active" or e.spec.model_id in listed:
+            continue
+        providers = []
+        for o in e.offers:
+            eps = [ep for kind, group in KINDS.items() if kind in o.spec.endpoints
+                   and registry.adapter_for(o.provider_id, kind) is not None for ep in group]
+            if eps:
+                native = [ep for ep in eps if ep in NATIVE_ENDPOINTS.get(o.provider_id, ())]
+                providers.append({"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug,
+                                  "modes": ["native", "gateway"] if native else ["gateway"],
+                                  "endpoints": eps, "native_endpoints": native,
+                                  "completion_windows": list(WINDOWS), "is_active_gateway":
+                                  any(catalogue.is_active(o, k) for k in KINDS if k in o.spec.endpoints)})
+        if providers:
+            body["data"].append(_gateway_entry(e, providers))
     out = orjson.dumps(body)
     snap.cache[key] = out
     return out

@@ -142,3 +142,37 @@ class BatchRowList(BaseModel):
     data: list[BatchRowOut]
     has_more: bool
     next_after: int | None
+
+
+class BatchModelProvider(BaseModel):
+    """A provider of a batchable model: the catalogue's fields, plus ``modes`` and, for gateway-mode
+    entries, the endpoints it serves (``native_endpoints`` through its own batch API) and windows."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    provider_model_slug: str
+    is_active_gateway: bool
+    modes: list[Literal["native", "gateway"]] | None = None
+    endpoints: list[str] | None = None
+    native_endpoints: list[str] | None = None
+    completion_windows: list[str] | None = None
+
+
+class BatchModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    name: str
+    status: str
+    input_types: list[str]
+    output_types: list[str]
+    supported_params: list[str]
+    supported_parameters: list[str]
+    supported_params_detail: dict[str, Any]
+    supported_parameters_detail: dict[str, Any]
+    providers: list[BatchModelProvider]
+    pricing: dict[str, Any]
+
+
+class BatchModelList(BaseModel):
+    object: Literal["list"]
+    data: list[BatchModel]
