@@ -17,6 +17,7 @@ from aistats_gateway.batches import execute, models, service
 from aistats_gateway.batches.schemas import (
     BatchCreate,
     BatchList,
+    BatchModelList,
     BatchObject,
     BatchRowList,
     RowStatus,
