@@ -18,9 +18,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "installing aistats-gateway and its dependencies into .venv (first run takes a minute)" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" >&2
+  # pip's output (and the warnings a machine's pip configuration adds) goes to a log, shown only
+  # when the install fails.
+  log=".venv/install.log"
+  echo "installing aistats-gateway and its dependencies into .venv (first run takes a minute; log: $log)" >&2
+  if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip \
+         && .venv/bin/python -m pip install --disable-pip-version-check -e ".[dev]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "error: installing into .venv failed (pip's output above, also in $log)" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

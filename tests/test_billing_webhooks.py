@@ -152,7 +152,8 @@ def test_hold_then_settle_at_actual_price(gw: Gateway) -> None:
     r = c.post("/v1/videos", json={"model": "local/priced-video", "prompt": "x", "duration": 2, "resolution": "480p"})
     assert r.status_code == 202, r.text
     v = r.json()
-    assert v["billing"]["state"] == "held" and v["billing"]["held_nanos"] == 2 * 100_000_000
+    assert v["billing"]["hold_state"] == "held" and v["billing"]["state"] == "estimated"
+    assert v["billing"]["held_nanos"] == v["billing"]["reserved_nanos"] == 2 * 100_000_000
     done = _wait(c, v["id"])
     assert done["status"] == "completed"
     v = _wait_billing(c, v["id"], "settled")

@@ -19,8 +19,11 @@ from aistats_gateway import __version__
 from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.billing.endpoints import router as billing_router
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
+from aistats_gateway.videos.alias import alias_router as video_alias_router
 from aistats_gateway.videos.endpoints import router as videos_router
 from aistats_gateway.files import endpoints as files_endpoints
+from aistats_gateway.http.asyncjobs import router as asyncjobs_router
+from aistats_gateway.http.health import router as health_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
@@ -125,6 +128,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
 
     app.include_router(batches_router)  # after the catalogue's /v1/batches/models and the files routes
     app.include_router(billing_router)
+    app.include_router(health_router)
+    app.include_router(asyncjobs_router)
+    app.include_router(video_alias_router(catalogue_router, videos_router))
     return app
 
 
@@ -163,6 +169,9 @@ async def start_services(state: GatewayState) -> None:
     state.hooks = JobHooks(state)
     state.runner.on_status.append(state.hooks.on_status)
     state.runner.on_progress.append(state.hooks.on_progress)
+    from aistats_gateway.videos import ws as video_ws
+
+    video_ws.install(state)  # websocket kind "video", status_changed webhooks, change notices
     sources = [video_jobs.source(state.runner), billing_jobs.source(state, state.hooks),
                webhook_jobs.source(state, state.webhooks), files_jobs.source(state)]
     if s.is_sqlite:

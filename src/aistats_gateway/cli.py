@@ -32,7 +32,11 @@ DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data direct
 DatabaseURL = Annotated[Optional[str], typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(*, follow_serve: bool = True, **overrides: Any) -> Settings:
+    """Settings from flags and the environment; with neither a data directory nor a database given,
+    those ``serve --remember`` recorded (``serverinfo``), unless ``follow_serve`` is off."""
+    if follow_serve:
+        overrides = _follow_serve(overrides)
     try:
         s = load_settings(**overrides)
         s.ensure_data_dir()
@@ -40,6 +44,32 @@ def _settings(**overrides: Any) -> Settings:
     except ConfigError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
+
+
+def _follow_serve(overrides: dict[str, Any]) -> dict[str, Any]:
+    from aistats_gateway import serverinfo
+
+    if overrides.get("data_dir") is not None or overrides.get("database_url") is not None \
+            or os.environ.get("AISTATS_DATA_DIR") or os.environ.get("AISTATS_DATABASE_URL"):
+        return overrides
+    rec = serverinfo.recall()
+    if rec is None:
+        return overrides
+    if rec.masked_database_url:
+        sys.stderr.write(f"error: the server recorded in {rec.path} uses {rec.masked_database_url}; set "
+                         "AISTATS_DATABASE_URL (and AISTATS_DATA_DIR) to the values it was started with\n")
+        raise typer.Exit(2)
+    if rec.data_dir != Path("./data").resolve() or rec.database_url:
+        sys.stderr.write(f"using the server's data directory {rec.data_dir}"
+                         + (f" and database {_safe_url(rec.database_url)}" if rec.database_url else "")
+                         + f" (recorded by ./start.sh in {rec.path}); pass --data-dir to use another\n")
+    return {**overrides, "data_dir": rec.data_dir, "database_url": rec.database_url}
+
+
+def _command_path() -> str:
+    """How to run this CLI again: the installed script when there is one."""
+    script = Path(sys.prefix) / "bin" / "aistats-gateway"
+    return str(script) if script.exists() else f"{sys.executable} -m aistats_gateway.cli"
 
 
 def _migrate(settings: Settings) -> None:
@@ -97,9 +127,12 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes")] = 1,
     bootstrap_key: Annotated[bool, typer.Option(
         "--bootstrap-key", help="Create and print a first API key when none exists")] = False,
+    remember: Annotated[bool, typer.Option(
+        "--remember", help="Record the data directory and database for later keys/credits commands "
+        "(./start.sh does)")] = False,
 ) -> None:
     """Migrate the database, then serve the API."""
-    settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url, follow_serve=False)
     from aistats_gateway import logs
 
     logs.configure(settings.log_level, settings.log_format)
@@ -115,8 +148,17 @@ def serve(
 
     import uvicorn
 
+    if remember:
+        from aistats_gateway import serverinfo
+
+        recorded = serverinfo.remember(settings.data_dir, settings.database_url, _safe_url(settings.db_url))
+        sys.stderr.write(f"CLI: {_command_path()} (keys, credits …; it uses this server's data directory "
+                         f"{settings.data_dir.resolve()})\n" if recorded else
+                         f"note: could not record the data directory in {serverinfo.record_path()}; pass "
+                         f"--data-dir {settings.data_dir.resolve()} to keys/credits commands\n")
+    # soft_wrap: never break the line, whatever the width (a pipe or a log file has none).
     err.print(f"[green]aistats-gateway[/green] listening on http://{settings.host}:{settings.port} "
-              f"(database: {_safe_url(settings.db_url)})")
+              f"(database: {_safe_url(settings.db_url)})", soft_wrap=True)
     uvicorn.run(
         "aistats_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=workers, loop="uvloop", http="httptools", log_config=None, access_log=False,

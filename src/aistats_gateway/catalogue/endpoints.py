@@ -1,4 +1,9 @@
-"""``GET /v1/models`` and ``GET /v1/videos/models`` (``GET /v1/batches/models`` is in ``batches/``)."""
+"""``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /v1/videos/models``
+(``GET /v1/batches/models`` is in ``batches/``).
+
+``/v1/models`` keeps the seed's page (``ok``, ``limit``, ``offset``, ``models``, ``total``) and adds the
+same page in OpenAI's list shape (``object: "list"``, ``data``), so OpenAI clients list it too.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from fastapi.responses import Response
 from aistats_gateway.auth.dependencies import Principal, require_key
 from aistats_gateway.catalogue import queries
 from aistats_gateway.catalogue.schema import ENDPOINTS, ORGANISATIONS
-from aistats_gateway.catalogue.schemas import CapabilityList, ModelsPage
-from aistats_gateway.http.responses import ERRORS, JSONBytes
+from aistats_gateway.catalogue.schemas import CapabilityList, ModelDetail, ModelsPage
+from aistats_gateway.http.errors import APIError
+from aistats_gateway.http.responses import ERRORS, NOT_FOUND, JSONBytes
 
 router = APIRouter(prefix="/v1", tags=["Catalogue"], responses=ERRORS)
 
@@ -71,6 +77,22 @@ async def list_models(
     )
     snap = await request.app.state.gateway.catalogue.get()
     return JSONBytes(queries.list_models(snap, q))
+
+
+@router.get(
+    "/models/{model_id:path}",
+    response_model=ModelDetail,
+    responses=NOT_FOUND,
+    summary="Retrieve a model",
+    description="One model by id or alias (the id may contain a slash: openai/gpt-5): the OpenAI model object "
+    "(id, object, created, owned_by) and its catalogue entry.",
+)
+async def get_model(model_id: str, request: Request, _: Principal = Depends(require_key)) -> Response:
+    snap = await request.app.state.gateway.catalogue.get()
+    body = queries.get_model(snap, model_id)
+    if body is None:
+        raise APIError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+    return JSONBytes(body)
 
 
 @router.get(

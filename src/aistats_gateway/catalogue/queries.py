@@ -203,10 +203,33 @@ def list_models(snap: Snapshot, q: ModelQuery) -> bytes:
         return cached
     matches = _matching(snap, q)
     active = _Activity()
-    page = [_render_model(e, q, active) for e in matches[q.offset:q.offset + q.limit]]
-    body = orjson.dumps({"ok": True, "limit": q.limit, "offset": q.offset, "models": page, "total": len(matches)})
+    entries = matches[q.offset:q.offset + q.limit]
+    page = [_render_model(e, q, active) for e in entries]
+    # The seed's page, then the same page as an OpenAI model list (openai SDK, Open WebUI, LangChain …).
+    body = orjson.dumps({"ok": True, "limit": q.limit, "offset": q.offset, "models": page, "total": len(matches),
+                         "object": "list", "data": [openai_model(e) for e in entries]})
     _store(snap, key, body)
     return body
+
+
+def openai_model(e: ModelEntry) -> dict[str, Any]:
+    """``{id, object: "model", created, owned_by}``; ``created`` is the release (or announcement) date
+    at 00:00 UTC in unix seconds, 0 when the catalogue has neither."""
+    got: dict[str, Any] | None = e.memo.get("openai")
+    if got is None:
+        day = e.spec.release_date or e.spec.announcement_date
+        created = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()) if day else 0
+        got = e.memo["openai"] = {"id": e.spec.model_id, "object": "model", "created": created,
+                                  "owned_by": e.spec.organisation}
+    return got
+
+
+def get_model(snap: Snapshot, model_id: str) -> bytes | None:
+    """One model by id or alias: the OpenAI model object followed by its full catalogue entry."""
+    e = snap.resolve(model_id)
+    if e is None:
+        return None
+    return orjson.dumps({**openai_model(e), **_render_model(e, ModelQuery(), _Activity())})
 
 
 def _matching(snap: Snapshot, q: ModelQuery) -> list[ModelEntry]:

@@ -73,12 +73,30 @@ class ModelOut(_Out):
     output_types: list[str] | None = Field(default=None, description="Omitted when include_data=false")
 
 
+class OpenAIModelOut(_Out):
+    id: str
+    object: Literal["model"]
+    created: int = Field(description="Release date (00:00 UTC) in unix seconds; 0 when unknown")
+    owned_by: str = Field(description="The organisation")
+
+
 class ModelsPage(_Out):
     ok: bool
     limit: int
     offset: int
     models: list[ModelOut]
     total: int = Field(description="Total number of models matching the filter")
+    object: Literal["list"] = Field(description="OpenAI list shape of the same page (with data)")
+    data: list[OpenAIModelOut] = Field(description="The same page as OpenAI model objects, for OpenAI clients")
+
+
+class ModelDetail(ModelOut):
+    """GET /v1/models/{id}: the OpenAI model object and the model's catalogue entry."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
 
 
 class CapabilityProviderOut(_Out):

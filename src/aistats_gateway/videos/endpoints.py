@@ -10,9 +10,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import Response
 
 from aistats_gateway.auth.dependencies import Principal, bearer, require_key
+from aistats_gateway.http import asyncjobs
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.http.responses import CONFLICT, ERRORS, NOT_FOUND, JSONBytes, _err
-from aistats_gateway.videos import content, parsing, present, service, signing
+from aistats_gateway.videos import content, parsing, present, service, signing, validation
 from aistats_gateway.videos.schemas import (
     DownloadURL,
     DownloadURLRequest,
@@ -75,8 +76,8 @@ def _poll_headers(job: Any) -> dict[str, str]:
 async def create_video(request: Request, principal: Principal = Depends(require_key)) -> Response:
     gw = _ctx(request)
     data, upload = await parsing.read_body(request)
-    req = service.parse_request(data)
     snap = await gw.catalogue.get()
+    req = service.parse_request(validation.fold_aliases(snap, data))
     job, secret = await service.create(gw.runner, gw.fetch_client, snap, _caller(principal), req, upload,
                                        gw.fetch_policy, lambda job_id: gw.jobs.wake("videos", job_id),
                                        request_id=getattr(request.state, "request_id", None),
@@ -207,6 +208,7 @@ async def cancel_video(video_id: str, request: Request, principal: Principal = D
 async def delete_video(video_id: str, request: Request, principal: Principal = Depends(require_key)) -> Response:
     await request.body()
     await service.remove(_ctx(request).runner, _caller(principal), video_id)
+    asyncjobs.NOTIFIER.poke("video", video_id)  # websockets watching it send job.deleted now
     return JSONBytes({"id": video_id, "object": "video.deleted", "deleted": True})
 
 

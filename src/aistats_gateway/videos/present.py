@@ -28,8 +28,26 @@ def poll_after_seconds(job: VideoJob) -> int:
     return max(1, math.ceil(provider_config.timing(job.provider or "", adapter).poll_interval))
 
 
+# Today's hold states → the SDK's billing.state (the hold state stays readable as hold_state).
+BILLING_STATES = {"none": "pending", "held": "estimated", "settled": "settled", "void": "void"}
+LIFECYCLE = {"queued": "pending", "in_progress": "running"}  # the SDK's lifecycle_status; others are equal
+
+
 def _billing(job: VideoJob) -> dict[str, Any]:
-    return dict(job.billing or {"state": "none", "currency": "usd", "held_nanos": 0, "settled_nanos": 0})
+    doc = dict(job.billing or {"state": "none", "currency": "usd", "held_nanos": 0, "settled_nanos": 0})
+    hold_state = str(doc.get("state") or "none")
+    held, settled = int(doc.get("held_nanos") or 0), int(doc.get("settled_nanos") or 0)
+    doc.update(hold_state=hold_state, state=BILLING_STATES.get(hold_state, "pending"), reserved_nanos=held,
+               estimated_nanos=int(doc.get("estimate_nanos", held) or 0),
+               total_nanos=settled if hold_state == "settled" else 0 if hold_state == "void" else None,
+               billable=bool(doc.get("priced", True)), charged=hold_state == "settled" and settled > 0)
+    return doc
+
+
+def websocket_url(base_url: str, job_id: str) -> str:
+    scheme, sep, rest = base_url.partition("://")
+    ws_scheme = {"https": "wss", "http": "ws"}.get(scheme.lower(), scheme) if sep else "ws"
+    return f"{ws_scheme}://{rest if sep else base_url}/v1/async/video/{job_id}/ws"
 
 
 def _usage(job: VideoJob) -> dict[str, Any]:
@@ -74,6 +92,7 @@ def render(job: VideoJob, outputs: list[VideoOutput], *, base_url: str, secret: 
         "request_id": (job.params or {}).get("request_id"),  # the create request's x-request-id
         "session_id": None,  # this gateway has no sessions; kept for the response shape
         "status": job.status,
+        "lifecycle_status": LIFECYCLE.get(job.status, job.status),
         "output_access": access,
         "generation_id": job.id,
         "created_at": ts(job.created_at),
@@ -81,6 +100,9 @@ def render(job: VideoJob, outputs: list[VideoOutput], *, base_url: str, secret: 
         "completed_at": ts(job.completed_at),
         "poll_after_seconds": poll_after_seconds(job),
         "provider": job.provider,
+        "native_video_id": job.native_id,
+        "cancel_url": None if job.status in TERMINAL else f"{base_url}/v1/videos/{job.id}/cancel",
+        "websocket_url": websocket_url(base_url, job.id),
         "seconds": job.seconds,
         "size": job.size,
         "audio": job.audio,

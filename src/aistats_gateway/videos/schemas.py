@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
 OutputAccess = Literal["bytes", "signed_url", "both"]
 ReferenceRole = Literal["first_frame", "last_frame", "reference", "source", "mask"]
-WebhookEvent = Literal["video.created", "video.progress", "video.completed", "video.failed", "video.cancelled",
-                       "video.expired"]
+WebhookEvent = Literal["video.created", "video.status_changed", "video.progress", "video.completed", "video.failed",
+                       "video.cancelled", "video.expired"]
+# Also accepted (the Phaseo names): job.<phase> for the video's event, and the spelling "canceled".
+WebhookEventName = Literal[
+    "video.created", "video.status_changed", "video.progress", "video.completed", "video.failed", "video.cancelled",
+    "video.expired", "video.canceled", "job.created", "job.status_changed", "job.progress", "job.completed",
+    "job.failed", "job.cancelled", "job.canceled", "job.expired"]
+
+
+def canonical_events(names: list[str] | None) -> list[str] | None:
+    """``job.X`` → ``video.X``, ``canceled`` → ``cancelled``, duplicates dropped (order kept)."""
+    if names is None:
+        return None
+    return list(dict.fromkeys("video." + n.split(".", 1)[1].replace("canceled", "cancelled") for n in names))
 
 
 def _not_bool(value: Any) -> Any:
@@ -60,7 +72,9 @@ class VideoOutputConfig(_In):
 class VideoWebhook(_In):
     url: str = Field(max_length=2048)
     secret: str | None = Field(default=None, max_length=500)
-    events: list[WebhookEvent] | None = None
+    events: Annotated[list[WebhookEventName] | None, AfterValidator(canonical_events)] = Field(
+        default=None, description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
+        "event, canceled is read as cancelled")
 
 
 class ProviderRouting(_In):
@@ -75,7 +89,10 @@ class VideoCreateRequest(_In):
     prompt: str = Field(max_length=32000, description="May be empty only with an image reference")
     duration: Int | None = Field(default=None, ge=1, le=120, description="Seconds (provider/model dependent)")
     seconds: Int | None = Field(default=None, ge=1, le=120, description="OpenAI's name for duration")
-    size: str | None = Field(default=None, description="WxH, e.g. 1280x720; not with resolution/aspect_ratio")
+    duration_seconds: Int | None = Field(default=None, ge=1, le=120, description="The Phaseo SDK's name for "
+                                         "duration; every spelling given must agree")
+    size: str | None = Field(default=None, description="WxH, e.g. 1280x720; not with resolution/aspect_ratio. "
+                             "A resolution such as 720p is also accepted (size is an alias of resolution)")
     resolution: str | None = Field(default=None, description="480p, 720p, 1080p, 1K, 2K or 4K")
     aspect_ratio: str | None = Field(default=None, description="W:H such as 16:9, 9:16, 1:1")
     seed: Int | None = Field(default=None, ge=0, le=4294967295)
@@ -139,6 +156,23 @@ class VideoAttempt(BaseModel):
     at: int
 
 
+class VideoBilling(BaseModel):
+    """The job's hold: today's fields (hold_id, held_nanos, settled_nanos, lines …) and the SDK's names."""
+
+    model_config = ConfigDict(extra="allow")
+    state: Literal["pending", "estimated", "settled", "void"] = Field(
+        description="pending=no hold, estimated=held (the estimate), settled=charged, void=released")
+    hold_state: Literal["none", "held", "settled", "void"] = Field(description="The hold's own state")
+    currency: Literal["usd"] = "usd"
+    held_nanos: int
+    settled_nanos: int
+    reserved_nanos: int = Field(description="Nano-USD reserved by the hold (the estimate)")
+    estimated_nanos: int
+    total_nanos: int | None = Field(description="The final charge: settled amount, 0 when void, null before")
+    billable: bool
+    charged: bool
+
+
 class VideoObject(BaseModel):
     id: str
     object: Literal["video"] = "video"
@@ -147,6 +181,8 @@ class VideoObject(BaseModel):
     request_id: str | None = Field(default=None, description="x-request-id of the create request")
     session_id: str | None = None
     status: VideoStatus
+    lifecycle_status: Literal["pending", "running", "completed", "failed", "cancelled", "expired"] = Field(
+        description="The Phaseo SDK's name of the status (queued=pending, in_progress=running)")
     output_access: OutputAccess
     generation_id: str | None
     created_at: int
@@ -154,6 +190,9 @@ class VideoObject(BaseModel):
     completed_at: int | None
     poll_after_seconds: int
     provider: str | None
+    native_video_id: str | None = Field(description="The provider's own id of the job")
+    cancel_url: str | None = Field(description="POST here to cancel; null once the job is finished")
+    websocket_url: str = Field(description="wss:// URL of GET /v1/async/video/{id}/ws")
     seconds: float | None
     size: str | None
     audio: bool
@@ -164,7 +203,7 @@ class VideoObject(BaseModel):
     progress_source: Literal["provider", "estimated"]
     asset: VideoAsset | None
     outputs: list[VideoOutput]
-    billing: dict[str, Any]
+    billing: VideoBilling
     usage: VideoUsage
     error: VideoError | None
     attempts: list[VideoAttempt] = Field(default_factory=list)

@@ -25,6 +25,7 @@ from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
 from aistats_gateway.videos import render, validation
 from aistats_gateway.webhooks import service as webhooks
+from aistats_gateway.webhooks import signing as webhook_signing
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
@@ -236,12 +237,8 @@ async def _webhook(req: VideoCreateRequest, cfg: Any) -> tuple[dict[str, Any] | 
     secret, generated = req.webhook.secret, None
     if not secret:
         secret = generated = webhooks.new_secret()
-    try:
-        if not webhooks.secret_bytes(secret):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise bad_request("webhook.secret must be a base64 secret (whsec_… as the Standard Webhooks libraries "
-                          "use); omit it and the gateway generates one.", "webhook.secret") from None
+    if (why := webhook_signing.check_secret(secret)) is not None:
+        raise bad_request(f"webhook.secret {why}; omit it and the gateway generates one.", "webhook.secret")
     events = list(dict.fromkeys(req.webhook.events)) if req.webhook.events else list(webhooks.DEFAULT_EVENTS)
     return {"url": url, "secret": secret, "events": events}, generated
 

@@ -34,6 +34,42 @@ CONTROLLED_KEYS = frozenset({
 })
 
 
+# Every spelling of the duration a create request may use (the catalogue's aliases of "duration").
+DURATION_SPELLINGS = ("duration", "seconds", "duration_seconds")
+_RESOLUTION_KEYS = frozenset(r.lower() for r in RESOLUTIONS)
+
+
+def _one_spelling(req: VideoCreateRequest, names: tuple[str, ...]) -> tuple[str, Any]:
+    """The (name, value) of the spellings given; 400 when two of them disagree."""
+    given = [(n, getattr(req, n)) for n in names if getattr(req, n) is not None]
+    for n, v in given[1:]:
+        if v != given[0][1]:
+            raise bad_request(f"'{given[0][0]}' ({_show(given[0][1])}) and '{n}' ({_show(v)}) disagree; send one "
+                              "of them.", n, "conflicting_parameters")
+    return given[0] if given else (names[0], None)
+
+
+def fold_aliases(snap: Snapshot, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the catalogue's other aliases of the model's video parameters renamed to the
+    parameter (spellings that are request fields, such as seconds or size, are left to ``plan``);
+    400 when an alias and its parameter disagree."""
+    entry = snap.resolve(data["model"]) if isinstance(data.get("model"), str) else None
+    if entry is None:
+        return data
+    out = dict(data)
+    for o in entry.offers:
+        for name, detail in (o.spec.parameters.get(ENDPOINT) or {}).items():  # type: ignore[call-overload]
+            for alias in detail.aliases:
+                if alias not in out or alias in VideoCreateRequest.model_fields:
+                    continue
+                value = out.pop(alias)
+                if name in out and out[name] != value:
+                    raise bad_request(f"'{name}' ({_show(out[name])}) and '{alias}' ({_show(value)}) disagree; send "
+                                      "one of them.", alias, "conflicting_parameters")
+                out[name] = value
+    return out
+
+
 @dataclass
 class Plan:
     """A validated request: the model, the ordered providers to try and the normalised values."""
@@ -208,30 +244,34 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
     if not req.prompt.strip() and not has_image:
         raise bad_request("'prompt' must not be empty unless an image reference is given.", "prompt",
                           "missing_required_parameter")
-    if req.duration is not None and req.seconds is not None and req.duration != req.seconds:
-        raise bad_request(f"'duration' ({req.duration}) and 'seconds' ({req.seconds}) disagree.", "seconds",
-                          "conflicting_parameters")
-    if req.size is not None and (req.resolution is not None or req.aspect_ratio is not None):
+    dparam, duration = _one_spelling(req, DURATION_SPELLINGS)
+    size, resolution_in = req.size, req.resolution
+    if size is not None and size.lower() in _RESOLUTION_KEYS:  # size is also an alias of resolution
+        if resolution_in is not None and resolution_in.lower() != size.lower():
+            raise bad_request(f"'resolution' ({resolution_in!r}) and 'size' ({size!r}) disagree; send one of them.",
+                              "size", "conflicting_parameters")
+        size, resolution_in = None, size
+    if size is not None and (resolution_in is not None or req.aspect_ratio is not None):
         raise bad_request("'size' cannot be combined with 'resolution' or 'aspect_ratio'.", "size",
                           "conflicting_parameters")
-    resolution = _norm_resolution(req.resolution) if req.resolution is not None else None
+    resolution = _norm_resolution(resolution_in) if resolution_in is not None else None
     aspect = req.aspect_ratio
     if aspect is not None:
         m = _RATIO.match(aspect)
         if not m or int(m[1]) == 0 or int(m[2]) == 0:
             raise bad_request(f"Invalid aspect_ratio {aspect!r}; use W:H such as 16:9.", "aspect_ratio")
     size_wh: tuple[int, int] | None = None
-    if req.size is not None:  # "" is an invalid size, not a missing one
-        m = _SIZE.match(req.size.lower())
+    if size is not None:  # "" is an invalid size, not a missing one
+        m = _SIZE.match(size.lower())
         if not m or not (16 <= int(m[1]) <= 4096 and 16 <= int(m[2]) <= 4096):
-            raise bad_request(f"Invalid size {req.size!r}; use WxH such as 1280x720 (16..4096).", "size")
+            raise bad_request(f"Invalid size {size!r}; use WxH such as 1280x720 (16..4096) or a resolution "
+                              f"({', '.join(RESOLUTIONS)}).", "size")
         size_wh = (int(m[1]), int(m[2]))
     pp = _check_provider_params(req.provider_params)
 
     offers = _route(entry, req)
-    duration = req.duration if req.duration is not None else req.seconds
     if duration is not None:
-        offers = _filter(offers, "duration", duration, "seconds" if req.seconds is not None else "duration")
+        offers = _filter(offers, "duration", duration, dparam)
     if size_wh is not None:
         w, h = size_wh
         offers = _filter(offers, "resolution", size_class(w, h), "size")
@@ -275,7 +315,7 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
             width, height = render.resolve_dimensions(resolution, aspect, None)
         except ValueError as e:
             raise bad_request(str(e), "resolution") from None
-    return Plan(entry, offers, req.prompt, duration, width, height, resolution, aspect, req.size, values, pp)
+    return Plan(entry, offers, req.prompt, duration, width, height, resolution, aspect, size, values, pp)
 
 
 def _filter_ratio(offers: list[ProviderOffer], width: int, height: int) -> list[ProviderOffer]:

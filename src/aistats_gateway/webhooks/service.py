@@ -1,11 +1,11 @@
 """Job webhooks: a persisted outbox, Standard Webhooks signatures, at-least-once delivery.
 
 Events are written to ``webhook_deliveries`` when they happen (one row per job and event key, so
-an event is never queued twice). The job engine delivers due rows: a POST with ``webhook-id``,
-``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256>`` headers (verifiable with
-the ``standardwebhooks`` package), retried with backoff on errors, timeouts and non-2xx answers.
-Delivery never blocks the job itself. Targets pass the SSRF guard (https only, no private,
-loopback, link-local or metadata addresses) unless the operator allows local targets.
+an event is never queued twice). The job engine delivers due rows: a POST signed with both the
+Standard Webhooks and the Phaseo header families (``webhooks/signing.py``), retried with backoff
+on errors, timeouts and non-2xx answers. Delivery never blocks the job itself. Targets pass the
+SSRF guard (https only, no private, loopback, link-local or metadata addresses) unless the
+operator allows local targets.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http import ssrf
+from aistats_gateway.webhooks import signing
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
 log = logging.getLogger("aistats_gateway.webhooks")
@@ -123,15 +124,16 @@ async def deliver(sessions: async_sessionmaker[AsyncSession], client: httpx.Asyn
         d = await s.get(WebhookDelivery, delivery_id)
         assert d is not None
         url, secret, body, attempts, history = d.url, d.secret, d.payload, d.attempts, list(d.history or [])
+        event_type, event_key = d.event_type, d.event_key
     started = time.monotonic()
     ts = int(time.time())
     status_code: int | None = None
     error: str | None = None
     try:
         ips = await ssrf.check_url(url, cfg.policy)
-        headers = {"content-type": "application/json", "user-agent": "aistats-gateway-webhooks/1",
-                   "webhook-id": delivery_id, "webhook-timestamp": str(ts),
-                   "webhook-signature": sign(secret, delivery_id, ts, body)}
+        headers = signing.delivery_headers(secret=secret, delivery_id=delivery_id, event_type=event_type,
+                                           event_key=event_key, attempt=attempts + 1,
+                                           max_attempts=len(cfg.schedule) + 1, timestamp=ts, body=body.encode())
         request = ssrf.pinned_request("POST", url, ips[0], headers=headers, content=body.encode(),
                                       timeout=cfg.timeout)
         resp = await client.send(request, follow_redirects=False)
