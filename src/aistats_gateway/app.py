@@ -31,6 +31,9 @@ from aistats_gateway.http.responses import ErrorResponse, JSONBytes
 from aistats_gateway.settings import Settings
 
 log = logging.getLogger("aistats_gateway")
+# The domains whose ``jobs`` module gives the job engines their sources (``sources(state)``).
+JOB_DOMAINS = ("aistats_gateway.videos.jobs", "aistats_gateway.billing.jobs", "aistats_gateway.webhooks.jobs",
+               "aistats_gateway.files.jobs")
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -57,6 +60,7 @@ class GatewayState:
     jobs: Any = None  # the job engine
     hooks: Any = None  # what happens when a job changes (billing, webhooks)
     webhooks: Any = None  # webhook delivery configuration
+    rendered_jobs: Any = None  # videos.cache.RenderedJobs: JSON of finished jobs for GET /v1/videos/{id}
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
@@ -74,6 +78,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     from aistats_gateway.db.fastread import FastReader
 
     state.reader = FastReader(engine, settings.db_url)
+    from aistats_gateway.videos.cache import RenderedJobs
+
+    state.rendered_jobs = RenderedJobs()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +104,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     )
     app.state.gateway = state
     errors.install(app)
+    from aistats_gateway.videos.fastget import FastVideoGet
+
+    app.add_middleware(FastVideoGet)  # inside GatewayMiddleware (added later = outermost)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        own_limit_paths=files_endpoints.UPLOAD_PATHS)
 
@@ -140,7 +150,6 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.http.client import create_client
     from aistats_gateway.jobs.engine import LocalEngine
     from aistats_gateway.storage import create_store
-    from aistats_gateway.videos import jobs as video_jobs
     from aistats_gateway.videos.runner import RunnerContext
 
     s = state.settings
@@ -156,26 +165,24 @@ async def start_services(state: GatewayState) -> None:
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
-                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader)
-    from aistats_gateway.billing import jobs as billing_jobs
+                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader,
+                                 poll_age_fraction=s.job_poll_age_fraction)
+    from aistats_gateway.jobs.registry import collect as collect_sources
     from aistats_gateway.videos.hooks import JobHooks
-    from aistats_gateway.files import jobs as files_jobs
-    from aistats_gateway.webhooks import jobs as webhook_jobs
     from aistats_gateway.webhooks import service as webhook_service
 
     state.webhooks = webhook_service.WebhookConfig(
         policy=webhook_service.policy_for(s.webhook_allow_local, s.allowed_hosts),
         schedule=s.retry_schedule, timeout=s.webhook_timeout_seconds)
     state.hooks = JobHooks(state)
-    state.runner.on_status.append(state.hooks.on_status)
+    state.runner.events.on_terminal("video", state.hooks.on_status)
     state.runner.on_progress.append(state.hooks.on_progress)
     from aistats_gateway.videos import ws as video_ws
 
     video_ws.install(state)  # websocket kind "video", status_changed webhooks, change notices
-    sources = [video_jobs.source(state.runner), billing_jobs.source(state, state.hooks),
-               webhook_jobs.source(state, state.webhooks), files_jobs.source(state)]
+    sources = collect_sources(state, JOB_DOMAINS)
     if s.is_sqlite:
-        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency)
+        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency, max_idle=s.job_max_idle_seconds)
     else:
         from aistats_gateway.jobs.procrastinate_engine import ProcrastinateEngine
 

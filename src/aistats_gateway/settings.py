@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     run_worker: bool = True
     job_concurrency: int = Field(default=4, ge=1, le=256)
     job_lease_seconds: float = Field(default=120.0, ge=1.0, description="How long a crashed worker holds a job")
+    job_workspace_concurrency: int = Field(
+        default=0, ge=0, le=256,
+        description="Most background jobs one workspace runs at once per process (0: job_concurrency - 1)")
+    job_poll_age_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="Poll a running job at least this fraction of its age apart (0: the provider's backoff only)")
+    job_max_idle_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="Longest sleep of the in-process engine between looks for work")
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     # Job webhooks.
     webhook_allow_local: bool = Field(default=False, description="Allow http://localhost targets (development)")
@@ -127,6 +135,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    def job_workspace_cap(self) -> int:
+        """Per-workspace share of this process's job slots: one workspace never holds them all, so
+        another's job starts while the first one's backlog runs."""
+        if self.job_workspace_concurrency:
+            return min(self.job_workspace_concurrency, self.job_concurrency)
+        return max(1, self.job_concurrency - 1)
 
     @property
     def blob_dir(self) -> Path:

@@ -24,3 +24,11 @@ def source(state: Any, hooks: Any) -> Source:
         return None
 
     return Source("billing", due, run)
+
+
+def sources(state: Any) -> list[Source]:
+    """For ``jobs.registry.collect``: the sweep, scanned every few seconds (terminal transitions
+    finalize holds at once; this only repairs what a crash left open)."""
+    from dataclasses import replace
+
+    return [replace(source(state, state.hooks), sweep_every=2.0)]

@@ -21,3 +21,7 @@ def source(state: Any) -> Source:
         return None
 
     return Source("files", due, run)
+
+
+def sources(state: Any) -> list[Source]:
+    return [source(state)]

@@ -83,13 +83,24 @@ class ProcrastinateEngine:
         self._pending.add(t)
         t.add_done_callback(self._pending.discard)
 
+    async def _queued(self, locks: list[str]) -> set[str]:
+        """Which of these queueing locks already have a waiting task: one query, instead of a
+        rejected insert (``AlreadyEnqueued``) per item on every round."""
+        rows = await self.app.connector.execute_query_all_async(
+            "SELECT queueing_lock FROM procrastinate_jobs WHERE status = 'todo' AND queueing_lock = ANY(%(locks)s)",
+            locks=locks)
+        return {str(r["queueing_lock"]) for r in rows}
+
     async def _reconcile(self) -> None:
         """Re-defer due, unleased items: resumes work whose task died with its process."""
         while True:
             try:
                 for source in self.sources.values():
-                    for item_id in await source.due(200):
-                        await self.defer(source.name, item_id)
+                    ids = await source.due(200)
+                    queued = await self._queued([f"{source.name}:{i}" for i in ids]) if ids else set()
+                    for item_id in ids:
+                        if f"{source.name}:{item_id}" not in queued:
+                            await self.defer(source.name, item_id)
             except Exception:  # noqa: BLE001
                 log.exception("reconcile failed")
             await asyncio.sleep(self.reconcile_every)

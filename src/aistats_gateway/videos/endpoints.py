@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -13,7 +14,7 @@ from aistats_gateway.auth.dependencies import Principal, bearer, require_key
 from aistats_gateway.http import asyncjobs
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.http.responses import CONFLICT, ERRORS, NOT_FOUND, JSONBytes, _err
-from aistats_gateway.videos import content, parsing, present, service, signing, validation
+from aistats_gateway.videos import cache, content, parsing, present, service, signing, validation
 from aistats_gateway.videos.schemas import (
     DownloadURL,
     DownloadURLRequest,
@@ -65,6 +66,9 @@ def _video(request: Request, job: Any, outputs: list[Any],
                           deliveries=deliveries)
 
 
+_TERMINAL_POLL = {"openai-poll-after-ms": "1000"}  # what _poll_headers gives a finished job
+
+
 def _poll_headers(job: Any) -> dict[str, str]:
     return {"openai-poll-after-ms": str(max(present.poll_after_seconds(job), 1) * 1000)}
 
@@ -108,9 +112,24 @@ async def list_videos(
 
 @router.get("/{video_id}", response_model=VideoObject, responses=NOT_FOUND, summary="Retrieve a video")
 async def get_video(video_id: str, request: Request, principal: Principal = Depends(require_key)) -> Response:
-    job, outputs = await service.get_owned(_ctx(request).runner, _caller(principal), video_id)
-    deliveries = await service.webhook_deliveries(_ctx(request).runner, job) if job.webhook else None
-    return JSONBytes(_video(request, job, outputs, deliveries), headers=_poll_headers(job))
+    gw = _ctx(request)
+    rendered: cache.RenderedJobs | None = getattr(gw, "rendered_jobs", None)
+    found = await service.stamp_of(gw.reader, video_id) if rendered is not None else None
+    base = _base_url(request)
+    if rendered is not None and found is not None and found[0].workspace_id == principal.workspace_id \
+            and rendered.cacheable(*found):
+        body = rendered.get(video_id, found[0], base)
+        if body is not None:
+            return JSONBytes(body, headers=_TERMINAL_POLL)
+    second = int(time.time())
+    job, outputs = await service.get_owned(gw.runner, _caller(principal), video_id)
+    deliveries = await service.webhook_deliveries(gw.runner, job) if job.webhook else None
+    video = present.render(job, outputs, base_url=base, secret=gw.settings.signing_key, now=second,
+                           deliveries=deliveries)
+    data = orjson.dumps(video)
+    if rendered is not None and found is not None and rendered.cacheable(*found) and found[0].status == job.status:
+        rendered.put(video_id, found[0], base, second, data)
+    return JSONBytes(data, headers=_poll_headers(job))
 
 
 @router.head("/{video_id}/content", include_in_schema=False)  # same headers, no body (HEAD is implied by GET)

@@ -1,29 +1,28 @@
-"""The videos source for the job engines: which jobs are due, and how to advance one."""
+"""The videos source for the job engines: the ``video`` leased table and how to advance one job.
+
+Collected by ``jobs.registry.collect`` from the composition root's list of domain modules; the
+engine claims due jobs in batches, fairly across workspaces, and runs ``runner.advance`` on each
+under a heartbeat (the same lease ``runner.run_job`` takes for a single job).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from typing import Any
 
-from aistats_gateway.db.base import utcnow
-from aistats_gateway.jobs.engine import Source
-from aistats_gateway.videos.runner import RunnerContext, run_job
-from aistats_gateway.videos.tables import TERMINAL, VideoJob
+from aistats_gateway.jobs.engine import GroupLimiter, LeasedWork, Source, leased_source
+from aistats_gateway.jobs.lease import Lease
+from aistats_gateway.videos.runner import RunnerContext, advance
+from aistats_gateway.videos.tables import VIDEO_LEASE
 
 
-def source(ctx: RunnerContext) -> Source:
-    async def due(limit: int) -> list[str]:
-        now = utcnow()
-        async with ctx.sessions() as s:
-            rows = await s.execute(
-                select(VideoJob.id)
-                .where(VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None), VideoJob.next_run_at <= now,
-                       or_(VideoJob.lease_until.is_(None), VideoJob.lease_until < now))
-                .order_by(VideoJob.next_run_at)
-                .limit(limit)
-            )
-            return [r[0] for r in rows]
+def source(ctx: RunnerContext, limiter: GroupLimiter | None = None) -> Source:
+    async def step(lease: Lease) -> float | None:
+        return await advance(ctx, lease.item_id)
 
-    async def run(job_id: str) -> float | None:
-        return await run_job(ctx, job_id)
+    return leased_source("videos", LeasedWork(db=ctx.sessions, table=VIDEO_LEASE, step=step, owner=ctx.worker_id,
+                                              seconds=ctx.lease_seconds, limiter=limiter or GroupLimiter(),
+                                              reader=ctx.reader))
 
-    return Source("videos", due, run)
+
+def sources(state: Any) -> list[Source]:
+    return [source(state.runner, GroupLimiter(cap=state.settings.job_workspace_cap()))]

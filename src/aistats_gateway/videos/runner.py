@@ -21,18 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.db.base import utcnow
+from aistats_gateway.jobs import lease as leases
 from aistats_gateway.providers import config as provider_config
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import CallContext, OutputRef, ProviderError, VideoRequest
 from aistats_gateway.videos import media
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
-from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
+from aistats_gateway.videos.tables import TERMINAL, VIDEO_LEASE, VideoJob, VideoOutput
 
 log = logging.getLogger("aistats_gateway.videos")
+JOBS = VIDEO_LEASE.table
 LEASE_SECONDS = 120
 MAX_DOWNLOAD_ATTEMPTS = 5
 
@@ -48,8 +50,18 @@ class RunnerContext:
     worker_id: str = field(default_factory=lambda: "w_" + secrets.token_hex(6))
     lease_seconds: float = LEASE_SECONDS
     reader: Any = None  # db.fastread.FastReader, for reads outside a transaction
+    poll_age_fraction: float = 0.0  # see _paced (settings.job_poll_age_fraction)
     on_status: list[StatusHook] = field(default_factory=list)
     on_progress: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
+    events: leases.JobEvents = field(default_factory=leases.JobEvents)
+
+    def __post_init__(self) -> None:
+        self.events.on_status(VIDEO_LEASE.kind, self._status_hooks)
+
+    async def _status_hooks(self, job_id: str, old: str, new: str) -> None:
+        for hook in list(self.on_status):
+            with contextlib.suppress(Exception):
+                await hook(job_id, old, new)
 
     def call_context(self, provider_id: str, **extra: Any) -> CallContext:
         cfg = provider_config.load(provider_id)
@@ -61,61 +73,66 @@ def _now() -> dt.datetime:
     return utcnow()
 
 
+def _lease(ctx: RunnerContext, job_id: str) -> leases.Lease:
+    return leases.Lease(VIDEO_LEASE, job_id, ctx.worker_id, _now(), ctx.lease_seconds)
+
+
 async def claim(ctx: RunnerContext, job_id: str) -> bool:
-    """Take the job's lease. Not re-entrant: one process may run two tasks for the same job at once
-    (procrastinate can start a re-deferred task while the previous one is still running), and only
-    one of them may work the job."""
-    now = _now()
-    async with ctx.sessions() as s, s.begin():
-        res = await s.execute(
-            update(VideoJob)
-            .where(VideoJob.id == job_id, VideoJob.status.not_in(TERMINAL), VideoJob.deleted_at.is_(None),
-                   or_(VideoJob.lease_until.is_(None), VideoJob.lease_until < now))
-            .values(lease_owner=ctx.worker_id, lease_until=now + dt.timedelta(seconds=ctx.lease_seconds))
-        )
-        return res.rowcount == 1
+    """Take the job's lease (``jobs.lease.claim``). Not re-entrant: one process may run two tasks
+    for the same job at once (procrastinate can start a re-deferred task while the previous one is
+    still running), and only one of them may work the job."""
+    return await leases.claim(ctx.sessions, VIDEO_LEASE, job_id, ctx.worker_id, ctx.lease_seconds) is not None
 
 
 async def release(ctx: RunnerContext, job_id: str, delay: float | None) -> None:
-    values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
-    if delay is not None:
-        values["next_run_at"] = _now() + dt.timedelta(seconds=delay)
-    async with ctx.sessions() as s, s.begin():
-        await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
-                        .values(**values))
+    await leases.release(ctx.sessions, _lease(ctx, job_id), delay)
+
+
+def allowed_from(new: str) -> tuple[str, ...]:
+    """Forward only: queued → in_progress → a terminal status; nothing moves back to queued."""
+    if new == "in_progress":
+        return ("queued",)
+    if new in TERMINAL:
+        return ("queued", "in_progress")
+    return ()
 
 
 async def transition(ctx: RunnerContext, job_id: str, new: str, **values: Any) -> bool:
-    """Move a job to ``new`` only forward (queued → in_progress → terminal); False when it could not."""
-    allowed = ("queued",) if new == "in_progress" else ("queued", "in_progress")
-    if new == "queued":
-        allowed = ()
+    """Move a job to ``new`` only forward (``jobs.lease.transition``); False when it could not."""
     now = _now()
     if new == "in_progress":
         values.setdefault("started_at", now)
     if new in TERMINAL:
         values.setdefault("completed_at", now)
         values["next_run_at"] = now
-    async with ctx.sessions() as s, s.begin():
-        old = (await s.execute(select(VideoJob.status).where(VideoJob.id == job_id))).scalar()
-        res = await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.status.in_(allowed))
-                              .values(status=new, **values))
-        moved = res.rowcount == 1
-    if moved and old is not None:
-        for hook in ctx.on_status:
-            with contextlib.suppress(Exception):
-                await hook(job_id, old, new)
-    return moved
+    values.setdefault("updated_at", now)
+    return await leases.transition(ctx.sessions, VIDEO_LEASE, job_id, new, allowed_from(new), events=ctx.events,
+                                   **values)
 
 
 async def set_progress(ctx: RunnerContext, job_id: str, progress: int, source: str) -> None:
-    async with ctx.sessions() as s, s.begin():
-        await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.status.in_(("queued", "in_progress")),
-                                               VideoJob.progress < progress)
-                        .values(progress=progress, progress_source=source))
+    async with leases.engine_of(ctx.sessions).begin() as conn:
+        await conn.execute(update(JOBS).where(JOBS.c.id == job_id, JOBS.c.status.in_(("queued", "in_progress")),
+                                              JOBS.c.progress < progress)
+                           .values(progress=progress, progress_source=source))
     for hook in ctx.on_progress:
         with contextlib.suppress(Exception):
             await hook(job_id, progress)
+
+
+def _paced(ctx: RunnerContext, job: VideoJob, backoff: float) -> float:
+    """A long-running job is polled less often: at least ``poll_age_fraction`` of its age apart
+    (0.1: a job running for an hour is looked at every 6 minutes, so its completion is seen at most
+    10 % late), never past its deadline. Below 10x the provider's longest interval this is the
+    backoff itself, so ordinary jobs are polled exactly as before."""
+    if ctx.poll_age_fraction <= 0:
+        return backoff
+    now = _now()
+    age = (now - (job.started_at or job.created_at)).total_seconds()
+    paced = ctx.poll_age_fraction * age
+    if job.deadline_at is not None:
+        paced = min(paced, max((job.deadline_at - now).total_seconds(), 0.0) + 1.0)
+    return max(backoff, paced)
 
 
 def _backoff(provider_id: str, adapter: Any, poll_count: int) -> float:
@@ -127,56 +144,29 @@ def _backoff(provider_id: str, adapter: Any, poll_count: int) -> float:
 
 async def run_job(ctx: RunnerContext, job_id: str) -> float | None:
     """Advance one job. Returns seconds until it wants to run again, or None when finished/not ours."""
-    if not await claim(ctx, job_id):
+    lease = await leases.claim(ctx.sessions, VIDEO_LEASE, job_id, ctx.worker_id, ctx.lease_seconds)
+    if lease is None:
         return None
-    delay: float | None = None
-    step = asyncio.create_task(_advance(ctx, job_id), name=f"video-step-{job_id}")
-    lost = asyncio.Event()
-    heartbeat = asyncio.create_task(_heartbeat(ctx, job_id, step, lost))
-    try:
-        delay = await asyncio.shield(step)
-    except asyncio.CancelledError:
-        if not lost.is_set():  # this process is stopping: stop the step too; the lease is released below
-            step.cancel()
-            with contextlib.suppress(BaseException):
-                await step
-            raise
-        # Another process holds the job now (this one stalled past its lease): leave it alone.
-        log.warning("lost the lease of a video job; another worker continues it", extra={"video_id": job_id})
-        return None
-    except Exception:  # noqa: BLE001 - a bug must not kill the engine; the job is retried later
-        log.exception("video job step failed", extra={"video_id": job_id})
-        delay = 30.0
-    finally:
-        heartbeat.cancel()
-        await release(ctx, job_id, delay)
-    return delay
+    return await run_claimed(ctx, lease)
 
 
-async def _heartbeat(ctx: RunnerContext, job_id: str, step: asyncio.Task[Any], lost: asyncio.Event) -> None:
-    """Keep the lease while a long step (a local render, a big download) runs; if another process
-    took it meanwhile, cancel the step so two processes never work one job."""
-    while True:
-        await asyncio.sleep(max(ctx.lease_seconds / 3, 0.5))
-        try:
-            async with ctx.sessions() as s, s.begin():
-                res = await s.execute(
-                    update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == ctx.worker_id)
-                    .values(lease_until=_now() + dt.timedelta(seconds=ctx.lease_seconds)))
-        except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
-            continue
-        if res.rowcount != 1:
-            lost.set()
-            step.cancel()
-            return
+async def run_claimed(ctx: RunnerContext, lease: leases.Lease) -> float | None:
+    """Advance a job this worker has leased (the engine claims due jobs in batches)."""
+    return await leases.run_leased(ctx.sessions, lease, lambda held: advance(ctx, held.item_id))
 
 
 async def _load(ctx: RunnerContext, job_id: str) -> VideoJob | None:
-    async with ctx.sessions() as s:
-        return await s.get(VideoJob, job_id)
+    """The row as a plain (transient) ``VideoJob``: on the lean read path when there is one (a raw
+    cursor on SQLite), else one Core SELECT; no session or identity map."""
+    if ctx.reader is not None:
+        rows = await ctx.reader.rows_by(JOBS, "id", job_id)
+        return VideoJob(**rows[0]) if rows else None
+    async with leases.engine_of(ctx.sessions).connect() as conn:
+        row = (await conn.execute(select(JOBS).where(JOBS.c.id == job_id))).first()
+    return VideoJob(**row._mapping) if row is not None else None
 
 
-async def _advance(ctx: RunnerContext, job_id: str) -> float | None:
+async def advance(ctx: RunnerContext, job_id: str) -> float | None:
     job = await _load(ctx, job_id)
     if job is None or job.status in TERMINAL or job.deleted_at is not None:
         return None
@@ -240,19 +230,19 @@ async def _poll(ctx: RunnerContext, job: VideoJob, adapter: Any, request: VideoR
         return max(_backoff(job.provider or "", adapter, job.poll_count), e.retry_after or 0.0, 1.0)
     finally:
         watcher.cancel()
-    async with ctx.sessions() as s, s.begin():
-        await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(poll_count=VideoJob.poll_count + 1))
-    wait = result.poll_after if result.poll_after is not None else _backoff(job.provider or "", adapter,
-                                                                           job.poll_count + 1)
+    await _count_poll(ctx, job, adapter, estimate=result.status == "in_progress" and result.progress is None
+                      and job.status == "in_progress")
+    wait = result.poll_after if result.poll_after is not None else _paced(
+        ctx, job, _backoff(job.provider or "", adapter, job.poll_count + 1))
     if result.status in ("queued",):
         return wait
     if result.status == "in_progress":
         if job.status == "queued":
             await transition(ctx, job.id, "in_progress")
-        if result.progress is not None:
+        if result.progress is not None and result.progress > job.progress:
             await set_progress(ctx, job.id, result.progress, "provider")
-        else:
-            await _estimate_progress(ctx, job, adapter)
+        elif result.progress is None and job.status == "queued":
+            await _count_poll(ctx, job, adapter, estimate=True, count=False)
         return wait
     if result.status in ("failed", "cancelled", "expired"):
         await transition(ctx, job.id, result.status, error_code=result.error_code or result.status,
@@ -280,24 +270,32 @@ def _ref(d: dict[str, Any]) -> OutputRef:
                      duration_seconds=d.get("duration_seconds"))
 
 
-async def _estimate_progress(ctx: RunnerContext, job: VideoJob, adapter: Any) -> None:
-    """Providers without progress: estimate from elapsed time against a typical render time."""
-    started = job.started_at or job.created_at
-    elapsed = (_now() - started).total_seconds()
-    typical = max(30.0, 12.0 * float(job.seconds or 8))
-    pct = int(min(95.0, 100.0 * elapsed / typical))
-    async with ctx.sessions() as s, s.begin():
-        await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.status == "in_progress",
-                                               VideoJob.progress < pct)
-                        .values(progress=pct, progress_source="estimated"))
+async def _count_poll(ctx: RunnerContext, job: VideoJob, adapter: Any, *, estimate: bool,
+                      count: bool = True) -> None:
+    """One UPDATE per poll: the poll count and, for providers without progress, an estimate from
+    elapsed time against a typical render time (only ever upwards)."""
+    values: dict[str, Any] = {"poll_count": JOBS.c.poll_count + 1} if count else {}
+    if estimate:
+        started = job.started_at or job.created_at
+        elapsed = (_now() - started).total_seconds()
+        typical = max(30.0, 12.0 * float(job.seconds or 8))
+        pct = int(min(95.0, 100.0 * elapsed / typical))
+        values["progress"] = case((and_(JOBS.c.status == "in_progress", JOBS.c.progress < pct), pct),
+                                  else_=JOBS.c.progress)
+        values["progress_source"] = case((and_(JOBS.c.status == "in_progress", JOBS.c.progress < pct), "estimated"),
+                                         else_=JOBS.c.progress_source)
+    if not values or leases.on_release(job.id, **values):  # written with the lease's release
+        return
+    async with leases.engine_of(ctx.sessions).begin() as conn:
+        await conn.execute(update(JOBS).where(JOBS.c.id == job.id).values(values))
 
 
 async def _watch_cancel(ctx: RunnerContext, job_id: str, event: threading.Event) -> None:
     while not event.is_set():
         await asyncio.sleep(0.5)
-        async with ctx.sessions() as s:
-            status = (await s.execute(select(VideoJob.status, VideoJob.deleted_at)
-                                      .where(VideoJob.id == job_id))).first()
+        async with leases.engine_of(ctx.sessions).connect() as conn:
+            status = (await conn.execute(select(JOBS.c.status, JOBS.c.deleted_at)
+                                         .where(JOBS.c.id == job_id))).first()
         if status is None or status[0] in TERMINAL or status[1] is not None:
             event.set()
 

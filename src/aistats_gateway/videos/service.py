@@ -17,20 +17,21 @@ from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select, update
 
 from aistats_gateway.db.base import utcnow
+from aistats_gateway.jobs import lease as leases
 from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import ProviderError
 from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
-from aistats_gateway.videos import render, validation
+from aistats_gateway.videos import cache, render, validation
 from aistats_gateway.webhooks import service as webhooks
 from aistats_gateway.webhooks import signing as webhook_signing
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
-from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
+from aistats_gateway.videos.tables import TERMINAL, VIDEO_LEASE, VideoJob, VideoOutput
 
 log = logging.getLogger("aistats_gateway.videos")
 STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_progress", "in_progress": "in_progress",
@@ -214,15 +215,17 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     if outcome.error is not None:
         await _void_and_discard(rctx, job_id, f"no provider took the job: {outcome.error.message}")
         raise _submit_error(outcome.error)
-    async with rctx.sessions() as s, s.begin():
-        await s.execute(update(VideoJob).where(VideoJob.id == job_id).values(lease_owner=None, lease_until=None))
+    # Hand the job to the engine and read it back in one Core statement (no ORM session).
+    jobs_table = VIDEO_LEASE.table
+    async with leases.engine_of(rctx.sessions).begin() as conn:
+        row = (await conn.execute(update(jobs_table).where(jobs_table.c.id == job_id)
+                                  .values(lease_owner=None, lease_until=None)
+                                  .returning(*jobs_table.c))).first()
+    assert row is not None
     wake(job_id)
-    if hooks is not None:
+    if hooks is not None and webhook is not None:  # nothing to queue for a job without a webhook
         await hooks.event(job_id, "video.created", None)
-    async with rctx.sessions() as s:
-        fresh = await s.get(VideoJob, job_id)
-    assert fresh is not None
-    return fresh, new_secret
+    return VideoJob(**row._mapping), new_secret
 
 
 async def _webhook(req: VideoCreateRequest, cfg: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -282,6 +285,20 @@ async def _read(reader: Any, video_id: str) -> tuple[VideoJob, list[VideoOutput]
         return None
     outs = await reader.rows_by(VideoOutput.__table__, "job_id", video_id) if job.status == "completed" else []
     return job, [VideoOutput(**o) for o in outs]
+
+
+_STAMP_COLUMNS = ("workspace_id", "status", "deleted_at", "updated_at", "webhook")
+
+
+async def stamp_of(reader: Any, video_id: str) -> tuple[cache.Stamp, bool] | None:
+    """The row's owner and version (and whether it has a webhook), read without its large columns."""
+    if not _possible_id(video_id):
+        return None
+    rows = await reader.columns_by(VideoJob.__table__, _STAMP_COLUMNS, "id", video_id)
+    if not rows:
+        return None
+    ws, status, deleted_at, updated_at, webhook = rows[0]
+    return cache.Stamp(ws, status, deleted_at is not None, updated_at), bool(webhook)
 
 
 async def get_owned(rctx: RunnerContext, caller: Caller, video_id: str) -> tuple[VideoJob, list[VideoOutput]]:

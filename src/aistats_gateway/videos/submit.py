@@ -75,13 +75,12 @@ async def submit_with_fallback(ctx: Any, job: VideoJob, request: VideoRequest) -
 
 
 async def _keep_lease(ctx: Any, job_id: str, owner: str) -> None:
+    """The request's lease, kept alive by the shared lease keeper (``jobs.lease.keep``)."""
+    from aistats_gateway.jobs import lease as leases
+    from aistats_gateway.videos.tables import VIDEO_LEASE
+
     seconds = float(getattr(ctx, "lease_seconds", 120.0))
-    while True:
-        await asyncio.sleep(max(seconds / 3, 0.5))
-        with contextlib.suppress(Exception):
-            async with ctx.sessions() as s, s.begin():
-                await s.execute(update(VideoJob).where(VideoJob.id == job_id, VideoJob.lease_owner == owner)
-                                .values(lease_until=utcnow() + dt.timedelta(seconds=seconds)))
+    await leases.keep(ctx.sessions, leases.Lease(VIDEO_LEASE, job_id, owner, utcnow(), seconds))
 
 
 async def _submit(ctx: Any, job: VideoJob, request: VideoRequest) -> SubmitOutcome:

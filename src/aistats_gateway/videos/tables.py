@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aistats_gateway.db.base import Base, JSONType, UTCDateTime, utcnow
+from aistats_gateway.jobs.lease import LeaseTable
 
 TERMINAL = ("completed", "failed", "cancelled", "expired")
 STATUS_RANK = {"queued": 0, "in_progress": 1, "completed": 2, "failed": 2, "cancelled": 2, "expired": 2}
@@ -80,3 +81,9 @@ class VideoOutput(Base):
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+_jobs: Table = VideoJob.__table__  # type: ignore[assignment]
+# The job engine's view of the table: who holds a job, when it is due, who it belongs to (fairness).
+VIDEO_LEASE = LeaseTable(kind="video", table=_jobs, active=("queued", "in_progress"), terminal=TERMINAL,
+                         group_col="workspace_id", live=(_jobs.c.deleted_at.is_(None),))

@@ -22,13 +22,15 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http import ssrf
 from aistats_gateway.webhooks import signing
+from aistats_gateway.jobs import lease as leases
+from aistats_gateway.jobs.lease import LeaseTable
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
 log = logging.getLogger("aistats_gateway.webhooks")
@@ -100,31 +102,45 @@ async def enqueue(s: AsyncSession, *, job_id: str, workspace_id: str, webhook: d
     return msg_id
 
 
+_deliveries: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+# The outbox as a leased table: no owner column, so a lease is fenced by its own deadline.
+WEBHOOK_LEASE = LeaseTable(kind="webhook", table=_deliveries, active=("pending",), terminal=("delivered", "failed"),
+                           owner_col=None, due_col="next_attempt_at", group_col="workspace_id")
+LEASE_OWNER = "webhooks"
+
+
+def lease_seconds(cfg: WebhookConfig) -> float:
+    return cfg.timeout + 30
+
+
 async def due(sessions: async_sessionmaker[AsyncSession], limit: int) -> list[str]:
-    now = utcnow()
-    async with sessions() as s:
-        rows = await s.execute(select(WebhookDelivery.id).where(
-            WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
-        ).order_by(WebhookDelivery.next_attempt_at).limit(limit))
-        return [r[0] for r in rows]
+    return await leases.due_ids(sessions, WEBHOOK_LEASE, limit)
 
 
 async def deliver(sessions: async_sessionmaker[AsyncSession], client: httpx.AsyncClient, cfg: WebhookConfig,
                   delivery_id: str) -> float | None:
-    """One attempt. Returns seconds until the next attempt, or None when done (delivered or failed)."""
-    now = utcnow()
-    async with sessions() as s, s.begin():
-        claimed = await s.execute(update(WebhookDelivery).where(
-            WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
-            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now),
-        ).values(lease_until=now + dt.timedelta(seconds=cfg.timeout + 30)))
-        if claimed.rowcount != 1:
-            return None
-        d = await s.get(WebhookDelivery, delivery_id)
-        assert d is not None
-        url, secret, body, attempts, history = d.url, d.secret, d.payload, d.attempts, list(d.history or [])
-        event_type, event_key = d.event_type, d.event_key
+    """Claim one delivery and make one attempt. Seconds until the next attempt, or None when done
+    (delivered or failed) or not ours."""
+    lease = await leases.claim(sessions, WEBHOOK_LEASE, delivery_id, LEASE_OWNER, lease_seconds(cfg))
+    if lease is None:
+        return None
+    return await leases.run_leased(sessions, lease, lambda held: attempt(sessions, client, cfg, held))
+
+
+async def attempt(sessions: async_sessionmaker[AsyncSession], client: httpx.AsyncClient, cfg: WebhookConfig,
+                  lease: leases.Lease) -> float | None:
+    """One attempt of a delivery this process has leased; the outcome is written only while the
+    lease is still ours (``run_leased`` then releases it and sets the next attempt time)."""
+    delivery_id = lease.item_id
+    async with leases.engine_of(sessions).connect() as conn:
+        row = (await conn.execute(select(_deliveries.c.url, _deliveries.c.secret, _deliveries.c.payload,
+                                         _deliveries.c.attempts, _deliveries.c.history,
+                                         _deliveries.c.event_type, _deliveries.c.event_key)
+                                  .where(_deliveries.c.id == delivery_id))).first()
+    if row is None:
+        return None
+    url, secret, body, attempts, history = row.url, row.secret, row.payload, row.attempts, list(row.history or [])
+    event_type, event_key = row.event_type, row.event_key
     started = time.monotonic()
     ts = int(time.time())
     status_code: int | None = None
@@ -150,7 +166,7 @@ async def deliver(sessions: async_sessionmaker[AsyncSession], client: httpx.Asyn
     attempts += 1
     history.append({"attempt": attempts, "at": ts, "status_code": status_code, "error": error,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1)})
-    values: dict[str, Any] = {"attempts": attempts, "history": history[-20:], "lease_until": None}
+    values: dict[str, Any] = {"attempts": attempts, "history": history[-20:]}
     delay: float | None = None
     if error is None:
         values.update(status="delivered", delivered_at=utcnow())
@@ -160,8 +176,8 @@ async def deliver(sessions: async_sessionmaker[AsyncSession], client: httpx.Asyn
     else:
         delay = cfg.schedule[attempts - 1]
         values["next_attempt_at"] = utcnow() + dt.timedelta(seconds=delay)
-    async with sessions() as s, s.begin():
-        await s.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values))
+    async with leases.engine_of(sessions).begin() as conn:
+        await conn.execute(update(_deliveries).where(lease.held()).values(values))
     return delay
 
 
