@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import func, select
 
 from aistats_gateway.app import create_app
-from aistats_gateway.auth import service as keys_service
+from aistats_gateway.billing import accounts as keys_service
 from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
 from aistats_gateway.billing.tables import Hold, LedgerEntry
@@ -63,7 +63,7 @@ def test_open_hold_of_finished_job_settles_once_after_restart(tmp_path: Path, ba
                                   mime_type="video/mp4", bytes=1, sha256="0" * 64, width=854, height=480,
                                   duration_seconds=4.0))
             await ledger.place_hold(s, hold_id=billing.hold_id(job_id), workspace_id=k.workspace_id, key_id=k.id,
-                                    ref=job_id, amount_nanos=2 * USD)
+                                    ref_kind="video", ref=job_id, amount_nanos=2 * USD)
             return k.workspace_id
 
     workspace = run_async(crashed_state, settings)

@@ -8,7 +8,7 @@ For each (model, provider) offer of an ``active`` model that serves ``video.gene
   minimum, the maximum and, for integers, a middle value of a range; ``true``/``false`` for a boolean
   without ``values``; a sample for a string or an unbounded integer; each ``input_references`` role), a
   ``VideoRequest`` that is otherwise what the gateway would build for that offer (its defaults, width and
-  height from ``videos.render.resolve_dimensions`` as ``videos/validation.py`` does) is submitted to the
+  height from ``media.render.resolve_dimensions`` as ``videos/validation.py`` does) is submitted to the
   adapter against that provider's fake API, and the submit must return a native id.
 
 "Otherwise valid" follows each provider's documented preconditions: a ``last_frame`` is sent together with
@@ -39,11 +39,12 @@ from PIL import Image
 import aistats_gateway.providers  # noqa: F401 - registers every adapter
 from aistats_gateway.catalogue.loader import build
 from aistats_gateway.catalogue.schema import ModelProvider, ParameterDetail
-from aistats_gateway.providers import google_vertex, registry
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.google import vertex_video as google_vertex
 from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, Submitted, VideoRequest
 from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes.testing import RunningFake
-from aistats_gateway.videos import render
+from aistats_gateway.media import render
 
 ENDPOINT = "video.generation"
 PROMPT = "a red kite over a green hill at sunset"

@@ -24,9 +24,9 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aistats_gateway.providers import google_ai_studio as studio
-from aistats_gateway.providers import google_common as gc
-from aistats_gateway.providers import google_vertex as vertex
+from aistats_gateway.providers.google import ai_studio_video as studio
+from aistats_gateway.providers.google import common as gc
+from aistats_gateway.providers.google import vertex_video as vertex
 from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.google import GOOGLE_TOKEN_AUDIENCE, SCOPE
 from aistats_gateway.providers.fakes.openai import render_media

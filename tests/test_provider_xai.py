@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from aistats_gateway.providers import xai
+from aistats_gateway.providers.xai import video as xai
 from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake

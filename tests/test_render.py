@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from aistats_gateway.videos.media import MediaError, make_thumbnail, probe
-from aistats_gateway.videos.render import (
+from aistats_gateway.media.render import (
     RenderCancelled,
     RenderSpec,
     render_to_file,

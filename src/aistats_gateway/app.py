@@ -4,36 +4,51 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.responses import Response
 
 from aistats_gateway import __version__
-from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.billing.endpoints import router as billing_router
+from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
-from aistats_gateway.videos.alias import alias_router as video_alias_router
-from aistats_gateway.videos.endpoints import router as videos_router
 from aistats_gateway.files import endpoints as files_endpoints
 from aistats_gateway.http.asyncjobs import router as asyncjobs_router
 from aistats_gateway.http.health import router as health_router
+from aistats_gateway.videos.alias import alias_router as video_alias_router
+from aistats_gateway.inference.endpoints import router as inference_router
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.http import errors
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
 from aistats_gateway.http.responses import ErrorResponse, JSONBytes
+from aistats_gateway.routing.breaker import BreakerCollector, CircuitBreaker
 from aistats_gateway.settings import Settings
+from aistats_gateway.videos.endpoints import router as videos_router
+
+if TYPE_CHECKING:
+    import httpx
+
+    from aistats_gateway.db.fastread import FastReader
+    from aistats_gateway.http.ssrf import GuardPolicy
+    from aistats_gateway.jobs.engine import JobEngine
+    from aistats_gateway.storage.base import BlobStore
+    from aistats_gateway.videos.cache import RenderedJobs
+    from aistats_gateway.videos.hooks import JobHooks
+    from aistats_gateway.videos.runner import RunnerContext
+    from aistats_gateway.webhooks.service import WebhookConfig
 
 log = logging.getLogger("aistats_gateway")
 # The domains whose ``jobs`` module gives the job engines their sources (``sources(state)``).
 JOB_DOMAINS = ("aistats_gateway.videos.jobs", "aistats_gateway.billing.jobs", "aistats_gateway.webhooks.jobs",
                "aistats_gateway.files.jobs")
+
 
 class Health(BaseModel):
     status: Literal["ok"]
@@ -43,38 +58,54 @@ class Ready(BaseModel):
     status: Literal["ready"]
 
 
+class StopSignal(Protocol):
+    async def wait(self) -> object: ...
+
+
 @dataclass
 class GatewayState:
+    """Everything one gateway process shares. The optional fields are set up by ``start_services``
+    (the lifespan) and are None before it ran and after ``stop_services``."""
+
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     catalogue: catalogue_service.CatalogueStore
     metrics: Metrics
-    reader: Any = None  # FastReader for the hot read paths
-    # Set up in the lifespan: blob storage, upstream HTTP clients, the job runner and engine.
-    storage: Any = None
-    http: Any = None
-    fetch_client: Any = None
-    fetch_policy: Any = None
-    runner: Any = None
-    jobs: Any = None  # the job engine
-    hooks: Any = None  # what happens when a job changes (billing, webhooks)
-    webhooks: Any = None  # webhook delivery configuration
-    rendered_jobs: Any = None  # videos.cache.RenderedJobs: JSON of finished jobs for GET /v1/videos/{id}
+    reader: FastReader | None = None  # the lean reader of the hot read paths
+    # routing's per-provider circuit breaker and observed health (in /metrics)
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    storage: BlobStore | None = None
+    http: httpx.AsyncClient | None = None  # upstream provider calls
+    fetch_client: httpx.AsyncClient | None = None  # fetching caller-given URLs (images, webhooks)
+    fetch_policy: GuardPolicy | None = None
+    runner: RunnerContext | None = None
+    jobs: JobEngine | None = None  # the job engine
+    hooks: JobHooks | None = None  # what happens when a job changes (billing, webhooks)
+    webhooks: WebhookConfig | None = None  # webhook delivery configuration
+    # Per hold kind (billing.Ref.kind), the product's settle-or-void of one operation; the billing
+    # sweep calls it for terminal operations whose hold is still open.
+    rendered_jobs: RenderedJobs | None = None  # JSON of finished jobs for GET /v1/videos/{id}
+    hold_finalizers: dict[str, Callable[[str], Awaitable[None]]] = field(default_factory=dict)
+
+
+def _new_state(settings: Settings, engine: AsyncEngine, metrics: Metrics) -> GatewayState:
+    sessions = session_factory(engine)
+    state = GatewayState(
+        settings=settings, engine=engine, sessions=sessions,
+        catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds), metrics=metrics,
+        breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_seconds),
+    )
+    metrics.registry.register(BreakerCollector(state.breaker))
+    return state
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
     metrics = metrics or Metrics()
     settings.ensure_data_dir()
     engine = create_engine(settings.db_url, pool_size=settings.db_pool_size)
-    sessions = session_factory(engine)
-    state = GatewayState(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds),
-        metrics=metrics,
-    )
+    state = _new_state(settings, engine, metrics)
+    sessions = state.sessions
     from aistats_gateway.db.fastread import FastReader
 
     state.reader = FastReader(engine, settings.db_url)
@@ -141,6 +172,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(health_router)
     app.include_router(asyncjobs_router)
     app.include_router(video_alias_router(catalogue_router, videos_router))
+    app.include_router(inference_router)
     return app
 
 
@@ -149,47 +181,55 @@ async def start_services(state: GatewayState) -> None:
     from aistats_gateway.http import ssrf
     from aistats_gateway.http.client import create_client
     from aistats_gateway.jobs.engine import LocalEngine
+    from aistats_gateway.jobs.registry import collect as collect_sources
     from aistats_gateway.storage import create_store
+    from aistats_gateway.videos import billing as video_billing
+    from aistats_gateway.videos import ws as video_ws
+    from aistats_gateway.videos.hooks import JobHooks
     from aistats_gateway.videos.runner import RunnerContext
+    from aistats_gateway.webhooks import service as webhook_service
 
     s = state.settings
+    from aistats_gateway.inference import providers_file
+
+    providers_file.load()  # AISTATS_PROVIDERS_FILE: validated (and its providers registered) before serving
+    from aistats_gateway.inference import charge as inference_charge
+
+    await inference_charge.sweep_stale(state.sessions)  # calls a crashed process left open: void their holds
     if state.reader is None:
         from aistats_gateway.db.fastread import FastReader
 
         state.reader = FastReader(state.engine, s.db_url)
-    state.storage = create_store(s.storage, s.data_dir, {
+    state.storage = storage = create_store(s.storage, s.data_dir, {
         "endpoint_url": s.s3_endpoint_url, "bucket": s.s3_bucket, "access_key": s.s3_access_key_id,
         "secret_key": s.s3_secret_access_key, "region": s.s3_region, "prefix": s.s3_prefix,
     } if s.storage == "s3" else None)
-    state.http = create_client(s.upstream_timeout_seconds)
+    state.http = http = create_client(s.upstream_timeout_seconds)
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
-    state.runner = RunnerContext(sessions=state.sessions, storage=state.storage, http=state.http,
-                                 data_dir=s.data_dir, lease_seconds=s.job_lease_seconds, reader=state.reader,
-                                 poll_age_fraction=s.job_poll_age_fraction)
-    from aistats_gateway.jobs.registry import collect as collect_sources
-    from aistats_gateway.videos.hooks import JobHooks
-    from aistats_gateway.webhooks import service as webhook_service
-
+    state.runner = runner = RunnerContext(sessions=state.sessions, storage=storage, http=http, data_dir=s.data_dir,
+                                          lease_seconds=s.job_lease_seconds, reader=state.reader,
+                                          breaker=state.breaker, poll_age_fraction=s.job_poll_age_fraction)
     state.webhooks = webhook_service.WebhookConfig(
         policy=webhook_service.policy_for(s.webhook_allow_local, s.allowed_hosts),
         schedule=s.retry_schedule, timeout=s.webhook_timeout_seconds)
-    state.hooks = JobHooks(state)
-    state.runner.events.on_terminal("video", state.hooks.on_status)
-    state.runner.on_progress.append(state.hooks.on_progress)
-    from aistats_gateway.videos import ws as video_ws
-
+    state.hooks = hooks = JobHooks(state)
+    runner.events.on_terminal("video", hooks.on_status)
+    runner.on_progress.append(hooks.on_progress)
+    state.hold_finalizers[video_billing.KIND] = hooks.finalize
     video_ws.install(state)  # websocket kind "video", status_changed webhooks, change notices
     sources = collect_sources(state, JOB_DOMAINS)
+    engine: JobEngine
     if s.is_sqlite:
-        state.jobs = LocalEngine(sources, concurrency=s.job_concurrency, max_idle=s.job_max_idle_seconds)
+        engine = LocalEngine(sources, concurrency=s.job_concurrency, max_idle=s.job_max_idle_seconds)
     else:
         from aistats_gateway.jobs.procrastinate_engine import ProcrastinateEngine
 
-        state.jobs = ProcrastinateEngine(s.db_url, sources, run_worker=s.run_worker, concurrency=s.job_concurrency)
+        engine = ProcrastinateEngine(s.db_url, sources, run_worker=s.run_worker, concurrency=s.job_concurrency)
+    state.jobs = engine
     if s.is_sqlite and not s.run_worker:
         log.warning("AISTATS_RUN_WORKER=false is ignored on SQLite: jobs run in the server process")
-    await state.jobs.start()
+    await engine.start()
 
 
 async def stop_services(state: GatewayState) -> None:
@@ -222,13 +262,10 @@ async def sync_catalogue_at_start(state: GatewayState) -> None:
              extra={"version": result.version, "models": result.models})
 
 
-async def run_worker_forever(settings: Settings, stop: Any) -> None:
+async def run_worker_forever(settings: Settings, stop: StopSignal) -> None:
     """A worker process: the services and the job engine, no HTTP server."""
     engine = create_engine(settings.db_url, pool_size=settings.db_pool_size)
-    sessions = session_factory(engine)
-    state = GatewayState(settings=settings, engine=engine, sessions=sessions,
-                         catalogue=catalogue_service.CatalogueStore(sessions, settings.catalogue_refresh_seconds),
-                         metrics=Metrics())
+    state = _new_state(settings, engine, Metrics())
     await start_services(state)
     try:
         await stop.wait()

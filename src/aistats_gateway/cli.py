@@ -168,12 +168,13 @@ def serve(
 
 def _bootstrap(settings: Settings) -> None:
     from aistats_gateway.auth import service
+    from aistats_gateway.billing import accounts
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
             if await service.count_active(s) > 0:
                 return None
-            return await service.create_key(s, settings.pepper, "first key", credits_nanos=10_000_000_000)
+            return await accounts.create_key(s, settings.pepper, "first key", credits_nanos=10_000_000_000)
 
     created = _run(work, settings)
     if created is None:
@@ -270,12 +271,12 @@ def keys_create(
     nanos = _usd_to_nanos(credits) if credits is not None else 0
     settings = _settings(data_dir=data_dir, database_url=database_url)
     _migrate(settings)
-    from aistats_gateway.auth import service
+    from aistats_gateway.billing import accounts
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
-            return await service.create_key(s, settings.pepper, name.strip(), workspace_id=workspace,
-                                            credits_nanos=nanos)
+            return await accounts.create_key(s, settings.pepper, name.strip(), workspace_id=workspace,
+                                             credits_nanos=nanos)
 
     try:
         created = _run(work, settings)
@@ -341,6 +342,7 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
 def keys_limits(
     key_id: str,
     rpm: Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
+    tpm: Annotated[Optional[int], typer.Option("--tpm", min=0, help="Tokens per minute (0 = no limit)")] = None,
     daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
     monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
     data_dir: DataDir = None,
@@ -354,6 +356,8 @@ def keys_limits(
     values: dict[str, Any] = {}
     if rpm is not None:
         values["rpm_limit"] = rpm or None
+    if tpm is not None:
+        values["tpm_limit"] = tpm or None
     if daily_usd is not None:
         values["daily_spend_limit_nanos"] = _usd_to_nanos(daily_usd) or None
     if monthly_usd is not None:
@@ -373,7 +377,7 @@ def keys_limits(
         raise typer.Exit(1)
     from aistats_gateway.billing.ledger import usd
 
-    out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} "
+    out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} tpm={row.tpm_limit or 'unlimited'} "
               f"daily={usd(row.daily_spend_limit_nanos) + ' USD' if row.daily_spend_limit_nanos else 'unlimited'} "
               f"monthly={usd(row.monthly_spend_limit_nanos) + ' USD' if row.monthly_spend_limit_nanos else 'unlimited'}")
 

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         description="Poll a running job at least this fraction of its age apart (0: the provider's backoff only)")
     job_max_idle_seconds: float = Field(
         default=5.0, gt=0, le=3600, description="Longest sleep of the in-process engine between looks for work")
+    breaker_threshold: int = Field(default=5, ge=1, description="Consecutive retryable failures after which a "
+                                   "provider is skipped (its circuit opens)")
+    breaker_cooldown_seconds: float = Field(default=30.0, ge=0.0, description="How long an open circuit skips "
+                                            "its provider before trying it again")
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     # Job webhooks.
     webhook_allow_local: bool = Field(default=False, description="Allow http://localhost targets (development)")

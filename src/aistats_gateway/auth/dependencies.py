@@ -57,7 +57,7 @@ async def _count_request(state: object, key_id: str, limit: int) -> None:
     """Requests per minute per key: a counter row per minute window, incremented atomically."""
     import time
 
-    from aistats_gateway.billing.limits import hit
+    from aistats_gateway.auth.limits import hit
 
     now = time.time()
     count = await hit(state.sessions, key_id, int(now // 60))  # type: ignore[attr-defined]

@@ -38,8 +38,9 @@ async def create_key(
     name: str,
     *,
     workspace_id: str | None = None,
-    credits_nanos: int = 0,
 ) -> CreatedKey:
+    """A new key (and a new workspace unless ``workspace_id`` is given). Funding it is billing's:
+    ``billing.accounts.create_key(..., credits_nanos=…)``."""
     if workspace_id is None:
         workspace_id = "ws_" + secrets.token_hex(8)
         s.add(Workspace(id=workspace_id, name=name))
@@ -50,12 +51,7 @@ async def create_key(
     secret = keys.new_secret()
     s.add(ApiKey(id=key_id, workspace_id=workspace_id, name=name, secret_hash=keys.hash_secret(pepper, secret)))
     await s.flush()
-    if credits_nanos:
-        from aistats_gateway.billing import ledger
-
-        await ledger.credit(s, workspace_id, credits_nanos, memo=f"credits added with key {key_id}")
-    await s.flush()
-    return CreatedKey(key_id, name, workspace_id, keys.format_key(key_id, secret), credits_nanos)
+    return CreatedKey(key_id, name, workspace_id, keys.format_key(key_id, secret), 0)
 
 
 async def list_keys(s: AsyncSession, *, include_revoked: bool = True) -> list[KeyInfo]:

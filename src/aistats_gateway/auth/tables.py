@@ -1,4 +1,4 @@
-"""Workspaces and API keys."""
+"""Workspaces, API keys and the per-key request counter."""
 
 from __future__ import annotations
 
@@ -35,3 +35,15 @@ class ApiKey(Base):
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     daily_spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_spend_limit_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Tokens per minute (inference; input + output tokens), None = unlimited.
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class RateCounter(Base):
+    """Requests per key per minute window (for the requests-per-minute limit)."""
+
+    __tablename__ = "rate_counters"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix minute
+    count: Mapped[int] = mapped_column(Integer, default=0)

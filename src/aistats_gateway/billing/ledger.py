@@ -3,6 +3,12 @@
 Every change is one transaction that writes a ledger entry and moves the workspace's running
 totals with a *conditional* UPDATE, so concurrent requests and workers can never overdraw a balance
 or finalize a hold twice (PostgreSQL row locks; SQLite's single writer).
+
+Overage (actual usage above the hold, e.g. a chat answer longer than estimated): ``settle_actual``
+charges the actual amount when the workspace can pay it (its available balance plus this hold);
+otherwise it charges what is available — never less than the hold — and returns the difference as
+``shortfall_nanos``, which is stored on the hold and in the settle entry's memo, and which the
+product records on its operation. Nothing is undercharged silently.
 """
 
 from __future__ import annotations
@@ -10,16 +16,22 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aistats_gateway.auth.tables import ApiKey, Workspace
+from aistats_gateway.billing.errors import InsufficientCredits
 from aistats_gateway.billing.tables import Hold, LedgerEntry
 from aistats_gateway.db.base import utcnow
 
 NANOS = 1_000_000_000
+
+
+def _affected(result: Result[Any]) -> int:
+    """Rows an UPDATE matched (``execute`` returns a CursorResult for DML)."""
+    return int(cast("CursorResult[Any]", result).rowcount)
 
 
 def usd(nanos: int) -> str:
@@ -32,15 +44,7 @@ def usd(nanos: int) -> str:
     return f"{whole}.{frac.ljust(2, '0')}"
 
 
-class InsufficientFunds(Exception):
-    def __init__(self, needed: int, available: int) -> None:
-        super().__init__(f"needs {usd(needed)} USD, {usd(available)} USD available")
-        self.needed = needed
-        self.available = available
-
-    @property
-    def shortfall(self) -> int:
-        return self.needed - self.available
+InsufficientFunds = InsufficientCredits  # the name this module used before billing.errors
 
 
 @dataclass(frozen=True)
@@ -60,46 +64,88 @@ async def credit(s: AsyncSession, workspace_id: str, amount_nanos: int, memo: st
         raise ValueError(kind)
     res = await s.execute(update(Workspace).where(Workspace.id == workspace_id)
                           .values(balance_nanos=Workspace.balance_nanos + amount_nanos))
-    if res.rowcount != 1:
+    if _affected(res) != 1:
         raise LookupError(f"workspace {workspace_id} does not exist")
     s.add(LedgerEntry(workspace_id=workspace_id, kind=kind, amount_nanos=amount_nanos, memo=memo))
     await s.flush()
 
 
-async def place_hold(s: AsyncSession, *, hold_id: str, workspace_id: str, key_id: str, ref: str,
+async def place_hold(s: AsyncSession, *, hold_id: str, workspace_id: str, key_id: str, ref_kind: str, ref: str,
                      amount_nanos: int) -> None:
-    """Set ``amount_nanos`` aside, or raise InsufficientFunds. Call inside a transaction."""
+    """Set ``amount_nanos`` aside for the operation ``(ref_kind, ref)`` (e.g. ``("video", job id)``), or
+    raise InsufficientCredits. Call inside a transaction."""
     res = await s.execute(
         update(Workspace)
         .where(Workspace.id == workspace_id, Workspace.balance_nanos - Workspace.held_nanos >= amount_nanos)
         .values(held_nanos=Workspace.held_nanos + amount_nanos)
     )
-    if res.rowcount != 1:
+    if _affected(res) != 1:
         bal = await balance(s, workspace_id)
-        raise InsufficientFunds(amount_nanos, bal.available_nanos)
-    s.add(Hold(id=hold_id, workspace_id=workspace_id, key_id=key_id, ref=ref, amount_nanos=amount_nanos))
+        raise InsufficientCredits(amount_nanos, bal.available_nanos)
+    s.add(Hold(id=hold_id, workspace_id=workspace_id, key_id=key_id, ref_kind=ref_kind, ref=ref,
+               amount_nanos=amount_nanos))
     s.add(LedgerEntry(workspace_id=workspace_id, kind="hold", amount_nanos=amount_nanos, hold_id=hold_id,
                       memo=f"hold for {ref}"))
     await s.flush()
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What one settle did: the hold, the actual amount asked for, what was charged, what was not."""
+
+    hold_id: str
+    held_nanos: int
+    actual_nanos: int
+    charged_nanos: int
+    shortfall_nanos: int
+
+
 async def settle(s: AsyncSession, hold_id: str, actual_nanos: int) -> bool:
-    """Charge ``actual_nanos`` (capped at the hold) and release the hold. True only for the one
-    call that did it; every later or concurrent call is a no-op returning False."""
+    """``settle_actual``, answering only whether this call did it."""
+    return await settle_actual(s, hold_id, actual_nanos) is not None
+
+
+async def settle_actual(s: AsyncSession, hold_id: str, actual_nanos: int) -> Settled | None:
+    """Charge ``actual_nanos`` and release the hold (see the module docstring for overage). Only the
+    one call that did it gets a result; every later or concurrent call is a no-op returning None."""
     hold = await s.get(Hold, hold_id)
     if hold is None:
-        return False
-    charge = max(0, min(actual_nanos, hold.amount_nanos))
+        return None
     res = await s.execute(update(Hold).where(Hold.id == hold_id, Hold.state == "held")
-                          .values(state="settled", settled_nanos=charge, finalized_at=utcnow()))
-    if res.rowcount != 1:
-        return False
-    await s.execute(update(Workspace).where(Workspace.id == hold.workspace_id).values(
-        balance_nanos=Workspace.balance_nanos - charge, held_nanos=Workspace.held_nanos - hold.amount_nanos))
-    s.add(LedgerEntry(workspace_id=hold.workspace_id, kind="settle", amount_nanos=charge, hold_id=hold_id,
-                      memo=f"settled {hold.ref} (held {usd(hold.amount_nanos)})"))
+                          .values(state="settled", finalized_at=utcnow()))
+    if _affected(res) != 1:
+        return None
+    actual = max(0, actual_nanos)
+    held = hold.amount_nanos
+    charge = min(actual, held)
+    for _ in range(20):
+        cond: ColumnElement[bool]
+        if actual <= held:
+            charge = actual
+            cond = true()
+        else:
+            bal = await balance(s, hold.workspace_id)
+            can_pay = bal.balance_nanos - (bal.held_nanos - held)  # available once this hold is released
+            charge = min(actual, max(held, can_pay))
+            cond = Workspace.balance_nanos - (Workspace.held_nanos - held) >= charge
+        moved = await s.execute(update(Workspace).where(Workspace.id == hold.workspace_id, cond).values(
+            balance_nanos=Workspace.balance_nanos - charge, held_nanos=Workspace.held_nanos - held))
+        if _affected(moved) == 1:
+            break
+    else:  # the balance kept moving under us: charge the hold, which is always covered
+        charge = held
+        await s.execute(update(Workspace).where(Workspace.id == hold.workspace_id).values(
+            balance_nanos=Workspace.balance_nanos - charge, held_nanos=Workspace.held_nanos - held))
+    shortfall = actual - charge
+    await s.execute(update(Hold).where(Hold.id == hold_id).values(settled_nanos=charge, shortfall_nanos=shortfall))
+    memo = f"settled {hold.ref} (held {usd(held)})"
+    if shortfall:
+        memo += f"; usage {usd(actual)}, {usd(shortfall)} not covered by the balance"
+    elif actual > held:
+        memo += f"; usage {usd(actual)} above the hold"
+    s.add(LedgerEntry(workspace_id=hold.workspace_id, kind="settle", amount_nanos=charge, hold_id=hold_id, memo=memo))
     await s.flush()
-    return True
+    return Settled(hold_id, held, actual, charge, shortfall)
 
 
 async def void(s: AsyncSession, hold_id: str, memo: str | None = None) -> bool:
@@ -109,7 +155,7 @@ async def void(s: AsyncSession, hold_id: str, memo: str | None = None) -> bool:
         return False
     res = await s.execute(update(Hold).where(Hold.id == hold_id, Hold.state == "held")
                           .values(state="void", finalized_at=utcnow()))
-    if res.rowcount != 1:
+    if _affected(res) != 1:
         return False
     await s.execute(update(Workspace).where(Workspace.id == hold.workspace_id)
                     .values(held_nanos=Workspace.held_nanos - hold.amount_nanos))

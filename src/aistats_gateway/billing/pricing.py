@@ -39,14 +39,15 @@ def _eq(expected: Any, actual: Any) -> bool:
     return str(expected).lower() == str(actual).lower()
 
 
-def pick(rules: Iterable[PriceRule], meter: str, context: Mapping[str, Any], plan: str = "standard") -> PriceRule | None:
+def pick(rules: Iterable[PriceRule], meter: str, context: Mapping[str, Any],
+         plan: str = "standard") -> PriceRule | None:
     best: PriceRule | None = None
     for r in rules:
         if r.meter != meter or r.plan != plan:
             continue
-        if all(k in context and _eq(v, context[k]) for k, v in r.when.items()):
-            if best is None or len(r.when) > len(best.when):
-                best = r
+        matches = all(k in context and _eq(v, context[k]) for k, v in r.when.items())
+        if matches and (best is None or len(r.when) > len(best.when)):
+            best = r
     return best
 
 

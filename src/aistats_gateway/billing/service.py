@@ -1,30 +1,45 @@
-"""Billing for video jobs: estimate and hold before any provider call, then settle or void once.
+"""Billing by reference: hold before any provider call, then settle priced lines or void, once.
 
-The hold id is ``hold_<job id>``. ``finalize`` is idempotent and safe to call from any number of
-processes at once (the hold's conditional state change decides who does it); the engine's billing
-sweep calls it for every terminal job whose hold is still open, so a crash between "the provider
-is done" and "settled" is finished after restart.
+A hold belongs to an operation named by a :class:`Ref` — ``Ref("video", job_id)``, later
+``Ref("batch", batch_id)`` … — and its id is ``hold_<ref id>`` (operation ids carry their kind's
+prefix, so they never collide). Billing knows nothing of the products: the product prices its usage
+(``billing.pricing``) and hands the lines to :func:`settle`, then stores the returned
+:class:`Settlement` (``billing_doc``) on its operation in the same transaction.
+
+Both ``settle`` and ``void`` are idempotent and safe from any number of processes at once (the
+hold's conditional state change decides who does it). Overage is ``ledger.settle_actual``'s rule:
+the actual amount when the workspace can pay it, else what it can (never less than the hold) with
+the shortfall recorded. Errors are domain errors (``billing.errors``); the HTTP layer answers 402.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from aistats_gateway.billing import ledger, pricing
+from aistats_gateway.billing import ledger
+from aistats_gateway.billing.errors import SpendLimitExceeded
+from aistats_gateway.billing.pricing import Line
 from aistats_gateway.billing.tables import Hold
-from aistats_gateway.http.errors import APIError
 
 log = logging.getLogger("aistats_gateway.billing")
 
 
-def hold_id(job_id: str) -> str:
-    return f"hold_{job_id}"
+@dataclass(frozen=True)
+class Ref:
+    """The operation a hold pays for: its kind (``video``, ``batch`` …) and id."""
+
+    kind: str
+    id: str
+
+
+def hold_id(ref_id: str) -> str:
+    return f"hold_{ref_id}"
 
 
 @dataclass(frozen=True)
@@ -35,102 +50,82 @@ class Estimate:
     priced: bool
 
 
-def estimate_video(offers: list[Any], *, seconds: float, count: int, resolution: str | None, audio: bool,
-                   size: str | None) -> Estimate:
-    """The most any candidate provider would cost (fallback may land on any of them)."""
-    best: Estimate | None = None
-    for o in offers:
-        line = pricing.video(o.spec.pricing, seconds=seconds, count=count, resolution=resolution, audio=audio,
-                             size=size)
-        e = Estimate(line.nanos, o.provider_id, [line.as_dict()], line.rule is not None)
-        if best is None or e.nanos > best.nanos:
-            best = e
-    return best or Estimate(0, None, [], False)
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of settling or voiding one hold (what the product stores on its operation)."""
+
+    hold_id: str
+    state: str  # settled | void
+    held_nanos: int
+    charged_nanos: int
+    actual_nanos: int
+    shortfall_nanos: int
+    lines: list[dict[str, Any]] | None
 
 
 def _month_start(now: dt.datetime) -> dt.datetime:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-async def hold_for_job(s: AsyncSession, *, job_id: str, workspace_id: str, key_id: str, estimate: Estimate) -> None:
-    """Hold the estimate and enforce the key's spend limits, in the caller's transaction.
-    Raises APIError 402 (with the shortfall) before anything is sent to a provider."""
-    hid = hold_id(job_id)
-    try:
-        await ledger.place_hold(s, hold_id=hid, workspace_id=workspace_id, key_id=key_id, ref=job_id,
-                                amount_nanos=estimate.nanos)
-    except ledger.InsufficientFunds as e:
-        raise APIError(402, f"Insufficient credits: this request needs {ledger.usd(e.needed)} USD held, "
-                       f"{ledger.usd(max(e.available, 0))} USD is available (short by {ledger.usd(e.shortfall)} USD).",
-                       code="insufficient_credits") from None
+async def hold(s: AsyncSession, *, ref: Ref, workspace_id: str, key_id: str, amount_nanos: int) -> str:
+    """Hold ``amount_nanos`` for ``ref`` and enforce the key's spend limits, in the caller's transaction.
+    Returns the hold id. Raises InsufficientCredits or SpendLimitExceeded (roll the transaction back)."""
+    hid = hold_id(ref.id)
+    await ledger.place_hold(s, hold_id=hid, workspace_id=workspace_id, key_id=key_id, ref_kind=ref.kind, ref=ref.id,
+                            amount_nanos=amount_nanos)
     _, daily, monthly = await ledger.key_limits(s, key_id)
-    now = dt.datetime.now(dt.timezone.utc)
-    for limit, since, label in ((daily, now.replace(hour=0, minute=0, second=0, microsecond=0), "daily"),
-                                (monthly, _month_start(now), "monthly")):
+    now = dt.datetime.now(dt.UTC)
+    periods = (("daily", daily, now.replace(hour=0, minute=0, second=0, microsecond=0)),
+               ("monthly", monthly, _month_start(now)))
+    for period, limit, since in periods:
         if limit is None:
             continue
         spent = await ledger.spent_since(s, key_id, since)  # includes the hold just placed
         if spent > limit:
-            raise APIError(402, f"This key's {label} spend limit of {ledger.usd(limit)} USD would be exceeded "
-                           f"({ledger.usd(spent - estimate.nanos)} USD used, this request needs "
-                           f"{ledger.usd(estimate.nanos)} USD).", code=f"{label}_spend_limit_exceeded")
+            raise SpendLimitExceeded("daily" if period == "daily" else "monthly", limit, spent - amount_nanos,
+                                     amount_nanos)
+    return hid
 
 
-def billing_doc(hold: Hold | None, estimate_nanos: int | None = None, lines: list[dict[str, Any]] | None = None,
-                priced: bool = True) -> dict[str, Any]:
-    if hold is None:
+async def settle(s: AsyncSession, ref: Ref, lines: Sequence[Line]) -> Settlement | None:
+    """Charge the sum of ``lines`` for ``ref``'s hold; None when there is no open hold (already done)."""
+    actual = sum(line.nanos for line in lines)
+    done = await ledger.settle_actual(s, hold_id(ref.id), actual)
+    if done is None:
+        return None
+    if done.shortfall_nanos:
+        log.warning("usage above what the workspace could pay", extra={
+            "ref_kind": ref.kind, "ref": ref.id, "actual_nanos": actual, "shortfall_nanos": done.shortfall_nanos})
+    return Settlement(done.hold_id, "settled", done.held_nanos, done.charged_nanos, actual, done.shortfall_nanos,
+                      [line.as_dict() for line in lines])
+
+
+async def void(s: AsyncSession, ref: Ref, memo: str | None = None) -> Settlement | None:
+    """Release ``ref``'s hold without charging; None when there is no open hold."""
+    hid = hold_id(ref.id)
+    held = await s.get(Hold, hid)
+    if held is None or not await ledger.void(s, hid, memo=memo):
+        return None
+    return Settlement(hid, "void", held.amount_nanos, 0, 0, 0, None)
+
+
+def billing_doc(settlement: Settlement | None, estimate_nanos: int | None = None,
+                lines: list[dict[str, Any]] | None = None, priced: bool = True) -> dict[str, Any]:
+    """The ``billing`` object a product shows on its operation."""
+    if settlement is None:
         return {"state": "none", "currency": "usd", "held_nanos": 0, "settled_nanos": 0}
     doc: dict[str, Any] = {
-        "state": hold.state, "currency": "usd", "hold_id": hold.id, "held_nanos": hold.amount_nanos,
-        "settled_nanos": hold.settled_nanos, "held_usd": ledger.usd(hold.amount_nanos),
-        "settled_usd": ledger.usd(hold.settled_nanos), "priced": priced,
+        "state": settlement.state, "currency": "usd", "hold_id": settlement.hold_id,
+        "held_nanos": settlement.held_nanos, "settled_nanos": settlement.charged_nanos,
+        "held_usd": ledger.usd(settlement.held_nanos), "settled_usd": ledger.usd(settlement.charged_nanos),
+        "priced": priced,
     }
     if estimate_nanos is not None:
         doc["estimate_nanos"] = estimate_nanos
-    if lines is not None:
-        doc["lines"] = lines
+    if settlement.lines is not None or lines is not None:
+        doc["lines"] = settlement.lines if settlement.lines is not None else lines
+    if settlement.shortfall_nanos:
+        doc["usage_nanos"] = settlement.actual_nanos
+        doc["shortfall_nanos"] = settlement.shortfall_nanos
+        doc["shortfall_usd"] = ledger.usd(settlement.shortfall_nanos)
     return doc
-
-
-async def finalize(sessions: async_sessionmaker[AsyncSession], job: Any, rules_for: Any) -> bool:
-    """Settle (completed) or void (failed/cancelled/expired) the job's hold. True if this call did it.
-
-    ``rules_for(provider_id, model_id)`` returns the price rules to settle with (the catalogue's)."""
-    from aistats_gateway.videos.tables import VideoJob, VideoOutput
-
-    hid = hold_id(job.id)
-    async with sessions() as s, s.begin():
-        hold = await s.get(Hold, hid)
-        if hold is None or hold.state != "held":
-            return False
-        if job.status == "completed":
-            outputs = (await s.execute(select(VideoOutput.duration_seconds).where(
-                VideoOutput.job_id == job.id, VideoOutput.variant == "video"))).scalars().all()
-            usage = job.provider_usage or {}
-            count = int(usage.get("count") or len(outputs) or job.sample_count or 1)
-            seconds = usage.get("seconds") or (max(outputs) if outputs else None) or job.seconds or 0
-            rules = rules_for(job.provider, job.model)
-            params = job.params or {}
-            line = pricing.video(rules, seconds=float(seconds), count=count, resolution=params.get("resolution")
-                                 or size_class(job.size), audio=bool(job.audio), size=job.size)
-            did = await ledger.settle(s, hid, line.nanos)
-            lines = [line.as_dict()]
-        else:
-            did = await ledger.void(s, hid, memo=f"voided {job.id}: {job.status}")
-            lines = (job.billing or {}).get("lines")
-        if did:
-            hold = await s.get(Hold, hid)
-            await s.refresh(hold)
-            doc = billing_doc(hold, (job.billing or {}).get("estimate_nanos"), lines, (job.billing or {}).get("priced", True))
-            await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(billing=doc))
-        return did
-
-
-def size_class(size: str | None) -> str | None:
-    """The resolution class of a ``WxH`` size string (for price rules keyed on resolution)."""
-    from aistats_gateway.videos.validation import size_class as of_dimensions
-
-    if not size or "x" not in size:
-        return None
-    w, h = (int(x) for x in size.split("x", 1))
-    return of_dimensions(w, h)

@@ -26,31 +26,26 @@ class LedgerEntry(Base):
 
 
 class Hold(Base):
-    """Funds set aside for one job. ``state`` moves held → settled | void exactly once."""
+    """Funds set aside for one operation, named by ``(ref_kind, ref)`` — e.g. ``("video", job id)``.
+    ``state`` moves held → settled | void exactly once. ``shortfall_nanos``: usage above what the
+    workspace could pay when settling (see ``ledger.settle_actual``)."""
 
     __tablename__ = "holds"
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
     key_id: Mapped[str] = mapped_column(String(40))
-    ref: Mapped[str] = mapped_column(String(100))  # the job id
+    ref_kind: Mapped[str] = mapped_column(String(20))  # the operation's kind: video, batch, generation …
+    ref: Mapped[str] = mapped_column(String(100))  # the operation's id
     amount_nanos: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(10), default="held")
     settled_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    shortfall_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finalized_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_holds_key_created", "key_id", "created_at"),
         Index("ix_holds_state", "state"),
+        Index("ix_holds_ref", "ref_kind", "ref"),
     )
-
-
-class RateCounter(Base):
-    """Requests per key per minute window (for the requests-per-minute limit)."""
-
-    __tablename__ = "rate_counters"
-
-    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix minute
-    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,8 +1,8 @@
 """Imports every domain's tables so Base.metadata is complete (Alembic, tests)."""
 
-from aistats_gateway.auth.tables import ApiKey, Workspace
+from aistats_gateway.auth.tables import ApiKey, RateCounter, Workspace
 from aistats_gateway.batches.tables import Batch, BatchRow
-from aistats_gateway.billing.tables import Hold, LedgerEntry, RateCounter
+from aistats_gateway.billing.tables import Hold, LedgerEntry
 from aistats_gateway.catalogue.tables import (
     CatalogueModel,
     CatalogueOrganisation,
@@ -10,6 +10,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueState,
 )
 from aistats_gateway.files.tables import StoredFile
+from aistats_gateway.inference.tables import Generation, TokenCounter
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
@@ -21,10 +22,12 @@ __all__ = [
     "CatalogueOrganisation",
     "CatalogueProvider",
     "CatalogueState",
+    "Generation",
     "Hold",
     "LedgerEntry",
     "RateCounter",
     "StoredFile",
+    "TokenCounter",
     "VideoJob",
     "VideoOutput",
     "WebhookDelivery",

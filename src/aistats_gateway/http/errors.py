@@ -129,8 +129,11 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    from aistats_gateway.http.domain import install_domain_errors
+
     app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, _api_error_handler)  # type: ignore[arg-type]
+    install_domain_errors(app)
     app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
     _document_validation_errors(app)

@@ -1,0 +1,1 @@
+"""Text, embeddings and moderation inference: protocol codecs, routing, billing and endpoints."""

@@ -1,8 +1,20 @@
-"""Provider adapters. Importing this package registers every adapter with the registry."""
+"""Provider adapters. Importing this package registers every adapter with the registry (and defines
+the capability keys of ``protocols``).
 
-from aistats_gateway.providers import local, openai  # noqa: F401
-from aistats_gateway.providers import kling  # noqa: F401
-from aistats_gateway.providers import luma  # noqa: F401
-from aistats_gateway.providers import google_ai_studio, google_vertex  # noqa: F401
-from aistats_gateway.providers import alibaba, byteplus, minimax  # noqa: F401
-from aistats_gateway.providers import fal, runway, xai  # noqa: F401
+A provider with one capability is a module (``kling.py``); once it has more than one it is a package
+with one module per capability (``openai/video.py``, later ``openai/chat.py`` …)."""
+
+from aistats_gateway.providers import (  # noqa: F401  (each module registers its adapters)
+    alibaba,
+    byteplus,
+    fal,
+    google,
+    kling,
+    local,
+    luma,
+    minimax,
+    openai,
+    protocols,
+    runway,
+    xai,
+)

@@ -23,6 +23,7 @@ from typing import Any
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -245,4 +246,4 @@ class WanVideo:
 
 
 adapter = WanVideo()
-registry.register("alibaba", "video.generation", adapter)
+registry.register("alibaba", VIDEO, adapter)

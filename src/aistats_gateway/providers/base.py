@@ -1,27 +1,42 @@
-"""The small protocols a provider module implements, and the unified request it receives.
+"""The small protocols a provider module implements, the unified request it receives, and the one
+error type (with the one set of retryable kinds) every capability uses.
 
 A video adapter implements ``submit``, ``poll``, ``open_output`` and ``cancel``. It never touches
-the database or storage: the job runner does that with what the adapter returns.
+the database or storage: the job runner does that with what the adapter returns. Its registry key
+is ``VIDEO`` (``registry.get(pid, VIDEO)`` is a ``VideoProvider | None``); other capabilities define
+their protocol and key next to each other (chat/embeddings/moderation in ``providers/inference.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
+
+import httpx
+
+from aistats_gateway.providers.registry import Capability
 
 ErrorKind = Literal["client", "auth", "rate_limit", "content_policy", "quota", "unavailable", "not_found", "upstream"]
 
-# Kinds after which the next provider is tried (the request itself is fine).
-RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limit", "unavailable", "upstream"})
+# The one set of kinds after which the next provider is tried, for every capability (routing's
+# fallback loop and circuit breaker use it). They say something about *this provider*, not about the
+# request: it is rate limiting or down (``rate_limit``, ``unavailable``), answered garbage
+# (``upstream``), refuses the gateway's credential or has no quota left (``auth``, ``quota``, the
+# operator's problem, which another provider may not share), or does not know the model slug
+# (``not_found``). ``client`` and ``content_policy`` are about the request and would fail the same
+# way elsewhere, so they end the request with the provider's answer.
+RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limit", "unavailable", "upstream", "auth", "quota", "not_found"})
 
 
 class ProviderError(Exception):
     """A provider call failed.
 
     ``kind`` decides what happens: ``client``/``content_policy`` are the caller's problem and are
-    returned as 400; ``auth``/``quota`` are the operator's; ``rate_limit``, ``unavailable`` (connection
-    error, timeout, 408, 5xx) and ``upstream`` (a malformed answer) make the router try the next provider.
+    returned as 400; every kind in ``RETRYABLE_KINDS`` — ``rate_limit``, ``unavailable`` (connection
+    error, timeout, 408, 5xx), ``upstream`` (a malformed answer), ``auth``/``quota`` (the operator's)
+    and ``not_found`` — makes the router try the next provider.
     """
 
     def __init__(
@@ -160,9 +175,12 @@ class VideoProvider(Protocol):
 class CallContext:
     """What an adapter may use: the shared HTTP client and its own configuration."""
 
-    http: Any  # httpx.AsyncClient
+    http: httpx.AsyncClient
     api_key: str | None
     base_url: str | None
-    data_dir: Any = None  # Path, for the local renderer's scratch space
-    progress: Any = None  # async callable(int) for adapters that report progress while working
+    data_dir: Path | None = None  # for the local renderer's scratch space
+    progress: Callable[[int], Coroutine[Any, Any, None]] | None = None  # for adapters reporting progress as they work
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+VIDEO: Capability[VideoProvider] = Capability("video", frozenset({"video.generation"}))

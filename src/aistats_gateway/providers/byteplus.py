@@ -18,6 +18,7 @@ from typing import Any
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -204,4 +205,4 @@ class SeedanceVideo:
 
 
 adapter = SeedanceVideo()
-registry.register("byteplus", "video.generation", adapter)
+registry.register("byteplus", VIDEO, adapter)

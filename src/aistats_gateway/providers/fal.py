@@ -32,6 +32,7 @@ import httpx
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     ImageInput,
     OutputRef,
@@ -386,4 +387,4 @@ class FalVideo:
 
 
 adapter = FalVideo()
-registry.register("fal", "video.generation", adapter)
+registry.register("fal", VIDEO, adapter)

@@ -35,6 +35,7 @@ from typing import Any
 
 from aistats_gateway.providers import _http, config, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     ImageInput,
     OutputRef,
@@ -367,4 +368,4 @@ class KlingVideo:
 
 
 adapter = KlingVideo()
-registry.register(PROVIDER_ID, "video.generation", adapter)
+registry.register(PROVIDER_ID, VIDEO, adapter)

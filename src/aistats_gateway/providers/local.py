@@ -17,6 +17,7 @@ from typing import Any
 
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -24,7 +25,7 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
-from aistats_gateway.videos import render
+from aistats_gateway.media import render
 
 FPS = 24
 
@@ -37,7 +38,9 @@ class LocalVideo:
     deadline_seconds = 3600.0
 
     def _scratch(self, ctx: CallContext) -> Path:
-        path = Path(ctx.data_dir) / "scratch" / "local"
+        if ctx.data_dir is None:
+            raise ProviderError("unavailable", "the local renderer needs a data directory", code="no_data_dir")
+        path = ctx.data_dir / "scratch" / "local"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -89,9 +92,12 @@ class LocalVideo:
                 negative_prompt=request.negative_prompt, first_frame=first_frame,
             )
             path = self._scratch(ctx) / f"{native_id}-{i}.mp4"
+
+            def on_progress(pct: int, index: int = i) -> None:
+                report(index, pct)
+
             try:
-                result = await asyncio.to_thread(
-                    render.render_to_file, spec, path, lambda pct, i=i: report(i, pct), cancel.is_set)
+                result = await asyncio.to_thread(render.render_to_file, spec, path, on_progress, cancel.is_set)
             except render.RenderCancelled:
                 return Polled(status="cancelled", error_code="cancelled", error_message="cancelled while rendering")
             except ValueError as e:
@@ -121,4 +127,4 @@ class LocalVideo:
 
 
 adapter = LocalVideo()
-registry.register("local", "video.generation", adapter, needs_credentials=False)
+registry.register("local", VIDEO, adapter, needs_credentials=False)

@@ -26,6 +26,7 @@ import httpx
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -268,4 +269,4 @@ class LumaVideo:
 
 
 adapter = LumaVideo()
-registry.register(PROVIDER_ID, "video.generation", adapter)
+registry.register(PROVIDER_ID, VIDEO, adapter)

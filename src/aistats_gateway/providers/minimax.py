@@ -16,6 +16,7 @@ from typing import Any
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -236,4 +237,4 @@ class MiniMaxVideo:
 
 
 adapter = MiniMaxVideo()
-registry.register("minimax", "video.generation", adapter)
+registry.register("minimax", VIDEO, adapter)

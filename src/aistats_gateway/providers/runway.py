@@ -21,6 +21,7 @@ import httpx
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     ImageInput,
     OutputRef,
@@ -272,4 +273,4 @@ class RunwayVideo:
 
 
 adapter = RunwayVideo()
-registry.register("runway", "video.generation", adapter)
+registry.register("runway", VIDEO, adapter)

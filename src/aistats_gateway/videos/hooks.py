@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from aistats_gateway.billing import service as billing
-from aistats_gateway.videos import present
+from aistats_gateway.catalogue.schema import PriceRule
+from aistats_gateway.catalogue.service import Snapshot
+from aistats_gateway.videos import billing, events, present
 from aistats_gateway.videos.tables import TERMINAL, VideoJob, VideoOutput
 from aistats_gateway.webhooks import service as webhooks
 
@@ -30,7 +31,7 @@ class JobHooks:
         return s.public_base_url or f"http://{s.host}:{s.port}"
 
     @staticmethod
-    def _rules(snap: Any, provider_id: str | None, model_id: str) -> list[Any]:
+    def _rules(snap: Snapshot, provider_id: str | None, model_id: str) -> list[PriceRule]:
         """The catalogue's price rules of this model at this provider."""
         entry = snap.by_id.get(model_id)
         for o in entry.offers if entry else []:
@@ -69,7 +70,7 @@ class JobHooks:
         self._buckets[job_id] = bucket
         async with self.state.sessions() as s:
             webhook = (await s.execute(select(VideoJob.webhook).where(VideoJob.id == job_id))).scalar()
-        if webhook and "video.progress" in (webhook.get("events") or []):
+        if webhooks.subscribes(webhook, events.KIND, "video.progress"):
             await self.event(job_id, "video.progress", f"video.progress:{bucket}")
 
     async def event(self, job_id: str, event_type: str, key: str | None) -> None:
@@ -78,7 +79,7 @@ class JobHooks:
             return
         video = present.render(job, outputs, base_url=self.base_url(), secret=self.state.settings.signing_key)
         async with self.state.sessions() as s, s.begin():
-            queued = await webhooks.enqueue(s, job_id=job.id, workspace_id=job.workspace_id, webhook=job.webhook,
-                                            event_type=event_type, event_key=key, video=video)
+            queued = await webhooks.enqueue(s, subject=events.subject(job.id), workspace_id=job.workspace_id,
+                                            webhook=job.webhook, event_type=event_type, event_key=key, data=video)
         if queued and self.state.jobs is not None:
             self.state.jobs.wake("webhooks", queued)

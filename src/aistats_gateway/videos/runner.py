@@ -28,6 +28,7 @@ from aistats_gateway.db.base import utcnow
 from aistats_gateway.jobs import lease as leases
 from aistats_gateway.providers import config as provider_config
 from aistats_gateway.providers import registry
+from aistats_gateway.routing.breaker import CircuitBreaker
 from aistats_gateway.providers.base import CallContext, OutputRef, ProviderError, VideoRequest
 from aistats_gateway.videos import media
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
@@ -62,6 +63,7 @@ class RunnerContext:
         for hook in list(self.on_status):
             with contextlib.suppress(Exception):
                 await hook(job_id, old, new)
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)  # routing's, shared with the gateway
 
     def call_context(self, provider_id: str, **extra: Any) -> CallContext:
         cfg = provider_config.load(provider_id)

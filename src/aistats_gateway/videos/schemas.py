@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from aistats_gateway.routing.schemas import ProviderRouting
+
 VideoStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled", "expired"]
 OutputAccess = Literal["bytes", "signed_url", "both"]
 ReferenceRole = Literal["first_frame", "last_frame", "reference", "source", "mask"]
@@ -75,13 +77,6 @@ class VideoWebhook(_In):
     events: Annotated[list[WebhookEventName] | None, AfterValidator(canonical_events)] = Field(
         default=None, description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
         "event, canceled is read as cancelled")
-
-
-class ProviderRouting(_In):
-    order: list[str] | None = None
-    only: list[str] | None = None
-    ignore: list[str] | None = None
-    include_alpha: Bool = Field(default=False, description="Include alpha providers in routing (off by default)")
 
 
 class VideoCreateRequest(_In):

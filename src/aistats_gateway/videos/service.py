@@ -16,22 +16,22 @@ from PIL import Image
 from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select, update
 
+from aistats_gateway.billing import service as billing
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.jobs import lease as leases
 from aistats_gateway.http import ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
+from aistats_gateway.media import render
 from aistats_gateway.providers import registry
-from aistats_gateway.providers.base import ProviderError
-from aistats_gateway.billing import ledger
-from aistats_gateway.billing import service as billing
-from aistats_gateway.videos import cache, render, validation
-from aistats_gateway.webhooks import service as webhooks
-from aistats_gateway.webhooks import signing as webhook_signing
+from aistats_gateway.providers.base import VIDEO, ProviderError
+from aistats_gateway.videos import billing as video_billing
+from aistats_gateway.videos import cache, events, validation
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
 from aistats_gateway.videos.tables import TERMINAL, VIDEO_LEASE, VideoJob, VideoOutput
+from aistats_gateway.webhooks import service as webhooks
 
 log = logging.getLogger("aistats_gateway.videos")
 STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_progress", "in_progress": "in_progress",
@@ -162,7 +162,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     """Validate, hold the estimate, store the job and submit it. Returns the job and, when the gateway
     generated the webhook secret, that secret (shown once)."""
     has_image = upload is not None or bool(req.input_references) or req.input_reference is not None
-    plan = validation.plan(snap, req, has_image=has_image)
+    plan = validation.plan(snap, req, has_image=has_image, health=rctx.breaker)
     webhook, new_secret = await _webhook(req, webhook_cfg)
     images = await _images(fetch_client, policy, req, upload)
     job_id = new_id()
@@ -171,7 +171,7 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     first = plan.offers[0]
     sample_count = int(plan.values.get("sample_count") or 1)
     audio = bool(plan.values.get("generate_audio"))
-    estimate = billing.estimate_video(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
+    estimate = video_billing.estimate(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
                                       resolution=plan.resolution or validation.size_class(plan.width, plan.height),
                                       audio=audio, size=f"{plan.width}x{plan.height}")
     job = VideoJob(
@@ -200,8 +200,8 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
     async with rctx.sessions() as s, s.begin():
         s.add(job)
         await s.flush()
-        await billing.hold_for_job(s, job_id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id,
-                                   estimate=estimate)
+        await billing.hold(s, ref=video_billing.ref(job_id), workspace_id=caller.workspace_id,
+                           key_id=caller.key_id, amount_nanos=estimate.nanos)
     try:
         for img, stored in zip(images, stored_images):
             async def one(data: bytes = img["content"]) -> Any:
@@ -231,24 +231,13 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
 async def _webhook(req: VideoCreateRequest, cfg: Any) -> tuple[dict[str, Any] | None, str | None]:
     if req.webhook is None:
         return None, None
-    url = req.webhook.url
-    if cfg is not None:
-        try:
-            await webhooks.check_target(url, cfg)
-        except ssrf.URLRejected as e:
-            raise bad_request(f"Cannot use webhook.url: {e.reason}", "webhook.url", e.code) from None
-    secret, generated = req.webhook.secret, None
-    if not secret:
-        secret = generated = webhooks.new_secret()
-    if (why := webhook_signing.check_secret(secret)) is not None:
-        raise bad_request(f"webhook.secret {why}; omit it and the gateway generates one.", "webhook.secret")
-    events = list(dict.fromkeys(req.webhook.events)) if req.webhook.events else list(webhooks.DEFAULT_EVENTS)
-    return {"url": url, "secret": secret, "events": events}, generated
+    return await webhooks.subscription(events.KIND, req.webhook.url, req.webhook.secret,
+                                       list(req.webhook.events) if req.webhook.events else None, cfg)
 
 
 async def _void_and_discard(rctx: RunnerContext, job_id: str, memo: str) -> None:
     async with rctx.sessions() as s, s.begin():
-        await ledger.void(s, billing.hold_id(job_id), memo=memo)
+        await billing.void(s, video_billing.ref(job_id), memo=memo)
     await _discard(rctx, job_id)
 
 
@@ -315,7 +304,7 @@ async def get_for_download(rctx: RunnerContext, video_id: str) -> tuple[VideoJob
 
 async def webhook_deliveries(rctx: RunnerContext, job: VideoJob) -> list[dict[str, Any]]:
     async with rctx.sessions() as s:
-        return await webhooks.for_job(s, job.id)
+        return await webhooks.for_subject(s, events.subject(job.id))
 
 
 def parse_statuses(values: list[str]) -> list[str]:
@@ -366,7 +355,7 @@ async def cancel(rctx: RunnerContext, caller: Caller, video_id: str) -> VideoJob
     if job.status in TERMINAL:
         raise APIError(409, f"The video is already {job.status} and cannot be cancelled.", param="video_id",
                        code="video_not_cancellable")
-    adapter = registry.adapter_for(job.provider or "", "video.generation")
+    adapter = registry.get(job.provider or "", VIDEO)
     if adapter is not None and adapter.can_cancel and job.native_id:
         try:
             await adapter.cancel(job.native_id, rctx.call_context(job.provider or ""))

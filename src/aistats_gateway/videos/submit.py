@@ -1,4 +1,6 @@
-"""Submitting a job to its providers in order, falling back on errors that are not the client's."""
+"""Submitting a job to its providers in order, through ``routing.run_with_fallback``: the next
+provider is tried after an error of a kind in ``providers.base.RETRYABLE_KINDS``, a provider whose
+circuit is open is skipped, and every attempt is appended to the job's ``attempts``."""
 
 from __future__ import annotations
 
@@ -7,22 +9,19 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update
 
+from aistats_gateway import routing
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.providers import config as provider_config
 from aistats_gateway.providers import registry
-from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
+from aistats_gateway.providers.base import VIDEO, ImageInput, ProviderError, Submitted, VideoRequest
 from aistats_gateway.videos.tables import VideoJob
 
 log = logging.getLogger("aistats_gateway.videos")
-ENDPOINT = "video.generation"
-# Errors after which the next provider is tried. Client errors (bad input, content policy) are not.
-FALLBACK_KINDS = frozenset({"rate_limit", "unavailable", "upstream", "auth", "quota", "not_found"})
 
 
 @dataclass
@@ -49,11 +48,6 @@ async def build_request(storage: Any, job: VideoJob) -> VideoRequest:
         person_generation=v.get("person_generation"), compression_quality=v.get("compression_quality"),
         resize_mode=v.get("resize_mode"), images=tuple(images), provider_params=dict(p.get("provider_params") or {}),
     )
-
-
-def _attempt(provider: str, outcome: str, e: ProviderError | None = None) -> dict[str, Any]:
-    return {"provider": provider, "outcome": outcome, "status": e.status if e else None,
-            "code": e.code if e else None, "message": e.message if e else None, "at": int(time.time())}
 
 
 async def submit_with_fallback(ctx: Any, job: VideoJob, request: VideoRequest) -> SubmitOutcome:
@@ -84,44 +78,45 @@ async def _keep_lease(ctx: Any, job_id: str, owner: str) -> None:
 
 
 async def _submit(ctx: Any, job: VideoJob, request: VideoRequest) -> SubmitOutcome:
-    attempts = list(job.attempts or [])
+    earlier = list(job.attempts or [])
     slugs: dict[str, str] = (job.params or {}).get("slugs", {})
-    last: ProviderError | None = None
-    for pid in job.candidates or []:
-        adapter = registry.adapter_for(pid, ENDPOINT)
-        if adapter is None:
-            continue
-        req = dataclasses.replace(request, model_slug=slugs.get(pid, request.model_slug))
+    targets = [routing.Target(pid, slugs.get(pid)) for pid in job.candidates or []
+               if registry.get(pid, VIDEO) is not None]
+
+    async def call(target: routing.Target) -> tuple[Submitted, VideoRequest]:
+        adapter = registry.get(target.provider_id, VIDEO)
+        assert adapter is not None
+        req = dataclasses.replace(request, model_slug=target.slug or request.model_slug)
         try:
-            sub = await adapter.submit(req, ctx.call_context(pid))
+            return await adapter.submit(req, ctx.call_context(target.provider_id)), req
         except ProviderError as e:
-            attempts.append(_attempt(pid, "error", e))
-            log.info("provider refused or failed", extra={"video_id": job.id, "provider": pid, "kind": e.kind,
-                                                          "status": e.status})
-            if e.kind not in FALLBACK_KINDS:
-                await _save_attempts(ctx, job.id, attempts)
-                return SubmitOutcome(error=e)
-            last = e
-            continue
-        attempts.append(_attempt(pid, "accepted"))
-        now = utcnow()
-        timing = provider_config.timing(pid, adapter)
-        first_poll = sub.poll_after if sub.poll_after is not None else timing.poll_interval
-        values: dict[str, Any] = {
-            "provider": pid, "provider_model_slug": req.model_slug, "native_id": sub.native_id,
-            "attempts": attempts, "next_run_at": now + dt.timedelta(seconds=first_poll),
-            "deadline_at": now + dt.timedelta(seconds=timing.deadline_seconds),
-        }
-        if sub.status == "in_progress":
-            values["status"], values["started_at"] = "in_progress", now
-        if sub.progress is not None:
-            values["progress"], values["progress_source"] = sub.progress, "provider"
-        async with ctx.sessions() as s, s.begin():
-            await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(**values))
-        return SubmitOutcome(provider=pid, native_id=sub.native_id)
-    await _save_attempts(ctx, job.id, attempts)
-    return SubmitOutcome(error=last or ProviderError("unavailable", "no provider could take the job",
-                                                     code="no_provider"))
+            log.info("provider refused or failed", extra={"video_id": job.id, "provider": target.provider_id,
+                                                          "kind": e.kind, "status": e.status})
+            raise
+
+    try:
+        (sub, req), tried = await routing.run_with_fallback(targets, call, getattr(ctx, "breaker", None))
+    except routing.FallbackFailed as e:
+        await _save_attempts(ctx, job.id, earlier + [a.as_dict() for a in e.attempts])
+        return SubmitOutcome(error=e.error)
+    pid = tried[-1].provider
+    adapter = registry.get(pid, VIDEO)
+    assert adapter is not None
+    now = utcnow()
+    timing = provider_config.timing(pid, adapter)
+    first_poll = sub.poll_after if sub.poll_after is not None else timing.poll_interval
+    values: dict[str, Any] = {
+        "provider": pid, "provider_model_slug": req.model_slug, "native_id": sub.native_id,
+        "attempts": earlier + [a.as_dict() for a in tried], "next_run_at": now + dt.timedelta(seconds=first_poll),
+        "deadline_at": now + dt.timedelta(seconds=timing.deadline_seconds),
+    }
+    if sub.status == "in_progress":
+        values["status"], values["started_at"] = "in_progress", now
+    if sub.progress is not None:
+        values["progress"], values["progress_source"] = sub.progress, "provider"
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(update(VideoJob).where(VideoJob.id == job.id).values(**values))
+    return SubmitOutcome(provider=pid, native_id=sub.native_id)
 
 
 async def _save_attempts(ctx: Any, job_id: str, attempts: list[dict[str, Any]]) -> None:

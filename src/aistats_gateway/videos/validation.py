@@ -1,7 +1,9 @@
 """Validating a create request against the catalogue and choosing the providers that can run it.
 
 Every failure is a 400 in the OpenAI error shape with ``param`` set, and the message lists the
-allowed values where there are some.
+allowed values where there are some. Model resolution and the ``provider`` object are
+``routing.plan``'s (its ``RoutingError`` is answered as a 400 by the HTTP layer); the video
+parameters then narrow the planned offers, and ``allow_fallbacks=false`` keeps only the first.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from aistats_gateway import routing
 from aistats_gateway.catalogue.schema import ParameterDetail
-from aistats_gateway.catalogue.service import ModelEntry, ProviderOffer, Snapshot, is_active
+from aistats_gateway.catalogue.service import ModelEntry, ProviderOffer, Snapshot
 from aistats_gateway.http.errors import bad_request
-from aistats_gateway.providers import config as provider_config
-from aistats_gateway.providers import registry
-from aistats_gateway.videos import render
+from aistats_gateway.media import render
 from aistats_gateway.videos.schemas import VideoCreateRequest
 
 ENDPOINT = "video.generation"
+routing.describe_endpoint(ENDPOINT, "video generation", "/v1/videos/models")
 RESOLUTIONS = ("480p", "720p", "1080p", "1K", "2K", "4K")
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 _RATIO = re.compile(r"^(\d{1,3}):(\d{1,3})$")
@@ -151,60 +153,8 @@ def _detail(offer: ProviderOffer, name: str) -> ParameterDetail | None:
 
 
 def resolve_model(snap: Snapshot, model: str) -> ModelEntry:
-    entry = snap.resolve(model)
-    if entry is None:
-        # Also accept a provider's own slug (e.g. "sora-2") when it names exactly one model.
-        matches = [m for m in snap.models if any(o.spec.provider_model_slug == model for o in m.offers)
-                   and ENDPOINT in m.endpoint_set]
-        entry = matches[0] if len(matches) == 1 else None
-    if entry is None:
-        raise bad_request(f"The model {model!r} does not exist. See GET /v1/videos/models.", "model",
-                          "model_not_found")
-    if ENDPOINT not in entry.endpoint_set:
-        raise bad_request(f"The model {entry.spec.model_id!r} does not support video generation.", "model",
-                          "model_not_supported")
-    if entry.spec.status in ("retired", "rumoured", "announced"):
-        raise bad_request(f"The model {entry.spec.model_id!r} is {entry.spec.status} and cannot be used.", "model",
-                          "model_not_available")
-    return entry
-
-
-def _route(entry: ModelEntry, req: VideoCreateRequest) -> list[ProviderOffer]:
-    offers = [o for o in entry.offers if ENDPOINT in o.spec.endpoints]
-    known = {o.provider_id for o in offers}
-    routing = req.provider
-    if routing:
-        for pname, ids in (("order", routing.order), ("only", routing.only), ("ignore", routing.ignore)):
-            unknown = [i for i in ids or [] if i not in known]
-            if unknown:
-                raise bad_request(
-                    f"provider.{pname} names {_fmt(unknown)}, which do not serve {entry.spec.model_id}; "
-                    f"its providers are: {_fmt(sorted(known))}.", f"provider.{pname}", "unknown_provider")
-        if routing.only:
-            offers = [o for o in offers if o.provider_id in routing.only]
-        if routing.ignore:
-            offers = [o for o in offers if o.provider_id not in routing.ignore]
-        if not offers:
-            raise bad_request(f"provider.only/ignore leave no provider for {entry.spec.model_id}.", "provider",
-                              "no_provider")
-    if not (routing and routing.include_alpha):
-        if all(o.spec.alpha for o in offers):
-            raise bad_request(f"Every provider of {entry.spec.model_id} left is in alpha; set "
-                              "provider.include_alpha=true to use them.", "provider.include_alpha", "no_provider")
-        offers = [o for o in offers if not o.spec.alpha]
-    routable = [o for o in offers if is_active(o, ENDPOINT)]
-    if not routable:
-        hints = []
-        for o in offers:
-            if registry.adapter_for(o.provider_id, ENDPOINT) is None:
-                hints.append(f"{o.provider_id} (no adapter in this gateway version)")
-            else:
-                hints.append(f"{o.provider_id} (set {provider_config.env_prefix(o.provider_id)}API_KEY)")
-        raise bad_request(f"No provider of {entry.spec.model_id} is configured on this gateway: {'; '.join(hints)}.",
-                          "model", "no_provider_configured")
-    order = list(routing.order) if routing and routing.order else []
-    return sorted(routable, key=lambda o: (order.index(o.provider_id) if o.provider_id in order else len(order),
-                                           o.priority, entry.offers.index(o)))
+    """The model a video request names (an id, alias, provider slug or ``provider:org/model``)."""
+    return routing.resolve(snap, model, ENDPOINT)
 
 
 def _filter(offers: list[ProviderOffer], name: str, value: Any, param: str) -> list[ProviderOffer]:
@@ -239,7 +189,22 @@ def _check_provider_params(pp: dict[str, Any] | None) -> dict[str, Any]:
     return dict(pp)
 
 
-def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
+def _set_parameters(req: VideoCreateRequest) -> list[str]:
+    """The catalogue parameter names the request sets (for ``provider.require_parameters``)."""
+    names = [n for n in ("duration", "resolution", "aspect_ratio") if getattr(req, n) is not None]
+    if req.seconds is not None:
+        names.append("duration")
+    if req.size is not None:
+        names += ["resolution", "aspect_ratio"]
+    names += [n for n in ("seed", "sample_count", "negative_prompt", "generate_audio", "enhance_prompt",
+                          "compression_quality", "person_generation", "resize_mode") if getattr(req, n) is not None]
+    if req.input_references or req.input_reference:
+        names.append("input_references")
+    return names
+
+
+def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool,
+         health: routing.CircuitBreaker | None = None) -> Plan:
     entry = resolve_model(snap, req.model)
     if not req.prompt.strip() and not has_image:
         raise bad_request("'prompt' must not be empty unless an image reference is given.", "prompt",
@@ -269,7 +234,10 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
         size_wh = (int(m[1]), int(m[2]))
     pp = _check_provider_params(req.provider_params)
 
-    offers = _route(entry, req)
+    price_context = {"resolution": resolution or (size_class(*size_wh) if size_wh else None),
+                     "audio": bool(req.generate_audio), "size": req.size}
+    offers = routing.plan(snap, req.model, ENDPOINT, req.provider, params=_set_parameters(req),
+                          price_context=price_context, health=health).offers
     if duration is not None:
         offers = _filter(offers, "duration", duration, dparam)
     if size_wh is not None:
@@ -291,6 +259,7 @@ def plan(snap: Snapshot, req: VideoCreateRequest, *, has_image: bool) -> Plan:
         roles = [r.role for r in req.input_references or []]
         offers = _filter_references(offers, roles)
 
+    offers = routing.candidates(offers, req.provider)
     first = offers[0]
     if duration is None:
         d = _detail(first, "duration")

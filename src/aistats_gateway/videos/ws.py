@@ -19,7 +19,7 @@ from sqlalchemy import select
 from aistats_gateway.http import asyncjobs
 from aistats_gateway.http.errors import APIError
 from aistats_gateway.videos import present, service
-from aistats_gateway.videos.tables import VideoJob
+from aistats_gateway.videos.tables import TERMINAL, VideoJob
 
 KIND = "video"
 # Renders that differ only in these (signed links are re-minted on every read) are the same state.
@@ -63,6 +63,10 @@ def install(state: Any) -> None:
             await state.hooks.event(job_id, "video.status_changed", f"video.status_changed:{new}")
 
     async def poke_status(job_id: str, old: str, new: str) -> None:
+        if new not in TERMINAL:  # terminal moves are poked after billing settled (on_terminal below)
+            asyncjobs.NOTIFIER.poke(KIND, job_id)
+
+    async def poke_terminal(job_id: str, old: str, new: str) -> None:
         asyncjobs.NOTIFIER.poke(KIND, job_id)
 
     async def poke_progress(job_id: str, progress: int) -> None:
@@ -71,3 +75,4 @@ def install(state: Any) -> None:
     state.runner.on_status.insert(0, status_changed)
     state.runner.on_status.append(poke_status)
     state.runner.on_progress.append(poke_progress)
+    state.runner.events.on_terminal(KIND, poke_terminal)  # after JobHooks' terminal hook (registered first)

@@ -1,11 +1,13 @@
-"""Job webhooks: a persisted outbox, Standard Webhooks signatures, at-least-once delivery.
+"""Webhooks: a persisted outbox keyed by subject, Standard Webhooks signatures, at-least-once delivery.
 
-Events are written to ``webhook_deliveries`` when they happen (one row per job and event key, so
-an event is never queued twice). The job engine delivers due rows: a POST signed with both the
-Standard Webhooks and the Phaseo header families (``webhooks/signing.py``), retried with backoff
-on errors, timeouts and non-2xx answers. Delivery never blocks the job itself. Targets pass the
-SSRF guard (https only, no private, loopback, link-local or metadata addresses) unless the
-operator allows local targets.
+Each domain registers its subject kind and event names once (``register_events("video", …)``,
+later ``"batch"``), and validates a caller's subscription with :func:`subscription` (url through
+the SSRF guard, secret, events of that kind). Events are written to ``webhook_deliveries`` when
+they happen — one row per subject ``(kind, id)`` and event key, so an event is never queued twice.
+The job engine delivers due rows: a POST signed with both the Standard Webhooks and the Phaseo
+header families (``webhooks/signing.py``), retried with backoff on errors, timeouts and non-2xx answers.
+Delivery never blocks the job itself. Targets pass the SSRF guard (https only, no private,
+loopback, link-local or metadata addresses) unless the operator allows local targets.
 """
 
 from __future__ import annotations
@@ -35,9 +37,49 @@ from aistats_gateway.webhooks.tables import WebhookDelivery
 
 log = logging.getLogger("aistats_gateway.webhooks")
 
-EVENTS = ("video.created", "video.progress", "video.completed", "video.failed", "video.cancelled", "video.expired")
-DEFAULT_EVENTS = ("video.completed", "video.failed", "video.cancelled", "video.expired")
 SECRET_PREFIX = "whsec_"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What an event is about: an operation's kind (``video``, ``batch`` …) and id."""
+
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True)
+class EventSet:
+    events: tuple[str, ...]  # every event name of the kind, e.g. video.created … video.expired
+    defaults: tuple[str, ...]  # what a subscription without ``events`` receives
+
+
+_KINDS: dict[str, EventSet] = {}
+
+
+def register_events(kind: str, events: tuple[str, ...], defaults: tuple[str, ...]) -> None:
+    """Declare a subject kind's event names (each ``<kind>.<name>``) and its default subscription."""
+    wrong = [e for e in (*events, *defaults) if not e.startswith(kind + ".")]
+    if wrong or not set(defaults) <= set(events):
+        raise ValueError(f"events of {kind!r} must be named {kind}.* and defaults among them: {wrong or defaults}")
+    _KINDS[kind] = EventSet(tuple(events), tuple(defaults))
+
+
+def events_of(kind: str) -> EventSet:
+    got = _KINDS.get(kind)
+    if got is None:
+        raise LookupError(f"no webhook events registered for {kind!r}")
+    return got
+
+
+class SubscriptionError(Exception):
+    """A subscription the gateway refuses; the HTTP layer answers 400 with ``param`` and ``code``."""
+
+    def __init__(self, message: str, param: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
 
 
 def new_secret() -> str:
@@ -73,28 +115,62 @@ async def check_target(url: str, cfg: WebhookConfig) -> None:
     await ssrf.check_target(url, cfg.policy)
 
 
+async def subscription(kind: str, url: str, secret: str | None, events: list[str] | None,
+                       cfg: WebhookConfig | None, *, param: str = "webhook") -> tuple[dict[str, Any], str | None]:
+    """Validate a caller's subscription to ``kind``'s events. Returns the stored form
+    ``{url, secret, events}`` and, when the caller gave no secret, the generated one (shown once).
+    Raises SubscriptionError naming ``<param>.url`` / ``.secret`` / ``.events``."""
+    known = events_of(kind)
+    if cfg is not None:
+        try:
+            await check_target(url, cfg)
+        except ssrf.URLRejected as e:
+            raise SubscriptionError(f"Cannot use {param}.url: {e.reason}", f"{param}.url", e.code) from None
+    generated = None
+    if not secret:
+        secret = generated = new_secret()
+    if (why := signing.check_secret(secret)) is not None:
+        raise SubscriptionError(f"{param}.secret {why}; omit it and the gateway generates one.", f"{param}.secret")
+    chosen = list(dict.fromkeys(events)) if events else list(known.defaults)
+    unknown = [e for e in chosen if e not in known.events]
+    if unknown:
+        raise SubscriptionError(f"Unknown {param}.events {', '.join(unknown)}; allowed: {', '.join(known.events)}.",
+                                f"{param}.events")
+    return {"url": url, "secret": secret, "events": chosen}, generated
+
+
 def progress_bucket(progress: int) -> int | None:
     """10 % steps: 10, 20 … 90 (0 and 100 are covered by created/completed)."""
     bucket = (progress // 10) * 10
     return bucket if 10 <= bucket <= 90 else None
 
 
-async def enqueue(s: AsyncSession, *, job_id: str, workspace_id: str, webhook: dict[str, Any] | None,
-                  event_type: str, event_key: str | None, video: dict[str, Any]) -> str | None:
-    """Queue one event if the job's webhook subscribes to it; the delivery id, or None when not
-    subscribed or already queued."""
+def subscribes(webhook: dict[str, Any] | None, kind: str, event_type: str) -> bool:
+    """True when the stored subscription ``webhook`` receives ``event_type``."""
+    if not webhook or not webhook.get("url"):
+        return False
+    return event_type in (webhook.get("events") or events_of(kind).defaults)
+
+
+async def enqueue(s: AsyncSession, *, subject: Subject, workspace_id: str, webhook: dict[str, Any] | None,
+                  event_type: str, event_key: str | None, data: dict[str, Any]) -> str | None:
+    """Queue one event about ``subject`` if its subscription ``webhook`` receives it; the delivery id,
+    or None when not subscribed or already queued. ``data`` is the event body's ``data``."""
     if not webhook or not webhook.get("url"):
         return None
-    events = webhook.get("events") or list(DEFAULT_EVENTS)
+    if event_type not in events_of(subject.kind).events:
+        raise ValueError(f"{event_type!r} is not a registered {subject.kind} event")
+    events = webhook.get("events") or list(events_of(subject.kind).defaults)
     if event_type not in events:
         return None
     now = utcnow()
     msg_id = "msg_" + secrets.token_hex(12)
     body = orjson.dumps({"type": event_type, "timestamp": now.isoformat().replace("+00:00", "Z"),
-                         "data": video}).decode()
+                         "data": data}).decode()
     try:
         async with s.begin_nested():
-            s.add(WebhookDelivery(id=msg_id, job_id=job_id, workspace_id=workspace_id, event_type=event_type,
+            s.add(WebhookDelivery(id=msg_id, subject_kind=subject.kind, subject_id=subject.id,
+                                  workspace_id=workspace_id, event_type=event_type,
                                   event_key=event_key or event_type, url=webhook["url"],
                                   secret=webhook.get("secret") or "", payload=body, next_attempt_at=now))
     except IntegrityError:
@@ -181,9 +257,11 @@ async def attempt(sessions: async_sessionmaker[AsyncSession], client: httpx.Asyn
     return delay
 
 
-async def for_job(s: AsyncSession, job_id: str) -> list[dict[str, Any]]:
-    rows = (await s.execute(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)
-                            .order_by(WebhookDelivery.created_at))).scalars()
+async def for_subject(s: AsyncSession, subject: Subject) -> list[dict[str, Any]]:
+    """The deliveries of one subject's events, oldest first (for the product's object)."""
+    rows = (await s.execute(select(WebhookDelivery).where(
+        WebhookDelivery.subject_kind == subject.kind, WebhookDelivery.subject_id == subject.id)
+        .order_by(WebhookDelivery.created_at))).scalars()
     return [{"id": d.id, "event": d.event_type, "status": d.status, "attempts": d.attempts,
              "next_attempt_at": int(d.next_attempt_at.timestamp()) if d.status == "pending" else None,
              "delivered_at": int(d.delivered_at.timestamp()) if d.delivered_at else None,

@@ -1,4 +1,8 @@
-"""The webhook outbox: one row per (job, event), delivered at least once by the job engine."""
+"""The webhook outbox: one row per (subject, event key), delivered at least once by the job engine.
+
+A subject is the operation an event is about, by kind and id (``("video", job id)``, later
+``("batch", batch id)``); ``(subject_kind, subject_id, event_key)`` is unique, so an event is never
+queued twice."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # msg_…, sent as webhook-id
-    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    subject_kind: Mapped[str] = mapped_column(String(20))  # video | batch | …
+    subject_id: Mapped[str] = mapped_column(String(64))
     workspace_id: Mapped[str] = mapped_column(String(40))
     event_type: Mapped[str] = mapped_column(String(40))
     event_key: Mapped[str] = mapped_column(String(60))  # e.g. video.completed or video.progress:30
@@ -31,6 +36,7 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("job_id", "event_key", name="uq_webhook_deliveries_job_event"),
+        UniqueConstraint("subject_kind", "subject_id", "event_key", name="uq_webhook_deliveries_subject_event"),
+        Index("ix_webhook_deliveries_subject", "subject_kind", "subject_id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     )

@@ -25,6 +25,7 @@ import httpx
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -264,4 +265,4 @@ class XAIVideo:
 
 
 adapter = XAIVideo()
-registry.register("x-ai", "video.generation", adapter)
+registry.register("x-ai", VIDEO, adapter)

@@ -35,8 +35,9 @@ from urllib.parse import quote
 import httpx
 
 from aistats_gateway.providers import config, registry
-from aistats_gateway.providers import google_common as g
+from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -302,4 +303,4 @@ def forget_credentials() -> None:
 
 
 adapter = GoogleVertexVideo()
-registry.register(PROVIDER_ID, "video.generation", adapter)
+registry.register(PROVIDER_ID, VIDEO, adapter)

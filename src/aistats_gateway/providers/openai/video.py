@@ -14,6 +14,7 @@ import httpx
 
 from aistats_gateway.providers import _http, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -144,4 +145,4 @@ def _progress(body: dict[str, Any]) -> int | None:
 
 
 adapter = OpenAIVideo()
-registry.register("openai", "video.generation", adapter)
+registry.register("openai", VIDEO, adapter)

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from aistats_gateway.providers import google_common as g
+from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers import config, registry
 from aistats_gateway.providers.base import (
+    VIDEO,
     CallContext,
     OutputRef,
     Polled,
@@ -96,4 +97,4 @@ class GoogleAIStudioVideo:
 
 
 adapter = GoogleAIStudioVideo()
-registry.register(PROVIDER_ID, "video.generation", adapter)
+registry.register(PROVIDER_ID, VIDEO, adapter)

@@ -1,0 +1,211 @@
+"""Operator-defined OpenAI-compatible providers (Ollama, vLLM, llama.cpp server, LM Studio,
+OpenRouter …) from the YAML file named by ``AISTATS_PROVIDERS_FILE``.
+
+```yaml
+providers:
+  - id: ollama                          # lowercase slug; not a built-in provider id
+    name: Ollama
+    base_url: http://127.0.0.1:11434/v1 # the server's OpenAI-compatible root (…/chat/completions below it)
+    api_key: ollama                     # optional; or api_key_env: NAME_OF_AN_ENV_VAR
+    priority: 10                        # lower is tried first (built-in providers default to 100)
+    models:
+      - model: meta/llama-3.3-70b       # a catalogue model id (or alias)
+        provider_model_slug: llama3.3   # the server's own model name
+        endpoints: [chat.completions]   # default; embeddings also possible
+        pricing: []                     # catalogue price rules; none = free
+```
+
+Invariants: the file is validated on load (every error names the entry, e.g.
+``providers[0].models[1].model``); models must exist in the shipped catalogue; the providers are
+registered with ``providers.registry`` as OpenAI-compatible adapters and their offers are added to
+the model's candidates by :mod:`inference.route`. The file is read once per process (and again
+when its modification time changes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aistats_gateway.catalogue import service as catalogue
+from aistats_gateway.catalogue.schema import ModelProvider, PriceRule
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.openai_compat.chat import Family
+
+ENV = "AISTATS_PROVIDERS_FILE"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+FREE = [PriceRule(meter="request", unit="request", price="0")]
+
+
+class ProvidersFileError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    model: str
+    provider_model_slug: str
+    endpoints: list[str] = Field(default_factory=lambda: ["chat.completions"])
+    pricing: list[PriceRule] = Field(default_factory=list)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e not in ("chat.completions", "embeddings")]
+        if bad or not v:
+            raise ValueError("endpoints must be chat.completions and/or embeddings")
+        return v
+
+
+class ProviderEntry(_Strict):
+    id: str
+    name: str | None = None
+    base_url: str
+    api_key: str | None = None
+    api_key_env: str | None = None
+    priority: int = 50
+    models: list[ModelEntry]
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _SLUG.match(v):
+            raise ValueError("id must be lowercase letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
+        return v.rstrip("/")
+
+
+class ProvidersFile(_Strict):
+    providers: list[ProviderEntry] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OperatorOffer:
+    provider: ProviderEntry
+    offer: catalogue.ProviderOffer
+
+    @property
+    def api_key(self) -> str | None:
+        if self.provider.api_key_env:
+            return os.environ.get(self.provider.api_key_env) or self.provider.api_key
+        return self.provider.api_key
+
+
+@dataclass
+class Loaded:
+    path: str
+    mtime: float
+    offers: dict[str, list[OperatorOffer]]  # model id → offers
+
+
+_CACHE: Loaded | None = None
+_BUILTIN_IDS: frozenset[str] | None = None
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def parse(text: str, source: str, model_ids: dict[str, str]) -> dict[str, list[OperatorOffer]]:
+    """Validate a providers file; ``model_ids`` maps every catalogue model id and alias to its id."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ProvidersFileError(f"{source}: not valid YAML: {e}") from None
+    try:
+        doc = ProvidersFile.model_validate(data)
+    except ValidationError as e:
+        errs = [f"{_where(tuple(err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ProvidersFileError(f"{source}: " + "; ".join(errs)) from None
+    out: dict[str, list[OperatorOffer]] = {}
+    seen: set[str] = set()
+    builtin = set(registry.registered())
+    for i, p in enumerate(doc.providers):
+        if p.id in seen:
+            raise ProvidersFileError(f"{source}: providers[{i}].id: {p.id!r} is listed twice")
+        if p.id in builtin and p.id not in _operator_ids():
+            raise ProvidersFileError(f"{source}: providers[{i}].id: {p.id!r} is a built-in provider")
+        seen.add(p.id)
+        for j, m in enumerate(p.models):
+            model_id = model_ids.get(m.model)
+            if model_id is None:
+                raise ProvidersFileError(f"{source}: providers[{i}].models[{j}].model: unknown catalogue model "
+                                         f"{m.model!r}")
+            spec = ModelProvider(provider=p.id, provider_model_slug=m.provider_model_slug,
+                                 endpoints=m.endpoints, pricing=m.pricing or FREE)  # type: ignore[arg-type]
+            offer = catalogue.ProviderOffer(p.id, spec, p.name or p.id, None, None, False, p.priority)
+            out.setdefault(model_id, []).append(OperatorOffer(p, offer))
+    return out
+
+
+_REGISTERED: set[str] = set()
+
+
+def _operator_ids() -> set[str]:
+    return _REGISTERED
+
+
+def _register(offers: dict[str, list[OperatorOffer]]) -> None:
+    from aistats_gateway.providers.inference_adapters import register_family
+
+    for entries in offers.values():
+        for o in entries:
+            if o.provider.id in _REGISTERED:
+                continue
+            eps = {e for entry in o.provider.models for e in entry.endpoints}
+            register_family(Family(o.provider.id, o.provider.base_url, developer_role=False,
+                                   max_tokens_key="max_tokens"), embeddings="embeddings" in eps)
+            for ep in ("chat.completions", *(["embeddings"] if "embeddings" in eps else [])):
+                registry.register(o.provider.id, ep, registry.adapter_for(o.provider.id, ep), needs_credentials=False)
+            _REGISTERED.add(o.provider.id)
+
+
+def _catalogue_ids() -> dict[str, str]:
+    from aistats_gateway.catalogue.loader import build
+
+    cat, _ = build(None)
+    ids = {m.model_id: m.model_id for m in cat.models}
+    for m in cat.models:
+        for a in m.aliases:
+            ids.setdefault(a, m.model_id)
+    return ids
+
+
+def load(path: str | None = None) -> dict[str, list[OperatorOffer]]:
+    """The operator offers by model id (empty without a providers file); raises ProvidersFileError."""
+    global _CACHE
+    path = path or os.environ.get(ENV) or None
+    if not path:
+        return {}
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError as e:
+        raise ProvidersFileError(f"{path}: cannot read the providers file: {e.strerror or e}") from None
+    if _CACHE is not None and _CACHE.path == path and _CACHE.mtime == mtime:
+        return _CACHE.offers
+    offers = parse(Path(path).read_text(encoding="utf-8"), path, _catalogue_ids())
+    _register(offers)
+    _CACHE = Loaded(path, mtime, offers)
+    return offers
+
+
+def offers_for(model_id: str) -> list[OperatorOffer]:
+    return load().get(model_id, [])

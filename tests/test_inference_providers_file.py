@@ -1,0 +1,84 @@
+"""Operator-defined OpenAI-compatible providers from ``AISTATS_PROVIDERS_FILE`` (an Ollama-like server played
+by the generic OpenAI-compatible fake): validated on load, routed to, free unless priced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aistats_gateway.inference import providers_file
+from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.test_inference_api import assert_books_balance, generation
+
+MODEL = "meta/llama-3.3-70b"
+
+
+@pytest.fixture(scope="module")
+def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningFake, Path]]:
+    with RunningFake("openai-compatible", api_key="ollama") as fake:
+        path = tmp_path_factory.mktemp("pf") / "providers.yaml"
+        path.write_text(f"""
+providers:
+  - id: local-ollama
+    name: Ollama on this machine
+    base_url: {fake.base_url}
+    api_key: ollama
+    priority: 1
+    models:
+      - model: {MODEL}
+        provider_model_slug: llama3.3
+""")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(providers_file.ENV, str(path))
+            yield fake, path
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            ollama: tuple[RunningFake, Path]) -> Iterator[Gateway]:
+    with running_gateway(request.param, tmp_path_factory.mktemp("gw")) as gw:
+        yield gw
+
+
+def test_operator_provider_is_routed_to_and_free(api: httpx.Client, gateway: Gateway, key: str,
+                                                 ollama: tuple[RunningFake, Path]) -> None:
+    fake, _ = ollama
+    st: Any = fake.state
+    r = api.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi llama"}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["provider"] == "local-ollama" and body["choices"][0]["message"]["content"] == "hi llama"
+    assert body["cost_nanos"] == 0 and st.last_body["model"] == "llama3.3"
+    assert st.last_headers["authorization"] == "Bearer ollama"
+    assert generation(api, body["id"])["provider"] == "local-ollama"
+    s = api.post("/v1/chat/completions", json={"model": f"local-ollama:{MODEL}", "stream": True,
+                                               "messages": [{"role": "user", "content": "s"}]})
+    assert s.status_code == 200 and '"content":"s"' in s.text.replace(" ", "")
+    poor = gateway.client(gateway.create_key("poor"))  # free: no credits needed
+    assert poor.post("/v1/chat/completions", json={"model": MODEL, "messages": [
+        {"role": "user", "content": "x"}]}).status_code == 200
+    assert_books_balance(gateway, key)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("providers: [{id: Bad, base_url: 'http://x', models: []}]", "providers[0].id"),
+    ("providers: [{id: ok, base_url: 'ftp://x', models: []}]", "providers[0].base_url"),
+    ("providers: [{id: ok, base_url: 'http://x', models: [{model: nobody/none, provider_model_slug: n}]}]",
+     "providers[0].models[0].model"),
+    ("providers: [{id: openai, base_url: 'http://x', models: []}]", "providers[0].id"),
+    ("providers: [{id: ok, base_url: 'http://x', models: [], colour: red}]", "providers[0].colour"),
+    (("providers: [{id: ok, base_url: 'http://x', models: [{model: meta/llama-3.3-70b, provider_model_slug: n, "
+     "endpoints: [videos]}]}]"), "providers[0].models[0].endpoints"),
+])
+def test_invalid_files_are_rejected_naming_the_entry(text: str, where: str) -> None:
+    from aistats_gateway.providers import inference_adapters  # noqa: F401  (built-in ids registered)
+
+    ids = {"meta/llama-3.3-70b": "meta/llama-3.3-70b"}
+    with pytest.raises(providers_file.ProvidersFileError) as e:
+        providers_file.parse(text, "providers.yaml", ids)
+    assert where in str(e.value)
