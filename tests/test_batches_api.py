@@ -171,7 +171,8 @@ def test_openai_sdk_flow_file_to_output(gw: Gateway, fakes: dict[str, RunningFak
     assert settled == costs > 0 and held == 0
     extra = b.model_extra or {}
     assert extra["billing"]["state"] == "settled" and extra["billing"]["settled_nanos"] == costs
-    assert extra["usage"]["cost_nanos"] == costs and extra["usage"]["requests"] == 5
+    usage = c.get(f"/v1/batches/{b.id}").json()["usage"]
+    assert usage["cost_nanos"] == costs and usage["requests"] == 5 and usage["total_tokens"] > 0
     rows_out = c.get(f"/v1/batches/{b.id}/requests").json()["data"]
     assert sum(r["cost_nanos"] for r in rows_out) == costs
     for r in rows_out:

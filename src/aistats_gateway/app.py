@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aistats_gateway")
 # The domains whose ``jobs`` module gives the job engines their sources (``sources(state)``).
 JOB_DOMAINS = ("aistats_gateway.videos.jobs", "aistats_gateway.billing.jobs", "aistats_gateway.webhooks.jobs",
-               "aistats_gateway.files.jobs")
+               "aistats_gateway.files.jobs", "aistats_gateway.batches.jobs")
 
 
 class Health(BaseModel):

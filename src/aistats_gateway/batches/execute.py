@@ -33,9 +33,9 @@ from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
 from aistats_gateway.inference import charge, route
-from aistats_gateway.inference.codecs import chat, messages, responses
-from aistats_gateway.inference.codecs._common import Meta
-from aistats_gateway.inference.ir import IRRequest, IRResponse, Usage
+from aistats_gateway.llm.codecs import chat, messages, responses
+from aistats_gateway.llm.codecs._common import Meta
+from aistats_gateway.llm.ir import IRRequest, IRResponse, Usage
 from aistats_gateway.providers.base import ProviderError
 from aistats_gateway.providers.inference import EmbeddingsRequest
 
@@ -241,7 +241,7 @@ async def record(state: Any, row: BatchRow, owner: str, out: Outcome) -> bool:
     async with state.sessions() as s, s.begin():
         res = await s.execute(update(BatchRow).where(BatchRow.id == row.id, BatchRow.status == "queued",
                                                      BatchRow.lease_owner == owner).values(**values))
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return bool(res.rowcount)
 
 
 Runner = Callable[[Any, Limits, Batch, BatchRow], Awaitable[Outcome]]

@@ -27,9 +27,9 @@ import httpx
 import orjson
 
 from aistats_gateway.inference import route
-from aistats_gateway.inference.codecs import chat, messages, responses
-from aistats_gateway.inference.codecs._common import Meta
-from aistats_gateway.inference.ir import IRRequest, Usage
+from aistats_gateway.llm.codecs import chat, messages, responses
+from aistats_gateway.llm.codecs._common import Meta
+from aistats_gateway.llm.ir import IRRequest, Usage
 from aistats_gateway.providers import config
 
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
@@ -264,13 +264,13 @@ class GeminiBatches:
         return base + "/v1beta", {"x-goog-api-key": cfg.api_key or ""}
 
     def encode(self, endpoint: str, body: dict[str, Any], cand: route.Candidate) -> dict[str, Any]:
-        from aistats_gateway.providers import gemini_chat
+        from aistats_gateway.providers.google import chat as gemini_chat
 
         req = _ir(endpoint, body, cand)
         return {"model": req.model, "request": gemini_chat.encode_request(req)}
 
     def decode(self, endpoint: str, body: dict[str, Any], client_model: str) -> tuple[dict[str, Any], Usage]:
-        from aistats_gateway.providers import gemini_chat
+        from aistats_gateway.providers.google import chat as gemini_chat
 
         ir = gemini_chat.decode_response(body)
         return _CODEC[endpoint].encode_response(ir, _meta(client_model, self.provider, ir.native_id)), ir.usage

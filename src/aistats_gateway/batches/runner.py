@@ -64,7 +64,7 @@ async def run_row(ctx: BatchContext, lease: leases.Lease) -> float | None:
     out = await ctx.runner(state, ctx.limits, batch, row)
     if out.status == "retry" and row.attempts + 1 < execute.MAX_ATTEMPTS:
         leases.on_release(row.id, attempts=row.attempts + 1, error=out.error, updated_at=utcnow())
-        return max(out.retry_in, BACKOFF_BASE ** row.attempts)
+        return max(out.retry_in, float(BACKOFF_BASE ** row.attempts))
     if out.status == "retry":
         out.status = "failed"
     if not await execute.record(state, row, lease.owner, out):
@@ -162,7 +162,7 @@ async def _progress(state: Any, b: Batch, completed: int, failed: int) -> None:
     async with state.sessions() as s, s.begin():
         res = await s.execute(update(Batch).where(Batch.id == b.id, Batch.status == b.status).values(
             completed=completed, failed=failed, progress_bucket=max(bucket, b.progress_bucket), updated_at=utcnow()))
-        if res.rowcount and bucket > b.progress_bucket:  # type: ignore[attr-defined]
+        if res.rowcount and bucket > b.progress_bucket:
             fresh = await s.get(Batch, b.id)
             assert fresh is not None
             await events.emit(s, fresh, "batch.progress", f"batch.progress:{bucket}")
@@ -205,7 +205,7 @@ async def finalize(state: Any, b: Batch, counts: dict[str, int]) -> None:
             async with state.sessions() as s, s.begin():
                 res = await s.execute(update(Batch).where(Batch.id == b.id, Batch.status == b.status).values(
                     status="finalizing", finalizing_at=now, updated_at=now))
-                if not res.rowcount:  # type: ignore[attr-defined]
+                if not res.rowcount:
                     return
                 fresh = await s.get(Batch, b.id)
                 assert fresh is not None
@@ -224,7 +224,7 @@ async def finalize(state: Any, b: Batch, counts: dict[str, int]) -> None:
         res = await s.execute(update(Batch).where(Batch.id == b.id, Batch.status == frm).values(
             status=target, output_file_id=out_id, error_file_id=err_id, completed=completed, failed=failed,
             cost_nanos=cost, usage=usage, updated_at=now, **{f"{target}_at": now}, lease_until=None))
-        if res.rowcount:  # type: ignore[attr-defined]
+        if res.rowcount:
             if cost > 0:
                 done = await billing.settle(s, batches.ref(b.id), [Line("batch_requests", completed, completed, 0,
                                                                         cost, None)])
@@ -236,7 +236,7 @@ async def finalize(state: Any, b: Batch, counts: dict[str, int]) -> None:
             assert fresh is not None
             fresh.billing = doc
             await events.status_changed(s, fresh, frm)
-    if not res.rowcount:  # type: ignore[attr-defined]
+    if not res.rowcount:
         for fid in (out_id, err_id):
             if fid:
                 await files.delete_owned(files.context(state), b.workspace_id, fid)

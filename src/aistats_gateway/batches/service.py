@@ -231,7 +231,8 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
 
 async def get(state: Any, caller: Caller, batch_id: str) -> Batch:
     async with state.sessions() as s:
-        row = await s.get(Batch, batch_id) if batch_id.startswith("batch_") and len(batch_id) <= 64 else None
+        row: Batch | None = (await s.get(Batch, batch_id)
+                             if batch_id.startswith("batch_") and len(batch_id) <= 64 else None)
     if row is None or row.workspace_id != caller.workspace_id:
         raise not_found(batch_id)
     return row
@@ -279,11 +280,11 @@ async def cancel(state: Any, caller: Caller, batch_id: str) -> Batch:
     async with state.sessions() as s, s.begin():
         res = await s.execute(update(Batch).where(Batch.id == batch_id, Batch.status.in_(("validating", "in_progress")))
                               .values(status="cancelling", cancelling_at=now, updated_at=now, next_run_at=now))
-        if res.rowcount:  # type: ignore[attr-defined]
+        if res.rowcount:
             fresh = await s.get(Batch, batch_id)
             assert fresh is not None
             await events.status_changed(s, fresh, row.status)
-    if not res.rowcount:  # type: ignore[attr-defined]
+    if not res.rowcount:
         current = await get(state, caller, batch_id)
         if current.status in ("cancelling", "cancelled"):
             return current
