@@ -47,17 +47,19 @@ def gemini() -> Iterator[RunningFake]:
 
 @pytest.fixture(scope="module")
 def both(gemini: RunningFake) -> Iterator[tuple[RunningFake, RunningFake]]:
-    f, a = RunningFake(openai_batch.create_app()), RunningFake(anthropic_batch.create_app())
-    f.start()
-    a.start()
+    f, a, groq = RunningFake(openai_batch.create_app()), RunningFake(anthropic_batch.create_app()), RunningFake("groq")
+    for each in (f, a, groq):
+        each.start()
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AISTATS_PROVIDER_GROQ_BASE_URL", groq.base_url)  # a provider without a batch API here
+        mp.setenv("AISTATS_PROVIDER_GROQ_API_KEY", "gsk_test")
         mp.setenv("AISTATS_PROVIDER_OPENAI_BASE_URL", f.base_url)
         mp.setenv("AISTATS_PROVIDER_OPENAI_API_KEY", "sk-test")
         mp.setenv("AISTATS_PROVIDER_ANTHROPIC_BASE_URL", a.base_url)
         mp.setenv("AISTATS_PROVIDER_ANTHROPIC_API_KEY", "sk-ant-test")
         yield f, a
-    f.stop()
-    a.stop()
+    for each in (f, a, groq):
+        each.stop()
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def test_native_mode_needs_a_native_provider(gw: Gateway) -> None:
     _, c, _ = fresh(gw)
     r = c.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "mode": "native",
                                     "requests": [line("z", "x", model="meta/llama-3.3-70b")]})
-    assert r.status_code == 400 and r.json()["error"]["param"] in ("mode", "model")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "native_mode_unavailable", r.text
 
 
 @pytest.mark.parametrize("fault", [None, "lose"])

@@ -59,16 +59,25 @@ async def _encoded(state: Any, b: Batch, cand: route.Candidate) -> tuple[list[tu
 
 
 async def adopt(state: Any, b: Batch) -> bool | None:
-    """Look an unknown submission up; True when found (and recorded), None when we cannot tell."""
+    """Look an unknown submission up; True when found (and recorded), False when the provider has
+    none, None when we cannot tell (lookup failed, or several batches could be it)."""
     driver = DRIVERS[b.provider or ""]
     try:
-        found = await driver.find(state.http, b.id, b.total, b.native_since or b.created_at)
+        hits = await driver.find(state.http, b.id, b.total, b.native_since or b.created_at)
     except (Ambiguous, Rejected) as e:
         log.warning("native batch lookup failed", extra={"batch_id": b.id, "error": str(e)})
         return None
-    if found:
-        await _set(state, b.id, native_id=found, native_state="submitted")
-    return found is not None
+    if hits:
+        async with state.sessions() as s:  # provider batches other batches of ours already adopted
+            known = set((await s.execute(select(Batch.native_id).where(Batch.native_id.in_(hits),
+                                                                       Batch.id != b.id))).scalars())
+        hits = [h for h in hits if h not in known]
+    if len(hits) > 1:
+        log.warning("several provider batches could be this submission; waiting", extra={"batch_id": b.id})
+        return None
+    if hits:
+        await _set(state, b.id, native_id=hits[0], native_state="submitted")
+    return bool(hits)
 
 
 async def submit(state: Any, b: Batch, cand: route.Candidate) -> float:

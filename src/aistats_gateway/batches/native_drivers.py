@@ -85,7 +85,9 @@ class Driver(Protocol):
     async def create(self, http: httpx.AsyncClient, batch_id: str, endpoint: str, window: str,
                      lines: list[tuple[int, dict[str, Any]]]) -> str: ...
 
-    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> str | None: ...
+    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> list[str]:
+        """The provider batches that may be this submission (by metadata: at most one)."""
+        ...
 
     async def status(self, http: httpx.AsyncClient, native_id: str) -> Status: ...
 
@@ -137,7 +139,7 @@ class OpenAIBatches:
                                    "completion_window": window, "metadata": {"gateway_batch_id": batch_id}})
         return str(created["id"])
 
-    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> str | None:
+    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> list[str]:
         base, headers = self._base()
         after = None
         for _ in range(20):
@@ -145,11 +147,11 @@ class OpenAIBatches:
                               params={"limit": "100", **({"after": after} if after else {})})
             for nb in page.get("data", []):
                 if (nb.get("metadata") or {}).get("gateway_batch_id") == batch_id:
-                    return str(nb["id"])
+                    return [str(nb["id"])]
             if not page.get("has_more") or not page.get("data"):
-                return None
+                return []
             after = page["data"][-1]["id"]
-        return None
+        raise Ambiguous("the provider's batch list is too long to search")
 
     async def status(self, http: httpx.AsyncClient, native_id: str) -> Status:
         base, headers = self._base()
@@ -206,16 +208,16 @@ class AnthropicBatches:
                              json={"requests": [{"custom_id": f"r{n}", "params": b} for n, b in lines]})
         return str(created["id"])
 
-    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> str | None:
+    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> list[str]:
         base, headers = self._base()
         page = await call(http, "GET", f"{base}/messages/batches", headers, params={"limit": "100"})
-        floor = since - dt.timedelta(seconds=5)
+        floor = since - dt.timedelta(seconds=5)  # clock skew allowance
         hits = []
         for nb in page.get("data", []):
             created = dt.datetime.fromisoformat(str(nb.get("created_at", "")))
             if created >= floor and sum((nb.get("request_counts") or {}).values()) == total:
                 hits.append(str(nb["id"]))
-        return hits[0] if len(hits) == 1 else None
+        return hits
 
     async def status(self, http: httpx.AsyncClient, native_id: str) -> Status:
         base, headers = self._base()
@@ -284,7 +286,7 @@ class GeminiBatches:
                 {"request": b["request"], "metadata": {"key": f"r{n}"}} for n, b in lines]}}}})
         return str(created["name"])
 
-    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> str | None:
+    async def find(self, http: httpx.AsyncClient, batch_id: str, total: int, since: dt.datetime) -> list[str]:
         base, headers = self._base()
         token = None
         for _ in range(20):
@@ -292,11 +294,11 @@ class GeminiBatches:
                               params={"pageSize": "100", **({"pageToken": token} if token else {})})
             for op in page.get("operations") or []:
                 if (op.get("metadata") or {}).get("displayName") == f"gw-{batch_id}":
-                    return str(op["name"])
+                    return [str(op["name"])]
             token = page.get("nextPageToken")
             if not token:
-                return None
-        return None
+                return []
+        raise Ambiguous("the provider's batch list is too long to search")
 
     async def status(self, http: httpx.AsyncClient, native_id: str) -> Status:
         base, headers = self._base()
