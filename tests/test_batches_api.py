@@ -381,3 +381,17 @@ def test_batch_models_list_every_batchable_model(gw: Gateway) -> None:
     llama = next(m for m in body if m["model"] == LLAMA)
     assert {p["id"] for p in llama["providers"]} >= {"groq", "together"}
     assert all(p["modes"] == ["gateway"] for p in llama["providers"])
+
+
+def test_a_row_is_retried_after_a_retryable_error(gw: Gateway, fakes: dict[str, RunningFake]) -> None:
+    """Every provider of the row fails retryably once (503): the row is retried later and succeeds."""
+    key, c, _ = fresh(gw)
+    inf(fakes["openai"]).fail_next, inf(fakes["openai"]).fail_status = 1, 503
+    r = c.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "requests": [line("again", "retry me")]})
+    assert r.status_code == 200, r.text
+    b = wait(c, r.json()["id"])
+    assert b["status"] == "completed" and b["request_counts"]["completed"] == 1
+    [row] = c.get(f"/v1/batches/{b['id']}/requests").json()["data"]
+    assert row["attempts"] == 2 and row["status"] == "completed" and row["error"] is None
+    settled, costs, held = books(gw, key, b["id"])
+    assert settled == costs > 0 and held == 0
