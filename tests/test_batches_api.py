@@ -395,3 +395,29 @@ def test_a_row_is_retried_after_a_retryable_error(gw: Gateway, fakes: dict[str, 
     assert row["attempts"] == 2 and row["status"] == "completed" and row["error"] is None
     settled, costs, held = books(gw, key, b["id"])
     assert settled == costs > 0 and held == 0
+
+
+def test_batches_in_flight_per_workspace_are_limited(gw: Gateway, fakes: dict[str, RunningFake]) -> None:
+    _, c, _ = fresh(gw)
+    groq = inf(fakes["groq"])
+    groq.fail_next, groq.fail_status, groq.retry_after_seconds = 10_000, 429, 30.0
+    body = {"endpoint": "/v1/chat/completions", "provider": {"only": ["groq"]},
+            "requests": [line("slow", "x", model=LLAMA)]}
+    old = gw.settings.batches_max_in_flight
+    gw.settings.batches_max_in_flight = 1
+    try:
+        first = c.post("/v1/batches", json=body)
+        assert first.status_code == 200, first.text
+        second = c.post("/v1/batches", json=body)
+        assert second.status_code == 429 and second.json()["error"]["code"] == "batch_limit_reached"
+        _, other, _ = fresh(gw)  # another workspace is not affected
+        third = other.post("/v1/batches", json=body)
+        assert third.status_code == 200, third.text
+        for cl, r in ((c, first), (other, third)):
+            assert cl.post(f"/v1/batches/{r.json()['id']}/cancel").status_code == 200
+            assert wait(cl, r.json()["id"])["status"] == "cancelled"
+        again = c.post("/v1/batches", json={"endpoint": "/v1/chat/completions", "requests": [line("ok", "y")]})
+        assert again.status_code == 200, again.text
+        wait(c, again.json()["id"])
+    finally:
+        gw.settings.batches_max_in_flight = old
