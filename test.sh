@@ -12,4 +12,9 @@ if ! .venv/bin/python -c "import psycopg; psycopg.connect('host=127.0.0.1 port=5
     done
   fi
 fi
+# Lint and types first, failing fast (the configuration is in pyproject.toml).
+echo "ruff check src tests bench" >&2
+.venv/bin/ruff check src tests bench
+echo "mypy --strict (files = src)" >&2
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

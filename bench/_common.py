@@ -22,14 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _load import Load, load_python, load_wrk, percentile  # noqa: E402,F401 - re-exported for the scripts
+from _load import Load, load_python, load_wrk, percentile  # noqa: F401 - re-exported for the scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -153,7 +153,7 @@ class CpuMeter:
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.perf_counter()
         self.srv0 = _proc_cpu(self.server_pid)
         self.cli0 = _children_cpu()
@@ -556,7 +556,7 @@ def run(doc: str, title: str, body: Callable[[Bench], None], *, fake: bool = Fal
         elif schema is not None:
             try:
                 schema.drop()
-            except Exception as e:  # noqa: BLE001 - reported, not fatal
+            except Exception as e:
                 log(f"could not drop schema {schema.name}: {e}")
         if args.keep:
             log(f"kept {tmp}")

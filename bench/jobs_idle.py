@@ -24,16 +24,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datetime as dt
-import os
 import json
+import os
 import secrets
 import threading
 import time
 import urllib.parse
 from typing import Any
 
-from _common import (  # noqa: E402 - after the path insert
-    FAKE_KEY, PROMPT, Bench, Conn, _proc_cpu, cpu_pressure, log, parser, run, table,
+from _common import (
+    FAKE_KEY,
+    PROMPT,
+    Bench,
+    Conn,
+    _proc_cpu,
+    cpu_pressure,
+    log,
+    parser,
+    run,
+    table,
 )
 
 # The fake OpenAI server behind a counter of the status polls it answers (GET /v1/videos/{id}).
@@ -123,7 +132,7 @@ def store_in_flight(b: Bench, workspace_id: str, key_id: str, native_ids: list[s
 
     url = b.gw.env.get("AISTATS_DATABASE_URL") or f"sqlite:///{b.gw.data_dir / 'gateway.db'}"
     eng = create_engine(url.replace("sqlite+aiosqlite://", "sqlite://"))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     rows: list[dict[str, Any]] = []
     expected = 0.0
     n = max(len(native_ids), 1)

@@ -20,9 +20,27 @@ import hashlib
 import http.client
 import time
 import urllib.parse
-from _common import (  # noqa: E402 - after the path insert
-    Bench, CpuMeter, FILE_APP_CODE, Gateway, HOST, LOCAL_MODEL, Load, PROMPT, Procs, Report, create_video,
-    free_port, load_python, load_wrk, log, py_env, run, wait_completed, wait_http,
+
+from _common import (
+    FILE_APP_CODE,
+    HOST,
+    LOCAL_MODEL,
+    PROMPT,
+    Bench,
+    CpuMeter,
+    Gateway,
+    Load,
+    Procs,
+    Report,
+    create_video,
+    free_port,
+    load_python,
+    load_wrk,
+    log,
+    py_env,
+    run,
+    wait_completed,
+    wait_http,
 )
 
 # ---- 3. /content downloads -----------------------------------------------------------------------------

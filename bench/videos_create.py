@@ -30,10 +30,24 @@ import time
 import urllib.parse
 from collections import Counter
 from typing import Any
-from _common import (  # noqa: E402 - after the path insert
-    Bench, Conn, FAKE_KEY, Gateway, HOST, Load, PROMPT, Report, _proc_cpu, log, percentile, run,
-    run_in_subprocess, table,
+
+from _common import (
+    FAKE_KEY,
+    HOST,
+    PROMPT,
+    Bench,
+    Conn,
+    Gateway,
+    Load,
+    Report,
+    _proc_cpu,
+    log,
+    percentile,
+    run,
+    run_in_subprocess,
+    table,
 )
+
 
 async def _breakdown_create(spec: dict[str, Any]) -> list[list[Any]]:
     """Whole POST /v1/videos calls (ASGI, no HTTP) with timers wrapped around the named steps of

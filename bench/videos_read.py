@@ -30,9 +30,26 @@ import subprocess
 import time
 from collections import Counter
 from typing import Any
-from _common import (  # noqa: E402 - after the path insert
-    Bench, Conn, CpuMeter, Gateway, HOST, LOCAL_MODEL, Load, PROMPT, Procs, Report, create_video,
-    load_python, load_wrk, log, run, run_in_subprocess, table, wait_completed,
+
+from _common import (
+    HOST,
+    LOCAL_MODEL,
+    PROMPT,
+    Bench,
+    Conn,
+    CpuMeter,
+    Gateway,
+    Load,
+    Procs,
+    Report,
+    create_video,
+    load_python,
+    load_wrk,
+    log,
+    run,
+    run_in_subprocess,
+    table,
+    wait_completed,
 )
 
 TARGET_RATIO = 0.5  # GET /v1/videos/{id} of a completed job vs /healthz, 64 connections

@@ -39,7 +39,8 @@ def fake() -> Iterator[RunningFake]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: RunningFake) -> Iterator[Gateway]:
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+       fake: RunningFake) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("paths")
     overlay = tmp / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(OVERLAY))

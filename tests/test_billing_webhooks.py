@@ -24,7 +24,8 @@ from tests.support.gateway import BACKENDS, Gateway, ServerThread, run_async, ru
 
 USD = 1_000_000_000
 LOCAL_PARAMS = {
-    "duration": {"type": "integer", "minimum": 1, "maximum": 20, "default": 1, "aliases": ["duration_seconds", "seconds"]},
+    "duration": {"type": "integer", "minimum": 1, "maximum": 20, "default": 1,
+                 "aliases": ["duration_seconds", "seconds"]},
     "resolution": {"values": ["480p", "720p", "1080p"], "default": "480p", "aliases": ["size"]},
     "aspect_ratio": {"values": ["16:9", "9:16", "1:1"], "default": "16:9"},
     "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295},
@@ -300,7 +301,7 @@ def test_webhook_signed_and_verifiable(gw: Gateway) -> None:
         assert types[0] == "video.created" and "video.completed" in types
         progress = [x for x in rec.calls if x["body"]["type"] == "video.progress"]
         assert len({x["headers"]["webhook-id"] for x in progress}) == len(progress)
-        completed = [x for x in rec.calls if x["body"]["type"] == "video.completed"][0]
+        completed = next(x for x in rec.calls if x["body"]["type"] == "video.completed")
         assert completed["body"]["data"]["id"] == vid and completed["body"]["data"]["status"] == "completed"
         assert completed["verified"] is True
         assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= set(completed["headers"])

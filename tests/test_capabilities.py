@@ -88,7 +88,8 @@ def test_seed_video_example(api) -> None:  # type: ignore[no-untyped-def]
             names = set(p["supported_parameters_detail"])
             aliases = {a for d in p["supported_parameters_detail"].values() for a in d.get("aliases", [])}
             # every listed provider supports both requested parameters (by name or alias)
-            assert ({"resolution", "size"} & (names | aliases)) and ({"duration", "duration_seconds"} & (names | aliases))
+            known = names | aliases
+            assert ({"resolution", "size"} & known) and ({"duration", "duration_seconds"} & known)
 
 
 def test_seed_batch_example_exact(api) -> None:  # type: ignore[no-untyped-def]

@@ -39,12 +39,12 @@ from PIL import Image
 import aistats_gateway.providers  # noqa: F401 - registers every adapter
 from aistats_gateway.catalogue.loader import build
 from aistats_gateway.catalogue.schema import ModelProvider, ParameterDetail
+from aistats_gateway.media import render
 from aistats_gateway.providers import registry
-from aistats_gateway.providers.google import vertex_video as google_vertex
 from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, Submitted, VideoRequest
 from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes.testing import RunningFake
-from aistats_gateway.media import render
+from aistats_gateway.providers.google import vertex_video as google_vertex
 
 ENDPOINT = "video.generation"
 PROMPT = "a red kite over a green hill at sunset"
@@ -307,7 +307,7 @@ async def _submit_all(offer: Offer, target: Target, data_dir: Path) -> tuple[int
                 failures.append(f"{where} → ProviderError({e.kind}, code={e.code}, status={e.status}, "
                                 f"param={e.param}): {e.message}")
                 continue
-            except Exception as e:  # noqa: BLE001 - an adapter bug is reported per value, like a refusal
+            except Exception as e:
                 failures.append(f"{where} → {type(e).__name__}: {e}")
                 continue
             if not isinstance(sub, Submitted) or not sub.native_id:

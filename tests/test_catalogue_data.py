@@ -350,7 +350,7 @@ INPUT_ROLES = {"first_frame", "last_frame", "reference", "source", "mask"}
 def test_video_parameters_are_request_fields(cat: CatalogueFile) -> None:
     for m in cat.models:
         for p in m.providers:
-            names = set((p.parameters.get("video.generation") or {}))
+            names = set(p.parameters.get("video.generation") or {})
             assert names <= VIDEO_FIELDS, (m.model_id, p.provider, names - VIDEO_FIELDS)
 
 

@@ -32,17 +32,13 @@ from aistats_gateway.inference import route
 from aistats_gateway.llm.codecs import chat
 from aistats_gateway.llm.ir import StreamSummary
 from aistats_gateway.providers import inference_adapters, registry  # noqa: F401
-from aistats_gateway.providers.google import vertex_video as google_vertex
 from aistats_gateway.providers.base import CallContext
 from aistats_gateway.providers.fakes.testing import RunningFake
+from aistats_gateway.providers.google import vertex_video as google_vertex
 from aistats_gateway.providers.inference import EmbeddingsRequest
-from tests.test_provider_google import (
-    PROJECT,
-    SA_EMAIL,
-    SA_KEY_ID,
-    _rsa_pair,
-    _service_account,
-)
+from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID
+from tests.support.google_accounts import rsa_pair as _rsa_pair
+from tests.support.google_accounts import service_account as _service_account
 
 ENDPOINTS = ("chat.completions", "embeddings", "moderations")
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}

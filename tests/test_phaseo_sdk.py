@@ -127,7 +127,7 @@ def test_video_lifecycle_websocket_and_webhook(sdk: Phaseo, gw: Gateway, key: st
         while True:
             try:
                 messages.append(json.loads(ws.recv(timeout=60)))
-            except Exception:  # noqa: BLE001 - ConnectionClosedOK ends the stream
+            except Exception:
                 break
         assert ws.close_code == 1000
     assert messages[0]["type"] == "job.snapshot" and messages[0]["data"]["id"] == vid

@@ -8,24 +8,27 @@ the fake ModelArk API on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import av
 import httpx
 import pytest
-import yaml
-from PIL import Image
 
 from aistats_gateway.providers import byteplus
 from aistats_gateway.providers.base import CallContext, ImageInput, OutputRef, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes.byteplus import TASKS, create_app
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.gateway import Gateway
+from tests.support.providers import (
+    ProviderKit,
+    data_url,
+    falls_back_to_local,
+    final_status,
+    image_bytes,
+    provider_fixtures,
+)
 
 KEY = "ark-test"
 ENV = "AISTATS_PROVIDER_BYTEPLUS_"
@@ -55,14 +58,13 @@ OVERLAY = {"models": [{
 }]}
 
 
+KIT = ProviderKit("byteplus", api_key=KEY, fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY)
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
+wait_done = final_status
+
+
 def png(width: int, height: int, colour: tuple[int, int, int] = (30, 90, 200)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return image_bytes(width, height, colour=colour)
 
 
 def request(**kw: Any) -> VideoRequest:
@@ -164,22 +166,6 @@ def test_error_codes(status: int, code: str | None, kind: str) -> None:
 
 
 # ---------------------------------------------------------------- the adapter against the fake
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("byteplus", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def reset_fake(fake: RunningFake) -> Iterator[None]:
-    yield
-    st = fake.state
-    st.render_seconds, st.queued_fraction, st.fail_next_creates, st.fail_status = RENDER_SECONDS, 0.3, 0, 503
-    st.rate_limit_next, st.retry_after_seconds, st.quota_exceeded, st.account_overdue = 0, None, False, False
-    st.sensitive_input_prompts, st.sensitive_output_prompts, st.fail_jobs = [], [], False
-    st.expire_outputs = False
 
 
 async def _with_ctx(fake: RunningFake, fn: Any, key: str = KEY) -> Any:
@@ -327,36 +313,6 @@ def test_fake_lifecycle_list_and_delete() -> None:
 # ---------------------------------------------------------------- through the gateway
 
 
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV + "API_KEY", KEY)
-        mp.setenv(ENV + "BASE_URL", fake.url)
-        mp.setenv(ENV + "POLL_INTERVAL", "0.1")
-        mp.setenv(ENV + "MAX_POLL_INTERVAL", "0.3")
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("byteplus")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
-
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        if body["status"] in ("completed", "failed", "cancelled", "expired"):
-            return body
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
-
-
 def sent_for(fake: RunningFake, prompt: str) -> Any:
     [sent] = [r for r in fake.state.creates if any(c.get("text") == prompt for c in (r.body or {}).get("content", []))]
     return sent
@@ -467,13 +423,7 @@ def test_wrong_key_is_a_clear_error(api: httpx.Client, monkeypatch: pytest.Monke
 
 
 def test_fallback_to_local_on_503(api: httpx.Client, fake: RunningFake) -> None:
-    fake.state.fail_next_creates, fake.state.fail_status = 1, 503
-    r = api.post("/v1/videos", json={"model": FALLBACK_MODEL, "prompt": "fallback", "seconds": 2})
-    assert r.status_code == 202, r.text
-    body = wait_done(api, r.json()["id"])
-    assert body["status"] == "completed" and body["provider"] == "local", body
-    assert [(a["provider"], a["outcome"], a["status"]) for a in body["attempts"]] == [
-        ("byteplus", "error", 503), ("local", "accepted", None)]
+    falls_back_to_local(api, fake, "byteplus", model=FALLBACK_MODEL, prompt="fallback", seconds=2)
 
 
 def test_cancel_reaches_modelark(api: httpx.Client, fake: RunningFake, gateway: Gateway) -> None:

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from aistats_gateway.providers import fal
 from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.providers import ProviderKit, falls_back_to_local, provider_fixtures, wait_for_status
+from tests.support.providers import accepted as kit_accepted
 
 KEY = "fal-key-id:fal-key-secret"
 KLING = "fal-ai/kling-video/v2.1/master/text-to-video"
@@ -41,62 +39,17 @@ OVERLAY = {"models": [{
 }]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("fal", prefix="", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_FAL_API_KEY", KEY)
-        mp.setenv("AISTATS_PROVIDER_FAL_BASE_URL", fake.url)
-        mp.setenv("AISTATS_PROVIDER_FAL_POLL_INTERVAL", "0.1")
-        mp.setenv("AISTATS_PROVIDER_FAL_MAX_POLL_INTERVAL", "0.3")
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("fal")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
-
-
-@pytest.fixture(autouse=True)
-def reset_fake(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "fake" in request.fixturenames:
-        st = request.getfixturevalue("fake").state
-        st.api_key, st.render_seconds = KEY, RENDER_SECONDS
-        st.fail_next_creates, st.fail_status, st.rate_limit_next, st.retry_after_seconds = 0, 503, 0, None
-        st.exhausted_balance, st.content_policy_prompts, st.fail_jobs, st.expire_outputs = False, [], False, False
-        st.requests.clear(), st.queue.clear(), st.cancels.clear()
+KIT = ProviderKit("fal", api_key=KEY, fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY, clear=True)
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
 
 
 # ---------------------------------------------------------------- helpers
 
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> tuple[dict[str, Any], list[str]]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        seen.append(body["status"])
-        if body["status"] in ("completed", "failed", "cancelled", "expired"):
-            return body, seen
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
+wait_done = wait_for_status
 
 
 def accepted(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = api.post("/v1/videos", json={"provider": ONLY_FAL, **body})
-    assert r.status_code == 202, r.text
-    return r.json()
+    return kit_accepted(api, **{"provider": ONLY_FAL, **body})
 
 
 def queued_for(fake: RunningFake, prompt: str) -> Any:
@@ -213,14 +166,7 @@ def test_cancel_puts_to_the_cancel_url(api: httpx.Client, fake: RunningFake) -> 
 
 
 def test_503_falls_back_to_local(api: httpx.Client, fake: RunningFake) -> None:
-    fake.state.fail_next_creates = 1
-    r = api.post("/v1/videos", json={"model": FALLBACK_MODEL, "prompt": "fal is down", "duration": 5})
-    assert r.status_code == 202, r.text
-    created = r.json()
-    attempts = [(a["provider"], a["outcome"], a["status"]) for a in created["attempts"]]
-    assert attempts == [("fal", "error", 503), ("local", "accepted", None)]
-    body, _ = wait_done(api, created["id"])
-    assert body["status"] == "completed" and body["provider"] == "local"
+    falls_back_to_local(api, fake, "fal", model=FALLBACK_MODEL, prompt="fal is down", duration=5)
 
 
 # ---------------------------------------------------------------- the fake on its own

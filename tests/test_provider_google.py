@@ -3,14 +3,14 @@
 One fake (``providers/fakes/google.py``) serves the Gemini API, Vertex AI, the OAuth2 token endpoint
 and the Cloud Storage JSON API. The Vertex adapter authenticates with a throwaway service account
 whose RSA key is generated here; the fake verifies the JWT assertion's signature with its public key.
-Gateway tests run on SQLite and PostgreSQL; the mapping tests at the end need no gateway.
+Gateway tests run on SQLite and PostgreSQL; the mapping tests without a gateway are in
+``test_provider_google_mapping.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
+import dataclasses
 import json
 import secrets
 import time
@@ -20,24 +20,28 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from aistats_gateway.providers.google import ai_studio_video as studio
-from aistats_gateway.providers.google import common as gc
-from aistats_gateway.providers.google import vertex_video as vertex
-from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.google import GOOGLE_TOKEN_AUDIENCE, SCOPE
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
+from aistats_gateway.providers.google import vertex_video as vertex
 from aistats_gateway.videos import media
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.gateway import Gateway
+from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID, rsa_pair, service_account
+from tests.support.providers import (
+    ProviderKit,
+    data_url,
+    environment,
+    falls_back_to_local,
+    final_status,
+    image_bytes,
+    outcomes,
+    provider_fixtures,
+    wait_idle,
+)
+from tests.support.providers import accepted as kit_accepted
 
 STUDIO_KEY = "AIza-test-key"
-PROJECT = "veo-test-project"
-SA_EMAIL = f"gateway@{PROJECT}.iam.gserviceaccount.com"
-SA_KEY_ID = "0123456789abcdef"
 RENDER_SECONDS = 0.3
 PROMPT = "a paper boat drifting down a rainy street"
 FALLBACK_STUDIO = "google/test-veo-studio-then-local"
@@ -48,35 +52,21 @@ VERTEX_ONLY = {"only": ["google-vertex"]}
 
 # ---------------------------------------------------------------- service account and fake
 
-def _rsa_pair() -> tuple[str, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
-
-
-def _service_account(private_pem: str, token_uri: str, key_id: str = SA_KEY_ID) -> dict[str, Any]:
-    return {"type": "service_account", "project_id": PROJECT, "private_key_id": key_id, "private_key": private_pem,
-            "client_email": SA_EMAIL, "client_id": "1234567890", "token_uri": token_uri}
-
-
 @pytest.fixture(scope="module")
 def keypair() -> tuple[str, bytes]:
-    return _rsa_pair()
+    return rsa_pair()
 
 
 @pytest.fixture(scope="module")
 def fake(keypair: tuple[str, bytes]) -> Iterator[RunningFake]:
-    with RunningFake("google-vertex", prefix="", api_key=STUDIO_KEY, project=PROJECT,
-                     render_seconds=RENDER_SECONDS) as running:
+    with RunningFake(KIT.fake, prefix="", **KIT.fake_kwargs) as running:
         running.state.register_service_account(SA_EMAIL, SA_KEY_ID, keypair[1], PROJECT)
         yield running
 
 
 @pytest.fixture(scope="module")
 def sa_info(fake: RunningFake, keypair: tuple[str, bytes]) -> dict[str, Any]:
-    return _service_account(keypair[0], fake.url + "/token")
+    return service_account(keypair[0], fake.url + "/token")
 
 
 def _offer(provider: str, slug: str) -> dict[str, Any]:
@@ -96,76 +86,41 @@ OVERLAY = {"models": [
                            (FALLBACK_VERTEX, "google-vertex", "veo-3.1-fast-generate-001"))]}
 
 
+KIT = ProviderKit("google-vertex", api_key=STUDIO_KEY, providers=("google-ai-studio",), overlay=OVERLAY,
+                  fake_kwargs={"api_key": STUDIO_KEY, "project": PROJECT, "render_seconds": RENDER_SECONDS})
+
+
 @pytest.fixture(scope="module")
 def provider_env(fake: RunningFake, sa_info: dict[str, Any],
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # The adapters read their settings from os.environ at call time (the gateway runs in this process).
     sa_file = tmp_path_factory.mktemp("sa") / "service-account.json"
     sa_file.write_text(json.dumps(sa_info))
-    with pytest.MonkeyPatch.context() as mp:
-        for pid, key in (("GOOGLE_AI_STUDIO", STUDIO_KEY), ("GOOGLE_VERTEX", str(sa_file))):
-            mp.setenv(f"AISTATS_PROVIDER_{pid}_API_KEY", key)  # Vertex: the path of the JSON file
-            mp.setenv(f"AISTATS_PROVIDER_{pid}_BASE_URL", fake.url)
-            mp.setenv(f"AISTATS_PROVIDER_{pid}_POLL_INTERVAL", "0.1")
-            mp.setenv(f"AISTATS_PROVIDER_{pid}_MAX_POLL_INTERVAL", "0.3")
-        mp.setenv("AISTATS_PROVIDER_GOOGLE_VERTEX_STORAGE_BASE_URL", fake.url)
-        mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_PROJECT", raising=False)  # taken from the JSON
-        mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_LOCATION", raising=False)  # us-central1
+    vertex_env = dataclasses.replace(KIT, api_key=str(sa_file), providers=("google-vertex",))  # the JSON's path
+    with environment(KIT.env(fake) | vertex_env.env(fake) | {
+        "AISTATS_PROVIDER_GOOGLE_VERTEX_STORAGE_BASE_URL": fake.url,
+        "AISTATS_PROVIDER_GOOGLE_VERTEX_PROJECT": None,  # taken from the JSON
+        "AISTATS_PROVIDER_GOOGLE_VERTEX_LOCATION": None,  # us-central1
+    }):
         yield
     vertex.forget_credentials()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("google")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
-
-
-@pytest.fixture(autouse=True)
-def reset_fake(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "fake" not in request.fixturenames:
-        return
-    st = request.getfixturevalue("fake").state
-    st.fail_next_creates, st.fail_status, st.rate_limit_next, st.retry_delay_seconds = 0, 503, 0, 1.0
-    st.block_prompts, st.filter_prompts = [], []
-    st.fail_jobs = st.expire_outputs = st.forget_operations = False
-    st.render_seconds = RENDER_SECONDS
+gateway, reset_fake = provider_fixtures(KIT)[2:]  # (this module's own fake and provider_env are above)
 
 
 # ---------------------------------------------------------------- helpers
 
 def png_data_url(colour: tuple[int, int, int], size: tuple[int, int] = (64, 36)) -> tuple[str, bytes]:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="PNG")
-    data = buf.getvalue()
-    return "data:image/png;base64," + base64.b64encode(data).decode(), data
+    data = image_bytes(*size, colour=colour)
+    return data_url(data), data
 
 
 def accepted(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = api.post("/v1/videos", json={"prompt": PROMPT, **body})
-    assert r.status_code == 202, r.text
-    return r.json()
+    return kit_accepted(api, **{"prompt": PROMPT, **body})
 
 
 def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        if body["status"] in ("completed", "failed", "cancelled", "expired"):
-            return body
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']} after {timeout} s"
-        time.sleep(0.1)
-
-
-def outcomes(body: dict[str, Any]) -> list[tuple[str, str, int | None]]:
-    return [(a["provider"], a["outcome"], a["status"]) for a in body["attempts"]]
+    return final_status(api, video_id, timeout)
 
 
 def last_create(fake: RunningFake, prompt: str) -> Any:
@@ -295,7 +250,7 @@ def test_studio_operation_gone(api: httpx.Client, fake: RunningFake) -> None:
 
 
 @pytest.mark.parametrize("only", [STUDIO_ONLY, VERTEX_ONLY], ids=["studio", "vertex"])
-def test_cancel_stops_polling(api: httpx.Client, fake: RunningFake, only: dict[str, Any]) -> None:
+def test_cancel_stops_polling(api: httpx.Client, gateway: Gateway, fake: RunningFake, only: dict[str, Any]) -> None:
     fake.state.render_seconds = 60
     prompt = f"{PROMPT} (cancel {only['only'][0]} {secrets.token_hex(4)})"
     created = accepted(api, model="google/veo-3.1", prompt=prompt, seconds=4, provider=only)
@@ -303,12 +258,13 @@ def test_cancel_stops_polling(api: httpx.Client, fake: RunningFake, only: dict[s
     r = api.post(f"/v1/videos/{created['id']}/cancel")
     assert r.status_code == 200, r.text
     assert wait_done(api, created["id"])["status"] == "cancelled"
+    wait_idle(gateway, created["id"])  # a poll in flight at the cancel has landed; no other can start
     # Neither API has a cancel for these operations: nothing was sent, and polling stopped.
     assert not [q for q in fake.state.requests if ":cancel" in q.path or q.method == "DELETE"]
     [op] = [o for o in fake.state.operations.values() if o.prompt == prompt]
     count = len([q for q in fake.state.requests if op.short_id in q.path or
                  (isinstance(q.body, dict) and q.body.get("operationName") == op.name)])
-    time.sleep(0.8)  # several poll intervals
+    time.sleep(0.8)  # several poll intervals, had polling not stopped
     assert len([q for q in fake.state.requests if op.short_id in q.path or
                 (isinstance(q.body, dict) and q.body.get("operationName") == op.name)]) == count
 
@@ -316,13 +272,8 @@ def test_cancel_stops_polling(api: httpx.Client, fake: RunningFake, only: dict[s
 @pytest.mark.parametrize("model,provider", [(FALLBACK_STUDIO, "google-ai-studio"), (FALLBACK_VERTEX, "google-vertex")])
 def test_fallback_to_local_on_503(api: httpx.Client, fake: RunningFake, tmp_path: Path, model: str,
                                   provider: str) -> None:
-    fake.state.fail_next_creates, fake.state.fail_status = 1, 503
-    created = accepted(api, model=model, seconds=1)  # 1 s: the local renderer is quick
-    assert created["provider"] == "local"
-    assert outcomes(created) == [(provider, "error", 503), ("local", "accepted", None)]
+    created, _ = falls_back_to_local(api, fake, provider, model=model, prompt=PROMPT, seconds=1)  # 1 s: quick locally
     assert created["attempts"][0]["code"] == "provider_unavailable"
-    body = wait_done(api, created["id"])
-    assert body["status"] == "completed", body
     info = probe_content(api, created["id"], tmp_path)
     assert (info.width, info.height) == (1280, 720)
 
@@ -382,7 +333,7 @@ def test_vertex_images_and_gcs_output(api: httpx.Client, fake: RunningFake, tmp_
     assert body["status"] == "completed", body
 
     sent = last_create(fake, prompt)
-    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    b64 = lambda data: base64.b64encode(data).decode()
     assert sent.body["instances"] == [{
         "prompt": prompt, "image": {"bytesBase64Encoded": b64(first), "mimeType": "image/png"},
         "lastFrame": {"bytesBase64Encoded": b64(last), "mimeType": "image/png"},
@@ -411,10 +362,10 @@ def test_vertex_refreshes_a_refused_token(api: httpx.Client, fake: RunningFake) 
 
 
 def test_vertex_unknown_signing_key(api: httpx.Client, fake: RunningFake) -> None:
-    other_private, _ = _rsa_pair()  # same account and key id, but not the key the fake trusts
+    other_private, _ = rsa_pair()  # same account and key id, but not the key the fake trusts
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AISTATS_PROVIDER_GOOGLE_VERTEX_API_KEY",
-                  json.dumps(_service_account(other_private, fake.url + "/token")))
+                  json.dumps(service_account(other_private, fake.url + "/token")))
         r = api.post("/v1/videos", json={"model": "google/veo-3.1", "prompt": PROMPT, "seconds": 4,
                                          "provider": VERTEX_ONLY})
     assert r.status_code == 502, r.text
@@ -435,207 +386,3 @@ def test_vertex_job_failure_and_submit_errors(api: httpx.Client, fake: RunningFa
     r = api.post("/v1/videos", json={"model": "google/veo-3.1", "prompt": PROMPT, "seconds": 4,
                                      "provider": VERTEX_ONLY})
     assert r.status_code == 429 and r.headers["retry-after"] == "3", r.text
-
-
-# ---------------------------------------------------------------- request mapping (no gateway)
-
-def _request(model: str = "veo-3.1-generate-001", **kw: Any) -> VideoRequest:
-    base: dict[str, Any] = {"job_id": "video_x", "model_slug": model, "prompt": "p", "duration": 8, "width": 1280,
-                            "height": 720, "resolution": "720p", "aspect_ratio": "16:9", "size": None}
-    return VideoRequest(**{**base, **kw})
-
-
-def _img(role: str, reference_type: str | None = None) -> ImageInput:
-    return ImageInput(role=role, content=b"\x89PNG-" + role.encode(), mime_type="image/png",
-                      reference_type=reference_type)
-
-
-def test_mapping_every_field_vertex() -> None:
-    req = _request(seed=7, sample_count=3, negative_prompt="no", generate_audio=False, enhance_prompt=False,
-                   person_generation="dont_allow", compression_quality=90, resize_mode="CROP",
-                   resolution="4K", aspect_ratio="9:16", width=2160, height=3840,
-                   images=(_img("first_frame"), _img("last_frame"), _img("reference"), _img("reference", "style")),
-                   provider_params={"storageUri": "gs://b/p", "fps": 24})
-    body = vertex.build_body(req)
-    b64 = lambda role: base64.b64encode(b"\x89PNG-" + role.encode()).decode()  # noqa: E731
-    assert body == {
-        "instances": [{
-            "prompt": "p",
-            "image": {"bytesBase64Encoded": b64("first_frame"), "mimeType": "image/png"},
-            "lastFrame": {"bytesBase64Encoded": b64("last_frame"), "mimeType": "image/png"},
-            "referenceImages": [
-                {"image": {"bytesBase64Encoded": b64("reference"), "mimeType": "image/png"}, "referenceType": "asset"},
-                {"image": {"bytesBase64Encoded": b64("reference"), "mimeType": "image/png"}, "referenceType": "style"},
-            ]}],
-        "parameters": {"aspectRatio": "9:16", "resolution": "4k", "durationSeconds": 8, "sampleCount": 3,
-                       "negativePrompt": "no", "enhancePrompt": False, "personGeneration": "dont_allow",
-                       "generateAudio": False, "seed": 7, "compressionQuality": "lossless", "resizeMode": "crop",
-                       "storageUri": "gs://b/p", "fps": 24}}
-
-
-def test_mapping_every_field_studio_drops_vertex_only() -> None:
-    req = _request("veo-3.1-generate-preview", seed=7, sample_count=2, negative_prompt="no", generate_audio=True,
-                   enhance_prompt=True, person_generation="allow_all", compression_quality=10, resize_mode="pad",
-                   resolution="1080p", images=(_img("first_frame"),))
-    body = studio.build_body(req)
-    assert body["parameters"] == {"aspectRatio": "16:9", "resolution": "1080p", "durationSeconds": 8,
-                                  "sampleCount": 2, "negativePrompt": "no", "enhancePrompt": True,
-                                  "personGeneration": "allow_all"}
-    assert set(body["instances"][0]) == {"prompt", "image"}
-
-
-@pytest.mark.parametrize("quality,native", [(0, "optimized"), (89, "optimized"), (90, "lossless"),
-                                            (100, "lossless")])
-def test_compression_quality_threshold(quality: int, native: str) -> None:
-    assert vertex.build_body(_request(compression_quality=quality))["parameters"]["compressionQuality"] == native
-
-
-def test_mapping_details() -> None:
-    # size only → resolution and aspect ratio from the dimensions
-    p = gc.common_parameters(_request(resolution=None, aspect_ratio=None, width=1080, height=1920))
-    assert (p["resolution"], p["aspectRatio"]) == ("1080p", "9:16")
-    # Veo 2 has no resolution parameter and no audio switch
-    body = vertex.build_body(_request("veo-2.0-generate-001", duration=5, generate_audio=True))
-    assert "resolution" not in body["parameters"] and "generateAudio" not in body["parameters"]
-    # Veo 3 on Vertex always gets generateAudio (required there); resize_mode only with a first frame
-    params = vertex.build_body(_request(resize_mode="pad"))["parameters"]
-    assert params["generateAudio"] is True and "resizeMode" not in params
-    # an image-only request has no prompt key; sample_count 1 is left to the default
-    body = studio.build_body(_request(prompt="", images=(_img("first_frame"),)))
-    assert "prompt" not in body["instances"][0] and "sampleCount" not in body["parameters"]
-    for bad in (dict(resolution="480p"), dict(aspect_ratio="1:1"), dict(images=(_img("mask"),)),
-                dict(images=(_img("reference", "character"),)),
-                dict(resolution=None, width=640, height=480, aspect_ratio=None)):
-        with pytest.raises(ProviderError) as e:
-            vertex.build_body(_request(**bad))
-        assert e.value.kind == "client"
-
-
-def test_gcs_url_encodes_object_names() -> None:
-    ctx = CallContext(http=None, api_key=None, base_url=None)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_STORAGE_BASE_URL", raising=False)
-        assert vertex.gcs_url(ctx, "gs://bkt/a b/c.mp4") == \
-            "https://storage.googleapis.com/storage/v1/b/bkt/o/a%20b%2Fc.mp4?alt=media"
-
-
-def test_service_account_setting(tmp_path: Path) -> None:
-    info = {"type": "service_account", "client_email": "x@y"}
-    assert vertex.service_account_info(json.dumps(info)) == info
-    path = tmp_path / "sa.json"
-    path.write_text(json.dumps(info))
-    assert vertex.service_account_info(str(path)) == info
-    for bad in ("", str(tmp_path / "missing.json"), "{not json", json.dumps({"type": "authorized_user"})):
-        with pytest.raises(ProviderError) as e:
-            vertex.service_account_info(bad)
-        assert e.value.kind == "auth"
-
-
-# ---------------------------------------------------------------- error and status mapping tables
-
-def _resp(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.Response(status, content=content, headers=headers)
-
-
-def _gerr(code: int, status: str, message: str = "m", details: list[Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "status": status, **({"details": details} if details else {})}}
-
-
-@pytest.mark.parametrize("status,body,headers,kind,code,retry", [
-    (400, _gerr(400, "INVALID_ARGUMENT", "API key not valid.",
-                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]),
-     None, "auth", "provider_auth_failed", None),
-    (400, _gerr(400, "FAILED_PRECONDITION", "User location is not supported"), None, "auth",
-     "provider_precondition_failed", None),
-    (400, _gerr(400, "INVALID_ARGUMENT", "The prompt could not be submitted. ... Support codes: 17301594"), None,
-     "content_policy", "content_policy_violation", None),
-    (400, _gerr(400, "INVALID_ARGUMENT", "Unsupported durationSeconds 5"), None, "client", "invalid_argument", None),
-    (401, _gerr(401, "UNAUTHENTICATED"), None, "auth", "provider_auth_failed", None),
-    (403, _gerr(403, "PERMISSION_DENIED"), None, "auth", "provider_auth_failed", None),
-    (404, _gerr(404, "NOT_FOUND"), None, "not_found", "not_found", None),
-    (429, _gerr(429, "RESOURCE_EXHAUSTED", "quota", [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                                                      "retryDelay": "37s"}]),
-     None, "rate_limit", "rate_limit_exceeded", 37.0),
-    (429, _gerr(429, "RESOURCE_EXHAUSTED"), {"retry-after": "5"}, "rate_limit", "rate_limit_exceeded", 5.0),
-    (500, _gerr(500, "INTERNAL"), None, "unavailable", "provider_unavailable", None),
-    (503, _gerr(503, "UNAVAILABLE"), None, "unavailable", "provider_unavailable", None),
-    (502, b"<html>bad gateway</html>", None, "unavailable", "provider_unavailable", None),
-])
-def test_error_mapping(status: int, body: Any, headers: dict[str, str] | None, kind: str, code: str,
-                       retry: float | None) -> None:
-    e = gc.error(_resp(status, body, headers), "Google")
-    assert (e.kind, e.code, e.retry_after, e.status) == (kind, code, retry, status)
-
-
-@pytest.mark.parametrize("op,status,code", [
-    ({"name": "n"}, "in_progress", None),
-    ({"name": "n", "done": False, "metadata": {"progressPercent": 40}}, "in_progress", None),
-    ({"name": "n", "done": True, "error": {"code": 13, "message": "boom"}}, "failed", "internal"),
-    ({"name": "n", "done": True, "error": {"code": 3, "message": "Generated video is large, an output storage uri "
-                                                                 "is required."}}, "failed", "invalid_argument"),
-    ({"name": "n", "done": True, "error": {"code": 3, "message": "the input image violates Vertex AI's usage "
-                                                                 "guidelines. Support codes: 15236754"}},
-     "failed", "content_policy_violation"),
-    ({"name": "n", "done": True, "response": {"generateVideoResponse": {"raiMediaFilteredCount": 1,
-                                                                        "raiMediaFilteredReasons": ["r"]}}},
-     "failed", "content_policy_violation"),
-    ({"name": "n", "done": True, "response": {"raiMediaFilteredCount": 2, "videos": []}},
-     "failed", "content_policy_violation"),
-    ({"name": "n", "done": True, "response": {"generateVideoResponse": {}}}, "failed", "no_output"),
-    ({"name": "n", "done": True, "response": {"generateVideoResponse": {"generatedSamples": [
-        {"video": {"uri": "https://x/v1beta/files/a:download?alt=media"}}]}}}, "completed", None),
-    ({"name": "n", "done": True, "response": {"raiMediaFilteredCount": 1, "videos": [
-        {"gcsUri": "gs://b/o.mp4", "mimeType": "video/mp4"}, {"bytesBase64Encoded": "AAEC", "mimeType": "video/mp4"}]}},
-     "completed", None),
-])
-def test_operation_mapping(op: dict[str, Any], status: str, code: str | None) -> None:
-    got = gc.polled(op, "Google", 8.0)
-    assert (got.status, got.error_code) == (status, code)
-    if op.get("metadata"):
-        assert got.progress == 40
-    if status == "completed":
-        assert [r.index for r in got.outputs] == list(range(len(got.outputs)))
-        assert got.usage["seconds"] == 8.0 and got.usage["count"] == len(got.outputs)
-    if any(r.data for r in got.outputs):
-        assert got.outputs[1].data == b"\x00\x01\x02" and got.outputs[0].url == "gs://b/o.mp4"
-
-
-def test_operation_done_without_result_is_upstream_error() -> None:
-    with pytest.raises(ProviderError) as e:
-        gc.polled({"name": "n", "done": True}, "Google", None)
-    assert e.value.kind == "upstream"
-
-
-def test_unreachable_provider_is_unavailable() -> None:
-    async def main() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            ctx = CallContext(http=http, api_key="k", base_url="http://127.0.0.1:9")
-            with pytest.raises(ProviderError) as e:
-                await studio.adapter.submit(_request("veo-3.1-generate-preview"), ctx)
-            assert e.value.kind == "unavailable"
-
-    asyncio.run(main())
-
-
-def test_credentials_cache_follows_the_key_file(tmp_path: Path) -> None:
-    path = tmp_path / "sa.json"
-    ctx = CallContext(http=None, api_key=str(path), base_url=None)
-    path.write_text(json.dumps(_service_account(_rsa_pair()[0], "https://oauth2.googleapis.com/token")))
-    first = vertex._account(ctx)
-    assert vertex._account(ctx) is first  # cached
-    path.write_text(json.dumps(_service_account(_rsa_pair()[0], "https://oauth2.googleapis.com/token", "k2")))
-    assert vertex._account(ctx) is not first  # a rotated key file is used at once
-
-
-def test_unreachable_token_endpoint_is_unavailable() -> None:
-    info = _service_account(_rsa_pair()[0], "http://127.0.0.1:9/token", "unreachable")
-
-    async def main() -> None:
-        async with httpx.AsyncClient(timeout=2) as http:
-            ctx = CallContext(http=http, api_key=json.dumps(info), base_url="http://127.0.0.1:9")
-            with pytest.raises(ProviderError) as e:
-                await vertex.adapter.submit(_request(), ctx)
-            assert e.value.kind == "unavailable" and "token endpoint" in e.value.message
-
-    asyncio.run(main())

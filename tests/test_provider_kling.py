@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from PIL import Image
 
 from aistats_gateway.providers import kling
@@ -24,13 +23,23 @@ from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes import kling as fake_kling
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.gateway import Gateway
+from tests.support.providers import (
+    ProviderKit,
+    accepted,
+    data_url,
+    falls_back_to_local,
+    final_status,
+    image_bytes,
+    provider_fixtures,
+    video_ids,
+    wait_idle,
+)
 
 AK, SK = "ak-test", "sk-test"
 ENV = "AISTATS_PROVIDER_KLING_"
 FALLBACK_MODEL = "kuaishou/test-kling-fallback"  # kling, then local
 RENDER_SECONDS = 0.5
-TERMINAL = {"completed", "failed", "cancelled", "expired"}
 
 
 def _offer(provider: str, slug: str) -> dict[str, Any]:
@@ -51,69 +60,20 @@ OVERLAY = {"models": [{
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("kling", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV + "API_KEY", f"{AK}:{SK}")
-        mp.setenv(ENV + "BASE_URL", fake.url)
-        mp.setenv(ENV + "POLL_INTERVAL", "0.1")
-        mp.setenv(ENV + "MAX_POLL_INTERVAL", "0.3")
-        mp.delenv(ENV + "SECRET_KEY", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("kling")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
+KIT = ProviderKit("kling", api_key=f"{AK}:{SK}", fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY,
+                  extra_env={ENV + "SECRET_KEY": None})
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
 
 
 @pytest.fixture()
-def reset(fake: RunningFake) -> Iterator[RunningFake]:
-    yield fake
-    st = fake.state
-    st.fail_next_creates, st.fail_status, st.rate_limit_next, st.account_error_next = 0, 503, 0, 0
-    st.retry_after_seconds, st.blocked_prompts, st.risk_prompts = None, [], []
-    st.fail_jobs, st.expire_outputs, st.render_seconds = False, False, RENDER_SECONDS
+def reset(fake: RunningFake) -> RunningFake:
+    """The fake, for a test that changes its knobs (``reset_fake`` restores them afterwards)."""
+    return fake
 
 
 # ---------------------------------------------------------------- helpers
 
-
-def image_bytes(width: int, height: int, fmt: str = "PNG", color: tuple[int, int, int] = (30, 90, 160)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def accepted(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = api.post("/v1/videos", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()
-
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        if body["status"] in TERMINAL:
-            return body
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
+wait_done = final_status
 
 
 def sent_for(fake: RunningFake, video_id: str) -> fake_kling.RecordedRequest:
@@ -123,10 +83,6 @@ def sent_for(fake: RunningFake, video_id: str) -> fake_kling.RecordedRequest:
 
 def task_for(fake: RunningFake, video_id: str) -> fake_kling.Task:
     return fake.state.tasks[fake.state.by_external[video_id]]
-
-
-def video_ids(api: httpx.Client) -> set[str]:
-    return {v["id"] for v in api.get("/v1/videos", params={"limit": 100}).json()["data"]}
 
 
 def request(**kw: Any) -> VideoRequest:
@@ -270,7 +226,7 @@ def test_auth_errors_are_clear_and_never_500(api: httpx.Client, reset: RunningFa
     assert wait_done(api, created["id"])["status"] == "completed"
 
 
-def test_cancel_stops_polling(api: httpx.Client, reset: RunningFake) -> None:
+def test_cancel_stops_polling(api: httpx.Client, gateway: Gateway, reset: RunningFake) -> None:
     reset.state.render_seconds = 60.0
     vid = accepted(api, model="kuaishou/kling-v2.6", prompt="a long shot")["id"]
     time.sleep(0.3)
@@ -278,9 +234,9 @@ def test_cancel_stops_polling(api: httpx.Client, reset: RunningFake) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
     task = task_for(reset, vid)
-    time.sleep(1.0)  # a poll already in flight may still land
+    wait_idle(gateway, vid)  # a poll in flight at the cancel has landed; no other can start
     polls = len(reset.state.find_requests("GET", f"/v1/videos/text2video/{task.id}"))
-    time.sleep(0.8)
+    time.sleep(0.8)  # several poll intervals, had polling not stopped
     assert len(reset.state.find_requests("GET", f"/v1/videos/text2video/{task.id}")) == polls
     # Kling has no cancel endpoint: nothing but the create and the polls reached it for this task.
     create = sent_for(reset, vid)
@@ -291,15 +247,10 @@ def test_cancel_stops_polling(api: httpx.Client, reset: RunningFake) -> None:
 
 
 def test_fallback_to_local_on_503(api: httpx.Client, reset: RunningFake) -> None:
-    reset.state.fail_next_creates, reset.state.fail_status = 1, 503
-    created = accepted(api, model=FALLBACK_MODEL, prompt="a lighthouse at dusk", seconds=5, aspect_ratio="1:1")
-    assert created["provider"] == "local"
-    first, second = created["attempts"]
-    assert (first["provider"], first["outcome"], first["status"]) == ("kling", "error", 503)
+    created, _ = falls_back_to_local(api, reset, "kling", model=FALLBACK_MODEL, prompt="a lighthouse at dusk",
+                                     seconds=5, aspect_ratio="1:1")
+    first = created["attempts"][0]
     assert first["code"] == "provider_unavailable" and "5001" in first["message"]
-    assert (second["provider"], second["outcome"]) == ("local", "accepted")
-    body = wait_done(api, created["id"])
-    assert body["status"] == "completed", body
 
 
 def test_output_gone_fails_the_job(api: httpx.Client, reset: RunningFake) -> None:

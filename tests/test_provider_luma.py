@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from PIL import Image
 
 from aistats_gateway.providers import luma
 from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, VideoRequest
@@ -22,14 +19,22 @@ from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes import luma as fake_luma
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.providers import (
+    ProviderKit,
+    accepted,
+    falls_back_to_local,
+    final_status,
+    image_bytes,
+    provider_fixtures,
+    video_ids,
+    video_request,
+)
 
 KEY = "luma-test"
 ENV = "AISTATS_PROVIDER_LUMA_"
 GEN_PATH = "/dream-machine/v1/generations"
 FALLBACK_MODEL = "luma/test-ray-fallback"  # luma, then local
 RENDER_SECONDS = 0.5
-TERMINAL = {"completed", "failed", "cancelled", "expired"}
 ALPHA = {"include_alpha": True}  # the shipped Luma offers are alpha
 
 
@@ -49,67 +54,19 @@ OVERLAY = {"models": [{
 }]}
 
 
-# ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("luma", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV + "API_KEY", KEY)
-        mp.setenv(ENV + "BASE_URL", fake.url)
-        mp.setenv(ENV + "POLL_INTERVAL", "0.1")
-        mp.setenv(ENV + "MAX_POLL_INTERVAL", "0.3")
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("luma")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
+KIT = ProviderKit("luma", api_key=KEY, fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY)
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
 
 
 @pytest.fixture()
-def reset(fake: RunningFake) -> Iterator[RunningFake]:
-    yield fake
-    st = fake.state
-    st.fail_next_creates, st.fail_status, st.rate_limit_next, st.retry_after_seconds = 0, 503, 0, 1.0
-    st.no_credits, st.moderation_block_prompts, st.fail_jobs = False, [], False
-    st.expire_outputs, st.render_seconds = False, RENDER_SECONDS
+def reset(fake: RunningFake) -> RunningFake:
+    """The fake, for a test that changes its knobs (``reset_fake`` restores them afterwards)."""
+    return fake
 
 
 # ---------------------------------------------------------------- helpers
 
-
-def image_bytes(width: int, height: int, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (30, 90, 160)).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def accepted(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = api.post("/v1/videos", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()
-
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        if body["status"] in TERMINAL:
-            return body
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
+wait_done = final_status
 
 
 def last_create(fake: RunningFake) -> fake_luma.RecordedRequest:
@@ -121,15 +78,8 @@ def generation_of(fake: RunningFake, rec: fake_luma.RecordedRequest) -> fake_lum
     return gen
 
 
-def video_ids(api: httpx.Client) -> set[str]:
-    return {v["id"] for v in api.get("/v1/videos", params={"limit": 100}).json()["data"]}
-
-
 def request(**kw: Any) -> VideoRequest:
-    base: dict[str, Any] = dict(job_id="video_job1", model_slug="ray-2", prompt="a koi pond at night", duration=5,
-                                width=1280, height=720, resolution="720p", aspect_ratio="16:9", size=None)
-    base.update(kw)
-    return VideoRequest(**base)
+    return video_request(**{"model_slug": "ray-2", **kw})
 
 
 # ---------------------------------------------------------------- through the gateway
@@ -243,16 +193,9 @@ def test_cancel_deletes_the_generation(api: httpx.Client, reset: RunningFake) ->
 
 
 def test_fallback_to_local_on_503(api: httpx.Client, reset: RunningFake) -> None:
-    reset.state.fail_next_creates, reset.state.fail_status = 1, 503
-    created = accepted(api, model=FALLBACK_MODEL, prompt="a lighthouse at dusk", seconds=5, resolution="480p",
-                       aspect_ratio="1:1")
-    assert created["provider"] == "local"
-    first, second = created["attempts"]
-    assert (first["provider"], first["outcome"], first["status"]) == ("luma", "error", 503)
-    assert first["code"] == "provider_unavailable"
-    assert (second["provider"], second["outcome"]) == ("local", "accepted")
-    body = wait_done(api, created["id"])
-    assert body["status"] == "completed", body
+    created, _ = falls_back_to_local(api, reset, "luma", model=FALLBACK_MODEL, prompt="a lighthouse at dusk",
+                                     seconds=5, resolution="480p", aspect_ratio="1:1")
+    assert created["attempts"][0]["code"] == "provider_unavailable"
 
 
 def test_output_gone_fails_the_job(api: httpx.Client, reset: RunningFake) -> None:

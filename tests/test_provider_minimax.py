@@ -8,24 +8,28 @@ the fake MiniMax API on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import av
 import httpx
 import pytest
-import yaml
-from PIL import Image
 
 from aistats_gateway.providers import minimax
 from aistats_gateway.providers.base import CallContext, ImageInput, OutputRef, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes import FAKES
 from aistats_gateway.providers.fakes.minimax import create_app
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.gateway import Gateway
+from tests.support.providers import (
+    ProviderKit,
+    data_url,
+    falls_back_to_local,
+    final_status,
+    image_bytes,
+    provider_fixtures,
+)
 
 KEY = "mm-test"
 ENV = "AISTATS_PROVIDER_MINIMAX_"
@@ -63,14 +67,13 @@ OVERLAY = {"models": [{
 }]}
 
 
+KIT = ProviderKit("minimax", api_key=KEY, fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY)
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
+wait_done = final_status
+
+
 def png(width: int, height: int, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return image_bytes(width, height, colour=colour)
 
 
 # A request both providers of FALLBACK_MODEL accept: 480p (MiniMax 512P) from a first frame.
@@ -188,22 +191,6 @@ def test_base_resp_codes(code: int, kind: str) -> None:
 
 
 # ---------------------------------------------------------------- the adapter against the fake
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("minimax", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def reset_fake(fake: RunningFake) -> Iterator[None]:
-    yield
-    st = fake.state
-    st.render_seconds, st.fail_next_creates, st.fail_status, st.fail_code = RENDER_SECONDS, 0, 503, 1000
-    st.rate_limit_next, st.insufficient_balance, st.fail_jobs, st.fail_job_code = 0, False, False, 1000
-    st.sensitive_input_prompts, st.sensitive_output_prompts = [], []
-    st.expire_outputs, st.missing_outputs = False, False
 
 
 def run(coro: Any) -> Any:
@@ -332,36 +319,6 @@ def minimax_ttl() -> float:
 # ---------------------------------------------------------------- through the gateway
 
 
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV + "API_KEY", KEY)
-        mp.setenv(ENV + "BASE_URL", fake.url)
-        mp.setenv(ENV + "POLL_INTERVAL", "0.1")
-        mp.setenv(ENV + "MAX_POLL_INTERVAL", "0.3")
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("minimax")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
-
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        if body["status"] in ("completed", "failed", "cancelled", "expired"):
-            return body
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
-
-
 def creates_for(fake: RunningFake, prompt: str) -> list[Any]:
     return [r for r in fake.state.creates if (r.body or {}).get("prompt") == prompt]
 
@@ -480,14 +437,7 @@ def test_wrong_key_is_a_clear_error(api: httpx.Client, fake: RunningFake, monkey
 
 
 def test_fallback_to_local_on_503(api: httpx.Client, fake: RunningFake) -> None:
-    fake.state.fail_next_creates, fake.state.fail_status = 1, 503
-    r = api.post("/v1/videos", json={"model": FALLBACK_MODEL, "prompt": "fallback", "seconds": 6,
-                                     **FALLBACK_INPUT})
-    assert r.status_code == 202, r.text
-    body = wait_done(api, r.json()["id"])
-    assert body["status"] == "completed" and body["provider"] == "local", body
-    assert [(a["provider"], a["outcome"], a["status"]) for a in body["attempts"]] == [
-        ("minimax", "error", 503), ("local", "accepted", None)]
+    falls_back_to_local(api, fake, "minimax", model=FALLBACK_MODEL, prompt="fallback", seconds=6, **FALLBACK_INPUT)
 
 
 def test_cancel_only_stops_polling(api: httpx.Client, fake: RunningFake) -> None:

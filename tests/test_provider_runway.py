@@ -4,22 +4,25 @@ unit tests of its request mapping and status/error tables, and of the fake itsel
 from __future__ import annotations
 
 import base64
-import io
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from PIL import Image
 
 from aistats_gateway.providers import runway
 from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.providers import (
+    ProviderKit,
+    accepted,
+    data_url,
+    falls_back_to_local,
+    image_bytes,
+    provider_fixtures,
+    wait_for_status,
+)
 
 KEY = "key_test"
 FALLBACK_MODEL = "runway/test-gen45-fallback"  # runway, then local
@@ -42,68 +45,17 @@ OVERLAY = {"models": [{
 }]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("runway", prefix="", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_RUNWAY_API_KEY", KEY)
-        mp.setenv("AISTATS_PROVIDER_RUNWAY_BASE_URL", fake.url)
-        mp.setenv("AISTATS_PROVIDER_RUNWAY_POLL_INTERVAL", "0.1")
-        mp.setenv("AISTATS_PROVIDER_RUNWAY_MAX_POLL_INTERVAL", "0.3")
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("runway")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
-
-
-@pytest.fixture(autouse=True)
-def reset_fake(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "fake" in request.fixturenames:
-        st = request.getfixturevalue("fake").state
-        st.api_key, st.render_seconds = KEY, RENDER_SECONDS
-        st.fail_next_creates, st.fail_status, st.rate_limit_next, st.retry_after_seconds = 0, 503, 0, None
-        st.insufficient_credits, st.moderation_block_prompts, st.fail_jobs, st.expire_outputs = False, [], False, False
-        st.requests.clear(), st.tasks.clear(), st.cancels.clear()
+KIT = ProviderKit("runway", api_key=KEY, fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY, clear=True)
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
 
 
 # ---------------------------------------------------------------- helpers
 
+wait_done = wait_for_status
+
 
 def png(width: int = 64, height: int = 36) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 40, 40)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> tuple[dict[str, Any], list[str]]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        seen.append(body["status"])
-        if body["status"] in ("completed", "failed", "cancelled", "expired"):
-            return body, seen
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
-
-
-def accepted(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = api.post("/v1/videos", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()
+    return data_url(image_bytes(width, height, colour=(200, 40, 40)))
 
 
 def sent_for(fake: RunningFake, prompt: str) -> Any:
@@ -241,13 +193,7 @@ def test_expired_output_fails_the_job(api: httpx.Client, fake: RunningFake) -> N
 
 
 def test_503_falls_back_to_local(api: httpx.Client, fake: RunningFake) -> None:
-    fake.state.fail_next_creates, fake.state.fail_status = 1, 503
-    created = accepted(api, model=FALLBACK_MODEL, prompt="runway is overloaded", duration=2)
-    assert created["provider"] == "local"
-    attempts = [(a["provider"], a["outcome"], a["status"]) for a in created["attempts"]]
-    assert attempts == [("runway", "error", 503), ("local", "accepted", None)]
-    body, _ = wait_done(api, created["id"])
-    assert body["status"] == "completed", body
+    falls_back_to_local(api, fake, "runway", model=FALLBACK_MODEL, prompt="runway is overloaded", duration=2)
 
 
 # ---------------------------------------------------------------- the fake on its own

@@ -4,22 +4,25 @@ plus unit tests of its request mapping and status/error tables, and of the fake 
 from __future__ import annotations
 
 import base64
-import io
 import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from PIL import Image
 
-from aistats_gateway.providers.xai import video as xai
 from aistats_gateway.providers.base import ImageInput, ProviderError, VideoRequest
 from aistats_gateway.providers.fakes.openai import render_media
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from aistats_gateway.providers.xai import video as xai
+from tests.support.providers import (
+    ProviderKit,
+    accepted,
+    data_url,
+    falls_back_to_local,
+    image_bytes,
+    provider_fixtures,
+    wait_for_status,
+)
 
 KEY = "xai-test"
 MODEL = "x-ai/grok-imagine-video"
@@ -42,69 +45,18 @@ OVERLAY = {"models": [{
 }]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("x-ai", prefix="", render_seconds=RENDER_SECONDS) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def provider_env(fake: RunningFake) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_X_AI_API_KEY", KEY)
-        mp.setenv("AISTATS_PROVIDER_X_AI_BASE_URL", fake.url + "/v1")  # a trailing /v1 is tolerated
-        mp.setenv("AISTATS_PROVIDER_X_AI_POLL_INTERVAL", "0.1")
-        mp.setenv("AISTATS_PROVIDER_X_AI_MAX_POLL_INTERVAL", "0.3")
-        yield
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            provider_env: None) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("xai")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
-        yield gw
-
-
-@pytest.fixture(autouse=True)
-def reset_fake(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "fake" in request.fixturenames:
-        st = request.getfixturevalue("fake").state
-        st.api_key, st.render_seconds = KEY, RENDER_SECONDS
-        st.fail_next_creates, st.fail_status, st.rate_limit_next, st.retry_after_seconds = 0, 503, 0, None
-        st.no_credits, st.moderation_fail_prompts, st.fail_jobs = False, [], False
-        st.expire_requests, st.expire_outputs = False, False
-        st.requests.clear(), st.jobs.clear(), st.idempotency.clear()
+KIT = ProviderKit("x-ai", api_key=KEY, fake_kwargs={"render_seconds": RENDER_SECONDS}, overlay=OVERLAY, clear=True,
+                  base_url=lambda fake: fake.url + "/v1")  # a trailing /v1 is tolerated
+fake, provider_env, gateway, reset_fake = provider_fixtures(KIT)
 
 
 # ---------------------------------------------------------------- helpers
 
+wait_done = wait_for_status
+
 
 def png(width: int = 48, height: int = 48) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (20, 90, 200)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def wait_done(api: httpx.Client, video_id: str, timeout: float = 30.0) -> tuple[dict[str, Any], list[str]]:
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        body = api.get(f"/v1/videos/{video_id}").json()
-        seen.append(body["status"])
-        if body["status"] in ("completed", "failed", "cancelled", "expired"):
-            return body, seen
-        assert time.monotonic() < deadline, f"{video_id} still {body['status']}"
-        time.sleep(0.05)
-
-
-def accepted(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    r = api.post("/v1/videos", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()
+    return data_url(image_bytes(width, height, colour=(20, 90, 200)))
 
 
 def sent_for(fake: RunningFake, video_id: str) -> Any:
@@ -222,12 +174,7 @@ def test_cancel_only_stops_polling(api: httpx.Client, fake: RunningFake) -> None
 
 
 def test_503_falls_back_to_local(api: httpx.Client, fake: RunningFake) -> None:
-    fake.state.fail_next_creates = 1
-    created = accepted(api, model=FALLBACK_MODEL, prompt="xai is down", duration=1)
-    attempts = [(a["provider"], a["outcome"], a["status"]) for a in created["attempts"]]
-    assert attempts == [("x-ai", "error", 503), ("local", "accepted", None)]
-    body, _ = wait_done(api, created["id"])
-    assert body["status"] == "completed" and body["provider"] == "local"
+    falls_back_to_local(api, fake, "x-ai", model=FALLBACK_MODEL, prompt="xai is down", duration=1)
 
 
 # ---------------------------------------------------------------- the fake on its own

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from pathlib import Path
 
 import av
@@ -9,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aistats_gateway.videos.media import MediaError, make_thumbnail, probe
 from aistats_gateway.media.render import (
     RenderCancelled,
     RenderSpec,
     render_to_file,
     resolve_dimensions,
 )
+from aistats_gateway.videos.media import MediaError, make_thumbnail, probe
 
 PROMPT = "A lighthouse on a cliff at dusk, waves crashing, slow dolly in"
 
@@ -174,7 +175,7 @@ def test_progress_monotonic(tmp_path: Path) -> None:
     assert seen[0] == 0 and seen[-1] == 100
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
     assert all(0 <= p <= 100 for p in seen)
-    assert max(b - a for a, b in zip(seen, seen[1:])) <= 5
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= 5
 
 
 def test_should_stop_cancels_and_cleans_up(tmp_path: Path) -> None:

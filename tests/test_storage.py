@@ -18,7 +18,7 @@ import tracemalloc
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -137,7 +137,8 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def _read(store: BlobStore, key: str, start: int = 0, end: int | None = None, chunk_size: int = 64 * 1024) -> bytes:
+async def _read(store: BlobStore, key: str, start: int = 0, end: int | None = None,
+                chunk_size: int = 64 * 1024) -> bytes:
     return b"".join([c async for c in store.open_range(key, start, end, chunk_size)])
 
 
@@ -259,7 +260,8 @@ async def test_delete_prefix(store: BlobStore) -> None:
         await store.delete_prefix("")
 
 
-BAD_KEYS = ["", "/abs/key", "a/../b", "..", "a\\b", "a//b", "a/", "./a", ".hidden", "a/.tmp", "x.mp4.meta.json", "a\x00b"]
+BAD_KEYS = ["", "/abs/key", "a/../b", "..", "a\\b", "a//b", "a/", "./a", ".hidden", "a/.tmp", "x.mp4.meta.json",
+            "a\x00b"]
 
 
 @pytest.mark.asyncio
@@ -387,7 +389,8 @@ async def test_local_stat_recomputes_stale_sidecar(tmp_path: Path) -> None:
     assert stat.content_type == "text/plain" and stat.size == 23
     (tmp_path / "s" / "b.mp4").write_bytes(b"no sidecar")
     stat = await store.stat("s/b.mp4")
-    assert stat is not None and stat.content_type == "video/mp4" and stat.sha256 == hashlib.sha256(b"no sidecar").hexdigest()
+    assert stat is not None and stat.content_type == "video/mp4"
+    assert stat.sha256 == hashlib.sha256(b"no sidecar").hexdigest()
 
 
 @pytest.mark.asyncio
@@ -402,7 +405,7 @@ AWS_EXAMPLE: dict[str, Any] = {
     "access_key": "AKIAIOSFODNN7EXAMPLE",
     "secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     "region": "us-east-1",
-    "now": datetime(2013, 5, 24, tzinfo=timezone.utc),
+    "now": datetime(2013, 5, 24, tzinfo=UTC),
 }
 HOST = {"host": "examplebucket.s3.amazonaws.com"}
 

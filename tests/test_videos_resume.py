@@ -334,7 +334,7 @@ def _insert_unsubmitted(site: Site, count: int) -> list[str]:
     from aistats_gateway.videos.tables import VideoJob
 
     settings = load_settings(data_dir=site.data_dir, database_url=site.db.url)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ids = ["video_" + secrets.token_hex(12) for _ in range(count)]
 
     async def work(sessions: Any) -> None:

@@ -19,17 +19,18 @@ from aistats_gateway import __version__
 from aistats_gateway.billing.endpoints import router as billing_router
 from aistats_gateway.catalogue import service as catalogue_service
 from aistats_gateway.catalogue.endpoints import router as catalogue_router
+from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.files import endpoints as files_endpoints
+from aistats_gateway.http import errors
 from aistats_gateway.http.asyncjobs import router as asyncjobs_router
 from aistats_gateway.http.health import router as health_router
-from aistats_gateway.videos.alias import alias_router as video_alias_router
-from aistats_gateway.inference.endpoints import router as inference_router
-from aistats_gateway.db.engine import create_engine, session_factory
-from aistats_gateway.http import errors
+from aistats_gateway.http.methods import MethodsMiddleware
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
 from aistats_gateway.http.responses import ErrorResponse, JSONBytes
+from aistats_gateway.inference.endpoints import router as inference_router
 from aistats_gateway.routing.breaker import BreakerCollector, CircuitBreaker
 from aistats_gateway.settings import Settings
+from aistats_gateway.videos.alias import alias_router as video_alias_router
 from aistats_gateway.videos.endpoints import router as videos_router
 
 if TYPE_CHECKING:
@@ -118,11 +119,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         if settings.sync_catalogue_on_start:
             await sync_catalogue_at_start(state)
         await state.catalogue.get()
+        metrics.loop_lag.start()
         await start_services(state)
         try:
             yield
         finally:
             await stop_services(state)
+            await metrics.loop_lag.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -138,6 +141,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     from aistats_gateway.videos.fastget import FastVideoGet
 
     app.add_middleware(FastVideoGet)  # inside GatewayMiddleware (added later = outermost)
+    app.add_middleware(MethodsMiddleware)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        own_limit_paths=files_endpoints.UPLOAD_PATHS)
 
@@ -145,16 +149,26 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["Operations"], summary="The database is reachable", response_model=Ready,
-             responses={503: {"model": ErrorResponse, "description": "Database unreachable"}})
+    @app.get("/readyz", tags=["Operations"], summary="The database is reachable and the disk has room",
+             response_model=Ready,
+             responses={503: {"model": ErrorResponse, "description": "Database unreachable or disk low"}})
     async def readyz(request: Request) -> Response:
         try:
             async with sessions() as s:
                 await s.execute(text("SELECT 1"))
-        except Exception as e:  # noqa: BLE001 - any failure means not ready
+        except Exception as e:
             log.warning("readiness check failed", extra={"error": str(e)})
             return errors.error_response(503, "The database is not reachable.", code="database_unavailable",
                                          type="server_error")
+        if settings.storage == "local":
+            from aistats_gateway.videos.admission import free_disk_bytes
+
+            free = await free_disk_bytes(settings.data_dir)
+            if free < settings.min_free_disk_bytes:
+                return errors.error_response(
+                    503, f"Low disk space: {free:,} bytes free in the data directory, "
+                    f"AISTATS_MIN_FREE_DISK_BYTES is {settings.min_free_disk_bytes:,}.", code="low_disk_space",
+                    type="server_error")
         return JSONBytes({"status": "ready"})
 
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics",
@@ -173,6 +187,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(asyncjobs_router)
     app.include_router(video_alias_router(catalogue_router, videos_router))
     app.include_router(inference_router)
+
+    from aistats_gateway.videos.schemas import DownloadURLRequest, VideoCreateRequest
+
+    errors.add_component_schemas(app, [VideoCreateRequest, DownloadURLRequest])  # bodies parsed by hand
     return app
 
 
@@ -217,6 +235,13 @@ async def start_services(state: GatewayState) -> None:
     runner.events.on_terminal("video", hooks.on_status)
     runner.on_progress.append(hooks.on_progress)
     state.hold_finalizers[video_billing.KIND] = hooks.finalize
+    from aistats_gateway.videos import scratch
+
+    runner.on_status.append(scratch.ScratchHooks(s.data_dir).on_status)
+    try:
+        await scratch.sweep(state.sessions, s.data_dir, s.scratch_orphan_seconds)
+    except Exception:
+        log.exception("scratch sweep failed")
     video_ws.install(state)  # websocket kind "video", status_changed webhooks, change notices
     sources = collect_sources(state, JOB_DOMAINS)
     engine: JobEngine

@@ -8,7 +8,7 @@ import os
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -28,8 +28,8 @@ app.add_typer(credits_app, name="credits")
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
-DatabaseURL = Annotated[Optional[str], typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [env AISTATS_DATA_DIR]")]
+DatabaseURL = Annotated[str | None, typer.Option("--database-url", help="[env AISTATS_DATABASE_URL]")]
 
 
 def _settings(*, follow_serve: bool = True, **overrides: Any) -> Settings:
@@ -77,7 +77,7 @@ def _migrate(settings: Settings) -> None:
 
     try:
         upgrade(settings.db_url)
-    except Exception as e:  # noqa: BLE001 - shown to the operator
+    except Exception as e:
         err.print(f"[red]error:[/red] cannot migrate the database at {_safe_url(settings.db_url)}: {e}")
         raise typer.Exit(1) from None
 
@@ -103,16 +103,60 @@ def _run(coro_fn: Any, settings: Settings) -> Any:
     return asyncio.run(main())
 
 
-def _usd_to_nanos(value: str) -> int:
+#: Balances and limits are BIGINT nano-USD: nothing may exceed what the column holds.
+MAX_NANOS = 2**63 - 1
+MAX_USD = Decimal(MAX_NANOS) / 1_000_000_000
+_NO_LIMIT = ("none", "unlimited", "off")
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _usd_to_nanos(value: str, flag: str = "--credits") -> int:
+    """A non-negative USD amount as nano-USD; a clear message (naming ``flag``) for anything else."""
     try:
-        d = Decimal(value)
+        d = Decimal(value.strip())
     except InvalidOperation:
-        err.print(f"[red]error:[/red] --credits {value!r} is not an amount in USD (e.g. 10 or 2.50)")
-        raise typer.Exit(2) from None
-    if d < 0 or not d.is_finite():
-        err.print("[red]error:[/red] --credits must be a non-negative amount")
-        raise typer.Exit(2)
+        _fail(f"{flag} {value!r} is not an amount in USD (e.g. 10 or 2.50)")
+    if not d.is_finite():
+        _fail(f"{flag} {value!r} is not a finite amount in USD (e.g. 10 or 2.50)")
+    if d < 0:
+        _fail(f"{flag} must be a non-negative amount, got {value!r}")
+    if d > MAX_USD:
+        _fail(f"{flag} {value!r} is too large; at most {MAX_USD:.9f} USD")
+    if d != d.quantize(Decimal("0.000000001")):
+        _fail(f"{flag} {value!r} has more than 9 decimal places (the smallest unit is 1 nano-USD)")
     return int(d * 1_000_000_000)
+
+
+def _limit_nanos(value: str, flag: str) -> int | None:
+    """A spend limit: ``none`` removes it; 0 is refused (it would block every request)."""
+    if value.strip().lower() in _NO_LIMIT:
+        return None
+    nanos = _usd_to_nanos(value, flag)
+    if nanos == 0:
+        _fail(f"{flag} 0 would block all spending; pass {flag} none to remove the limit, or revoke the key")
+    return nanos
+
+
+def _per_minute(value: str, flag: str, what: str) -> int | None:
+    if value.strip().lower() in _NO_LIMIT:
+        return None
+    try:
+        n = int(value.strip())
+    except ValueError:
+        _fail(f"{flag} {value!r} is not a whole number of {what} per minute (or 'none')")
+    if n < 1:
+        _fail(f"{flag} must be at least 1 (0 would block every request); pass {flag} none to remove the limit")
+    if n > 2**31 - 1:
+        _fail(f"{flag} {value!r} is too large; at most {2**31 - 1}")
+    return n
+
+
+def _rpm(value: str) -> int | None:
+    return _per_minute(value, "--rpm", "requests")
 
 
 # ---- serve ----------------------------------------------------------------------------------
@@ -120,8 +164,8 @@ def _usd_to_nanos(value: str) -> int:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [env AISTATS_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env AISTATS_PORT, default 8080]")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes")] = 1,
@@ -163,6 +207,9 @@ def serve(
         "aistats_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=workers, loop="uvloop", http="httptools", log_config=None, access_log=False,
         proxy_headers=True, server_header=False,
+        # Longer than clients keep idle connections pooled (httpx and the openai SDK: 5 s, uvicorn's own
+        # default too), so a reused connection is never closed under a request in flight.
+        timeout_keep_alive=75,
     )
 
 
@@ -197,7 +244,7 @@ def _bootstrap(settings: Settings) -> None:
 def worker(
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs at once [env AISTATS_JOB_CONCURRENCY]")] = None,
 ) -> None:
     """Run background jobs (video polling, downloads …) without serving HTTP. PostgreSQL only:
     start as many as you like next to `serve` processes started with AISTATS_RUN_WORKER=false."""
@@ -258,8 +305,8 @@ def migrate(data_dir: DataDir = None, database_url: DatabaseURL = None) -> None:
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="A label for the key")],
-    credits: Annotated[Optional[str], typer.Option("--credits", help="Credits in USD for its workspace")] = None,
-    workspace: Annotated[Optional[str], typer.Option("--workspace", help="Existing workspace id")] = None,
+    credits: Annotated[str | None, typer.Option("--credits", help="Credits in USD for its workspace")] = None,
+    workspace: Annotated[str | None, typer.Option("--workspace", help="Existing workspace id")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
@@ -341,10 +388,10 @@ def keys_revoke(key_id: str, data_dir: DataDir = None, database_url: DatabaseURL
 @keys_app.command("limits")
 def keys_limits(
     key_id: str,
-    rpm: Annotated[Optional[int], typer.Option("--rpm", min=0, help="Requests per minute (0 = no limit)")] = None,
-    tpm: Annotated[Optional[int], typer.Option("--tpm", min=0, help="Tokens per minute (0 = no limit)")] = None,
-    daily_usd: Annotated[Optional[str], typer.Option("--daily-usd", help="Spend per UTC day (0 = no limit)")] = None,
-    monthly_usd: Annotated[Optional[str], typer.Option("--monthly-usd", help="Spend per month (0 = no limit)")] = None,
+    rpm: Annotated[str | None, typer.Option("--rpm", help="Requests per minute (none = no limit)")] = None,
+    tpm: Annotated[str | None, typer.Option("--tpm", help="Tokens per minute (none = no limit)")] = None,
+    daily_usd: Annotated[str | None, typer.Option("--daily-usd", help="Spend per UTC day (none = no limit)")] = None,
+    monthly_usd: Annotated[str | None, typer.Option("--monthly-usd", help="Spend per month (none = no limit)")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:
@@ -355,13 +402,13 @@ def keys_limits(
 
     values: dict[str, Any] = {}
     if rpm is not None:
-        values["rpm_limit"] = rpm or None
+        values["rpm_limit"] = _rpm(rpm)
     if tpm is not None:
-        values["tpm_limit"] = tpm or None
+        values["tpm_limit"] = _per_minute(tpm, "--tpm", "tokens")
     if daily_usd is not None:
-        values["daily_spend_limit_nanos"] = _usd_to_nanos(daily_usd) or None
+        values["daily_spend_limit_nanos"] = _limit_nanos(daily_usd, "--daily-usd")
     if monthly_usd is not None:
-        values["monthly_spend_limit_nanos"] = _usd_to_nanos(monthly_usd) or None
+        values["monthly_spend_limit_nanos"] = _limit_nanos(monthly_usd, "--monthly-usd")
     settings = _settings(data_dir=data_dir, database_url=database_url)
     _migrate(settings)
 
@@ -379,25 +426,37 @@ def keys_limits(
 
     out.print(f"{key_id}: rpm={row.rpm_limit or 'unlimited'} tpm={row.tpm_limit or 'unlimited'} "
               f"daily={usd(row.daily_spend_limit_nanos) + ' USD' if row.daily_spend_limit_nanos else 'unlimited'} "
-              f"monthly={usd(row.monthly_spend_limit_nanos) + ' USD' if row.monthly_spend_limit_nanos else 'unlimited'}")
+              "monthly="
+              + (usd(row.monthly_spend_limit_nanos) + " USD" if row.monthly_spend_limit_nanos else "unlimited"))
 
 
 @credits_app.command("add")
 def credits_add(
     workspace: Annotated[str, typer.Argument(help="Workspace id (see `keys list`)")],
     amount: Annotated[str, typer.Argument(help="USD, e.g. 25 or 2.50")],
-    memo: Annotated[Optional[str], typer.Option(help="A note for the ledger")] = None,
+    memo: Annotated[str | None, typer.Option(help="A note for the ledger")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
 ) -> None:
     """Add credits to a workspace (a `credit` ledger entry)."""
-    nanos = _usd_to_nanos(amount)
+    nanos = _usd_to_nanos(amount, "AMOUNT")
     settings = _settings(data_dir=data_dir, database_url=database_url)
     _migrate(settings)
+    from sqlalchemy import update
+
+    from aistats_gateway.auth.tables import Workspace
     from aistats_gateway.billing import ledger
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s, s.begin():
+            # Lock the row and check the new balance fits the BIGINT column before adding.
+            fits = await s.execute(update(Workspace).where(
+                Workspace.id == workspace, Workspace.balance_nanos <= MAX_NANOS - nanos)
+                .values(balance_nanos=Workspace.balance_nanos))
+            if getattr(fits, "rowcount", 0) != 1:
+                bal = await ledger.balance(s, workspace)  # LookupError when it does not exist
+                raise OverflowError(f"the balance would exceed {ledger.usd(MAX_NANOS)} USD (it is "
+                                    f"{ledger.usd(bal.balance_nanos)} USD)")
             await ledger.credit(s, workspace, nanos, memo=memo or "added with the CLI")
             return await ledger.balance(s, workspace)
 
@@ -406,13 +465,16 @@ def credits_add(
     except LookupError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+    except OverflowError as e:
+        err.print(f"[red]error:[/red] cannot add {amount} USD to {workspace}: {e}")
+        raise typer.Exit(2) from None
     out.print(f"{workspace}: balance {ledger.usd(bal.balance_nanos)} USD, held {ledger.usd(bal.held_nanos)} USD, "
               f"available {ledger.usd(bal.available_nanos)} USD")
 
 
 @credits_app.command("show")
 def credits_show(
-    workspace: Annotated[Optional[str], typer.Argument(help="Workspace id (default: all)")] = None,
+    workspace: Annotated[str | None, typer.Argument(help="Workspace id (default: all)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,
@@ -427,7 +489,8 @@ def credits_show(
 
     async def work(sessions: Any) -> Any:
         async with sessions() as s:
-            ids = [workspace] if workspace else list((await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
+            ids = [workspace] if workspace else list(
+                (await s.execute(select(Workspace.id).order_by(Workspace.id))).scalars())
             rows = []
             for ws in ids:
                 bal = await ledger.balance(s, ws)
@@ -452,8 +515,9 @@ def credits_show(
     out.print(table)
     if workspace and rows[0]["entries"]:
         t2 = Table("id", "kind", "USD", "hold", "memo")
-        for e in rows[0]["entries"]:
-            t2.add_row(str(e["id"]), e["kind"], e["amount_usd"], e["hold_id"] or "", e["memo"] or "")
+        for entry in rows[0]["entries"]:
+            t2.add_row(str(entry["id"]), entry["kind"], entry["amount_usd"], entry["hold_id"] or "",
+                       entry["memo"] or "")
         out.print(t2)
 
 
@@ -461,7 +525,7 @@ def credits_show(
 
 
 @catalogue_app.command("validate")
-def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Default: the shipped file")] = None) -> None:
+def catalogue_validate(file: Annotated[Path | None, typer.Argument(help="Default: the shipped file")] = None) -> None:
     """Validate a catalogue file; errors name the entry and the field."""
     from aistats_gateway.catalogue import loader
 
@@ -484,7 +548,7 @@ def catalogue_validate(file: Annotated[Optional[Path], typer.Argument(help="Defa
 
 @catalogue_app.command("sync")
 def catalogue_sync(
-    file: Annotated[Optional[Path], typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Your catalogue file (extends/overrides the shipped one)")] = None,
     clear_overlay: Annotated[bool, typer.Option("--clear-overlay", help="Drop a previously synced file")] = False,
     data_dir: DataDir = None,
     database_url: DatabaseURL = None,

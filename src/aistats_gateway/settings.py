@@ -91,6 +91,21 @@ class Settings(BaseSettings):
     batches_max_in_flight: int = Field(default=100, ge=1, description="Unfinished batches per workspace (429 above)")
     batches_provider_concurrency: int = Field(default=64, ge=1,
                                               description="Batch rows calling one provider at once, per process")
+    # Hardening limits (docs/configuration.md, "Limits").
+    max_jobs_in_flight_per_key: int = Field(default=32, ge=1, le=100_000,
+                                            description="Video jobs queued or in progress per API key")
+    local_max_render_cost: int = Field(default=1920 * 1080 * 20 * 2, ge=1,
+                                       description="Local renderer: width x height x seconds x samples per job")
+    reference_max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,
+                                           description="Image references of one request together")
+    reference_max_total_pixels: int = Field(default=50_000_000, ge=1)
+    reference_max_image_pixels: int = Field(default=16_777_216, ge=1)
+    reference_fetch_seconds: float = Field(default=30.0, gt=0, description="Every URL fetch of one request together")
+    min_free_disk_bytes: int = Field(default=256 * 1024 * 1024, ge=0,
+                                     description="Below this, /readyz is 503 and creates answer 503")
+    scratch_orphan_seconds: float = Field(default=600.0, ge=0,
+                                          description="Sweep scratch files untouched this long at start")
+    idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
 
     @field_validator("webhook_retry_schedule")
     @classmethod

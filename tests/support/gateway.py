@@ -26,6 +26,7 @@ from aistats_gateway.settings import Settings, load_settings
 
 PG_URL = os.environ.get("AISTATS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgres")
+KEEP_ALIVE_SECONDS = 75  # server side; above every test client's pool expiry
 
 
 @dataclass
@@ -71,7 +72,11 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", loop="asyncio")
+        # Keep idle connections longer than any client here keeps them pooled (httpx and the openai SDK:
+        # 5 s): with uvicorn's default of 5 s as well, a request sent on a connection idle for ~5 s races
+        # the server closing it and fails with a connection reset.
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", loop="asyncio",
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -79,7 +84,7 @@ class ServerThread:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

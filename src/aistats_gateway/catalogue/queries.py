@@ -111,17 +111,17 @@ def _matches(e: ModelEntry, q: ModelQuery) -> bool:
 def _iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Activity:
     """``is_active_gateway`` of offers at one instant, for one rendering: the routability check
     (adapter registry and credentials) is made once per (provider, builtin, endpoint)."""
 
-    __slots__ = ("now", "_routable")
+    __slots__ = ("_routable", "now")
 
     def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.now = dt.datetime.now(dt.UTC)
         self._routable: dict[tuple[str, bool, str], bool] = {}
 
     def __call__(self, o: ProviderOffer, endpoint: str) -> bool:
@@ -218,7 +218,7 @@ def openai_model(e: ModelEntry) -> dict[str, Any]:
     got: dict[str, Any] | None = e.memo.get("openai")
     if got is None:
         day = e.spec.release_date or e.spec.announcement_date
-        created = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp()) if day else 0
+        created = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) if day else 0
         got = e.memo["openai"] = {"id": e.spec.model_id, "object": "model", "created": created,
                                   "owned_by": e.spec.organisation}
     return got

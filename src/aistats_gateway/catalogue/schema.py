@@ -116,7 +116,7 @@ class ParameterDetail(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _range(self) -> "ParameterDetail":
+    def _range(self) -> ParameterDetail:
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError("minimum must not exceed maximum")
         if self.values is not None and len(self.values) == 0:
@@ -195,7 +195,7 @@ class ModelProvider(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelProvider":
+    def _check(self) -> ModelProvider:
         for ep, params in self.parameters.items():
             if ep not in self.endpoints:
                 raise ValueError(f"parameters given for endpoint {ep!r} which is not in endpoints")
@@ -239,7 +239,7 @@ class Model(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "Model":
+    def _check(self) -> Model:
         seen: set[str] = set()
         for p in self.providers:
             if p.provider in seen:

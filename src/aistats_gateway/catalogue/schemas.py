@@ -45,7 +45,7 @@ class ModelProviderOut(_Out):
     api_provider_name: str
     link: str | None
     country_code: str | None
-    endpoint: EndpointId  # type: ignore[valid-type]
+    endpoint: EndpointId
     provider_model_slug: str
     is_active_gateway: bool = Field(description="True when the gateway can call this provider right now")
     input_modalities: list[str]
@@ -64,9 +64,9 @@ class ModelOut(_Out):
     release_date: dt.date | None
     announcement_date: dt.date | None
     status: Literal["rumoured", "announced", "active", "deprecated", "retired"]
-    organisation: OrganisationId  # type: ignore[valid-type]
+    organisation: OrganisationId
     aliases: list[str]
-    endpoints: list[EndpointId] | None = Field(  # type: ignore[valid-type]
+    endpoints: list[EndpointId] | None = Field(
         default=None, description="Omitted when include_gateway=false")
     providers: list[ModelProviderOut] | None = Field(default=None, description="Omitted when include_gateway=false")
     input_types: list[str] | None = Field(default=None, description="Omitted when include_data=false")

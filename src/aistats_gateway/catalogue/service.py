@@ -91,7 +91,7 @@ async def sync(
 
 async def _lock_state(s: AsyncSession) -> CatalogueState | None:
     stmt = select(CatalogueState).where(CatalogueState.id == 1)
-    if s.bind.dialect.name == "postgresql":
+    if s.bind is not None and s.bind.dialect.name == "postgresql":
         # Serialise concurrent syncs; the first sync ever creates the row, so also take a lock.
         await s.execute(select(func.pg_advisory_xact_lock(SYNC_LOCK)))
         stmt = stmt.with_for_update()
@@ -151,11 +151,11 @@ class Snapshot:
         return self.by_id.get(self._aliases().get(model, ""))
 
     def _aliases(self) -> dict[str, str]:
-        cached = self.cache.get("__aliases__")
+        cached: dict[str, str] | None = self.memo.get("__aliases__")
         if cached is None:
             cached = {a: m.spec.model_id for m in self.models for a in m.spec.aliases}
-            self.cache["__aliases__"] = cached  # type: ignore[assignment]
-        return cached  # type: ignore[return-value]
+            self.memo["__aliases__"] = cached
+        return cached
 
 
 def build_snapshot(version: int, cat: CatalogueFile) -> Snapshot:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, Table, create_engine, event, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
@@ -115,7 +115,8 @@ class FastReader:
         from psycopg_pool import AsyncConnectionPool
 
         if self._pg_pool is None:
-            assert self._pg_conninfo is not None
+            if self._pg_conninfo is None:
+                raise RuntimeError("fast reader: not a PostgreSQL database")
             self._pg_pool = AsyncConnectionPool(self._pg_conninfo, min_size=1, max_size=8, open=False,
                                                 kwargs={"autocommit": True, "row_factory": dict_row})
             await self._pg_pool.open()

@@ -10,6 +10,7 @@ from aistats_gateway.catalogue.tables import (
     CatalogueState,
 )
 from aistats_gateway.files.tables import StoredFile
+from aistats_gateway.idempotency.tables import IdempotencyRecord
 from aistats_gateway.inference.tables import Generation, TokenCounter
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from aistats_gateway.webhooks.tables import WebhookDelivery
@@ -24,6 +25,7 @@ __all__ = [
     "CatalogueState",
     "Generation",
     "Hold",
+    "IdempotencyRecord",
     "LedgerEntry",
     "RateCounter",
     "StoredFile",

@@ -177,7 +177,7 @@ class FormStream:
             try:
                 if await self._read() is None:
                     return True
-            except Exception:  # noqa: BLE001 - the client went away: nothing left to drain
+            except Exception:
                 return False
         return False
 

@@ -15,7 +15,6 @@ from aistats_gateway.http.errors import APIError, error_response
 from aistats_gateway.routing.errors import RoutingError
 from aistats_gateway.webhooks.service import SubscriptionError
 
-
 DOMAIN_ERRORS = (RoutingError, SubscriptionError, billing_errors.InsufficientCredits,
                  billing_errors.SpendLimitExceeded)
 

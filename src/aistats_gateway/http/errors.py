@@ -91,7 +91,7 @@ def _validation_message(err: dict[str, Any], param: str | None) -> str:
         return "We could not parse the JSON body of your request."
     if param:
         return f"Invalid value for '{param}': {msg}."
-    return msg
+    return str(msg)
 
 
 async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,15 +117,49 @@ async def _http_handler(request: Request, exc: StarletteHTTPException) -> JSONRe
     if status == 404:
         message, code = f"Unknown request URL: {request.method} {request.url.path}.", "unknown_url"
     elif status == 405:
+        from aistats_gateway.http.methods import allowed_methods
+
         message, code = f"Method {request.method} is not allowed for {request.url.path}.", "method_not_allowed"
+        allowed = allowed_methods(request.scope)
+        if allowed:
+            return error_response(status, message, code=code, headers={"Allow": ", ".join(allowed)})
     else:
         message, code = str(exc.detail), None
     return error_response(status, message, code=code, headers=getattr(exc, "headers", None))
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.error("out of disk space", extra={"path": request.url.path})
+        return error_response(503, "The gateway is out of disk space; try again later.",
+                              code="insufficient_storage", type="server_error", headers={"Retry-After": "30"})
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "The server had an error while processing your request.", code="internal_error")
+
+
+def add_component_schemas(app: FastAPI, models: list[Any]) -> None:
+    """Put ``models`` into /openapi.json's components (for bodies a route parses by hand and
+    references with ``$ref``), so every ``$ref`` in the document resolves."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = generate()
+        components = doc.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            if model.__name__ in components:
+                continue
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
+            for name, sub in schema.pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            components[model.__name__] = schema
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def install(app: FastAPI) -> None:

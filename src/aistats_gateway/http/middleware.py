@@ -30,6 +30,9 @@ class Metrics:
             ["method", "route"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        from aistats_gateway.http.looplag import LoopLag
+
+        self.loop_lag = LoopLag(self.registry)
 
 
 class _TooLarge(Exception):
@@ -96,9 +99,8 @@ class GatewayMiddleware:
         except Exception:
             if not too_large:
                 raise
-        if too_large:
-            if not started:
-                status = await self._send_413(send, rid_header)
+        if too_large and not started:
+            status = await self._send_413(send, rid_header)
         self._record(scope, status, start, request_id)
 
     async def _send_413(self, send: Send, rid_header: tuple[bytes, bytes]) -> int:
@@ -125,7 +127,8 @@ class GatewayMiddleware:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", []):
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for k, v in headers:
         if k == name:
             return v.decode("latin-1")
     return None

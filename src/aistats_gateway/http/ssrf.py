@@ -176,6 +176,8 @@ def _parse(url: str, policy: GuardPolicy) -> httpx.URL:
         raise URLRejected("userinfo_not_allowed", "URLs with embedded credentials (user:pass@) are not allowed.")
     if not parsed.raw_host:
         raise URLRejected("invalid_url", "URL has no host.")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise URLRejected("invalid_url", f"URL port {parsed.port} is out of range.")
     return parsed
 
 
@@ -247,24 +249,42 @@ def pinned_request(method: str, url: str | httpx.URL, ip: str, *, headers: dict[
     return httpx.Request(method, parsed.copy_with(host=ip), headers=hdrs, content=content, extensions=ext)
 
 
-def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -> Fetched:
-    """Decode ``data:<mime>[;params][;base64],<payload>``; enforce the MIME prefix and size cap."""
-    if url[:5].lower() != "data:" or "," not in url:
+#: Percent-escapes a non-base64 ``data:`` URL may hold (decoding work is bounded before it starts).
+MAX_DATA_URL_ESCAPES = 1_000_000
+_DECODE_CHUNK = 1 << 20  # decode in slices so no single call holds the GIL for long
+
+
+def parse_data_url(url: str | bytes | memoryview, *, accept_prefix: str = "image/", max_bytes: int) -> Fetched:
+    """Decode ``data:<mime>[;params][;base64],<payload>``; enforce the MIME prefix and size cap.
+
+    The decoded size and (for percent-encoding) the number of escapes are bounded *before* any
+    decoding, the payload is never copied whole, and decoding goes slice by slice (so no single call
+    holds the GIL for long); call it from a worker thread for large URLs. ``url`` may be bytes (a
+    view of the request body) so a large URL never becomes one large ``str``.
+    """
+    if not isinstance(url, str):
+        return _parse_data_bytes(memoryview(url), accept_prefix, max_bytes)
+    comma = url.find(",", 0, 1024)
+    if url[:5].lower() != "data:" or comma < 0:
         raise URLRejected("bad_data_url", "Not a data URL (expected data:<mime>;base64,<data>).")
-    header, payload = url[5:].split(",", 1)
-    params = [p.strip() for p in header.split(";")]
+    params = [p.strip() for p in url[5:comma].split(";")]
     mime = (params[0] or "text/plain").lower()
     is_b64 = any(p.lower() == "base64" for p in params[1:])
     if not mime.startswith(accept_prefix.lower()):
         raise _content_type_error(mime, accept_prefix)
-    if len(payload) * (3 / 4 if is_b64 else 1 / 3) > max_bytes:  # cheap pre-check before decoding
-        raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    start = comma + 1
+    if is_b64:
+        if (len(url) - start) * 3 // 4 > max_bytes + 2 and not _has_space(url, start):
+            raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    else:
+        escapes = url.count("%", start)
+        if escapes > MAX_DATA_URL_ESCAPES:
+            raise URLRejected("too_large", f"Data URL has {escapes:,} percent-escapes; at most "
+                                           f"{MAX_DATA_URL_ESCAPES:,} are allowed (use base64).")
+        if len(url) - start - 2 * escapes > max_bytes:
+            raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
     try:
-        if is_b64:
-            compact = "".join(payload.split())
-            data = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-        else:
-            data = unquote_to_bytes(payload)
+        data = _b64_decode(url, start, max_bytes) if is_b64 else _percent_decode(url, start)
     except (binascii.Error, ValueError) as exc:
         raise URLRejected("bad_data_url", f"Data URL payload is not valid base64: {exc}") from None
     if not data:
@@ -272,6 +292,96 @@ def parse_data_url(url: str, *, accept_prefix: str = "image/", max_bytes: int) -
     if len(data) > max_bytes:
         raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
     return Fetched(content=data, content_type=mime, final_url=url)
+
+
+def _parse_data_bytes(mv: memoryview, accept_prefix: str, max_bytes: int) -> Fetched:
+    head = bytes(mv[:1024])
+    comma = head.find(b",")
+    if head[:5].lower() != b"data:" or comma < 0:
+        raise URLRejected("bad_data_url", "Not a data URL (expected data:<mime>;base64,<data>).")
+    params = [p.strip() for p in head[5:comma].decode("latin-1").split(";")]
+    mime = (params[0] or "text/plain").lower()
+    is_b64 = any(p.lower() == "base64" for p in params[1:])
+    if not mime.startswith(accept_prefix.lower()):
+        raise _content_type_error(mime, accept_prefix)
+    start, size, step = comma + 1, len(mv), _DECODE_CHUNK * 4
+    out = bytearray()
+    try:
+        if is_b64:
+            spaced = any(any(c in bytes(mv[i:i + step]) for c in (b" ", b"\t", b"\r", b"\n"))
+                         for i in range(start, size, step))
+            if not spaced and (size - start) * 3 // 4 > max_bytes + 2:
+                raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+            carry = b""
+            for i in range(start, size, step):
+                piece = bytes(mv[i:i + step])
+                if spaced:
+                    piece = piece.translate(None, b" \t\r\n")
+                piece = carry + piece
+                usable = len(piece) - len(piece) % 4
+                carry = piece[usable:]
+                out += base64.b64decode(piece[:usable], validate=True)
+                if len(out) > max_bytes:
+                    raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+            if carry:
+                out += base64.b64decode(carry + b"=" * (-len(carry) % 4), validate=True)
+        else:
+            escapes = sum(bytes(mv[i:i + step]).count(b"%") for i in range(start, size, step))
+            if escapes > MAX_DATA_URL_ESCAPES:
+                raise URLRejected("too_large", f"Data URL has {escapes:,} percent-escapes; at most "
+                                               f"{MAX_DATA_URL_ESCAPES:,} are allowed (use base64).")
+            if size - start - 2 * escapes > max_bytes:
+                raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+            i = start
+            while i < size:
+                end = min(i + _DECODE_CHUNK, size)
+                while end < size and b"%" in bytes(mv[end - 2:end]):
+                    end += 1  # never split an escape
+                out += unquote_to_bytes(bytes(mv[i:end]))
+                i = end
+    except (binascii.Error, ValueError) as exc:
+        raise URLRejected("bad_data_url", f"Data URL payload is not valid base64: {exc}") from None
+    if not out:
+        raise URLRejected("bad_data_url", "Data URL payload is empty.")
+    if len(out) > max_bytes:
+        raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    return Fetched(content=bytes(out), content_type=mime, final_url=f"data:{mime}")
+
+
+def _has_space(text: str, start: int) -> bool:
+    return any(text.find(c, start) >= 0 for c in " \t\r\n")
+
+
+def _b64_decode(url: str, start: int, max_bytes: int) -> bytes:
+    out = bytearray()
+    carry = ""
+    step = _DECODE_CHUNK * 4
+    spaced = _has_space(url, start)
+    for i in range(start, len(url), step):
+        piece = url[i:i + step]
+        if spaced:
+            piece = "".join(piece.split())
+        piece = carry + piece
+        usable = len(piece) - len(piece) % 4
+        carry = piece[usable:]
+        out += base64.b64decode(piece[:usable], validate=True)
+        if len(out) > max_bytes:
+            raise URLRejected("too_large", f"Data URL payload exceeds {max_bytes} bytes.")
+    if carry:
+        out += base64.b64decode(carry + "=" * (-len(carry) % 4), validate=True)
+    return bytes(out)
+
+
+def _percent_decode(url: str, start: int) -> bytes:
+    out = bytearray()
+    i = start
+    while i < len(url):
+        end = min(i + _DECODE_CHUNK, len(url))
+        while end < len(url) and "%" in url[end - 2:end]:
+            end += 1  # never split an escape
+        out += unquote_to_bytes(url[i:end])
+        i = end
+    return bytes(out)
 
 
 def _content_type_error(content_type: str, prefix: str) -> URLRejected:
@@ -299,8 +409,10 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: GuardPolicy, accep
         if hop:
             try:
                 current = _parse(str(current), policy)
-            except URLRejected as exc:
-                raise URLRejected(exc.code, f"Redirect to {current} rejected: {exc.reason}") from None
+            except URLRejected as exc:  # an unsafe target keeps its specific code
+                raise URLRejected(exc.code, f"Redirect to {str(current)[:200]} rejected: {exc.reason}") from None
+            except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+                raise URLRejected("redirect_not_allowed", f"Redirect Location is not a usable URL: {exc}") from None
         try:
             ips = await _check(current, policy, resolver)
         except URLRejected as exc:
@@ -315,7 +427,7 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: GuardPolicy, accep
                     raise URLRejected("redirect_not_allowed", "Redirect response without a Location header.")
                 try:
                     current = current.join(location)
-                except httpx.InvalidURL as exc:
+                except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
                     raise URLRejected("redirect_not_allowed", f"Invalid redirect Location: {exc}") from None
                 continue
             if not 200 <= response.status_code < 300:
@@ -349,3 +461,5 @@ async def fetch(client: httpx.AsyncClient, url: str, policy: GuardPolicy, *,
         raise URLRejected("timeout", f"Fetching the URL took longer than {policy.timeout_seconds:g}s.") from None
     except httpx.HTTPError as exc:
         raise URLRejected("fetch_failed", f"Fetching the URL failed: {exc}") from None
+    except (httpx.InvalidURL, ValueError, UnicodeError, OverflowError) as exc:  # not HTTPErrors: a bad Location
+        raise URLRejected("redirect_not_allowed", f"The URL redirected to an unusable location: {exc}") from None

@@ -33,8 +33,8 @@ from aistats_gateway.billing import service as billing
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
-from aistats_gateway.llm.ir import ImagePart, IRRequest, TextPart, Usage
 from aistats_gateway.inference.tables import Generation, TokenCounter
+from aistats_gateway.llm.ir import ImagePart, IRRequest, TextPart, Usage
 
 DEFAULT_MAX_OUTPUT = 16_384
 IMAGE_TOKENS = 2_000  # upper bound per input image

@@ -23,9 +23,9 @@ from aistats_gateway.http import domain
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.http.responses import ERRORS, _err
 from aistats_gateway.inference import charge, route, service
+from aistats_gateway.inference.tables import Generation
 from aistats_gateway.llm.codecs import chat, messages, responses
 from aistats_gateway.llm.codecs._common import Meta, arr, integer, opt_str, string
-from aistats_gateway.inference.tables import Generation
 from aistats_gateway.providers import inference_adapters  # noqa: F401  (registers the adapters)
 from aistats_gateway.providers.inference import (
     EmbeddingsRequest,

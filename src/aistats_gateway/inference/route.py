@@ -101,7 +101,7 @@ def parse_routing(body: dict[str, Any]) -> Routing:
             return None
         try:
             return Decimal(str(v))
-        except Exception:  # noqa: BLE001 - any unparsable value is the caller's error
+        except Exception:
             raise bad_request(f"'provider.max_price.{name}' must be a number.", f"provider.max_price.{name}") from None
 
     only = _names(g("only"), "provider.only")
@@ -145,7 +145,7 @@ def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, routing: Rou
     head, sep, _ = model.partition("/")
     if sep and ":" in head:
         pin, model = model.split(":", 1)
-        if routing.only is not None and pin not in routing.only or pin in routing.ignore:
+        if (routing.only is not None and pin not in routing.only) or pin in routing.ignore:
             raise bad_request(f"The model pins provider {pin!r}, which provider.only/ignore exclude.", "model",
                               code="provider_qualified_model_conflict")
     entry = snap.resolve(model)

@@ -172,7 +172,7 @@ class LocalEngine:
         while not self._stopping:
             try:
                 wake_at = await self._fill()
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable
+            except Exception:
                 log.exception("job scan failed")
                 wake_at = utcnow() + dt.timedelta(seconds=self.tick)
             self._wake_at = wake_at
@@ -243,7 +243,7 @@ class LocalEngine:
             delay = await work
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("background task failed", extra={"source": key[0], "id": key[1]})
         finally:
             self._running.pop(key, None)

@@ -241,7 +241,7 @@ async def look(db: Db, lt: LeaseTable, owner: str, seconds: float, limit: int, *
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
 async def next_due(db: Db, lt: LeaseTable, reader: Reader | None = None) -> dt.datetime | None:
@@ -253,7 +253,7 @@ async def next_due(db: Db, lt: LeaseTable, reader: Reader | None = None) -> dt.d
         return None
     found: dt.datetime = rows[0][0]
     if found.tzinfo is None:  # a raw read path may hand back naive UTC
-        found = found.replace(tzinfo=dt.timezone.utc)
+        found = found.replace(tzinfo=dt.UTC)
     return found
 
 
@@ -294,7 +294,7 @@ async def keep(db: Db, lease: Lease) -> None:
         try:
             if not await heartbeat(db, lease):
                 return
-        except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
+        except Exception:
             log.debug("lease heartbeat failed; retrying", exc_info=True)
 
 
@@ -323,7 +323,7 @@ async def run_leased(db: Db, lease: Lease, step: Step, *, on_lost: Callable[[], 
         log.warning("lost a lease; another worker continues the item",
                     extra={"kind": lease.table.kind, "id": lease.item_id})
         return None
-    except Exception:  # noqa: BLE001 - a bug must not kill the engine; the item is retried later
+    except Exception:
         log.exception("job step failed", extra={"kind": lease.table.kind, "id": lease.item_id})
         delay = error_delay
     finally:
@@ -339,7 +339,7 @@ async def _beat(db: Db, lease: Lease, task: asyncio.Task[Any], lost: asyncio.Eve
         await asyncio.sleep(max(lease.seconds / 3, 0.5))
         try:
             ours = await heartbeat(db, lease)
-        except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable; try again
+        except Exception:
             log.debug("lease heartbeat failed; retrying", exc_info=True)
             continue
         if not ours:
@@ -369,7 +369,7 @@ class JobEvents:
         for hook in hooks:
             try:
                 await hook(item_id, old, new)
-            except Exception:  # noqa: BLE001 - a hook's failure must not undo the move; sweeps retry
+            except Exception:
                 log.exception("status hook failed", extra={"kind": lt.kind, "id": item_id, "status": new})
 
 

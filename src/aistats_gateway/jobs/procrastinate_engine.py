@@ -72,7 +72,7 @@ class ProcrastinateEngine:
 
     async def defer(self, source: str, item_id: str, delay: float = 0.0) -> None:
         task = self.app.tasks[f"{source}.run"]
-        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=max(delay, 0.0))
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max(delay, 0.0))
         try:
             await task.configure(queueing_lock=f"{source}:{item_id}", schedule_at=when).defer_async(item_id=item_id)
         except pexc.AlreadyEnqueued:
@@ -101,6 +101,6 @@ class ProcrastinateEngine:
                     for item_id in ids:
                         if f"{source.name}:{item_id}" not in queued:
                             await self.defer(source.name, item_id)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("reconcile failed")
             await asyncio.sleep(self.reconcile_every)

@@ -195,7 +195,8 @@ class Scene:
         index = ((np.clip(v, lo, hi) - lo) * (1023.0 / (hi - lo))).astype(np.intp)
         phase = (self.lut_v + t * self.drift)[:, None] * self.pal_c + self.pal_d
         lut = np.clip(self.pal_a + self.pal_b * np.cos(phase * (2 * math.pi)), 0.0, 1.0)
-        return (lut * 255.0).astype(np.uint8)[index]
+        colours: np.ndarray = (lut * 255.0).astype(np.uint8)[index]
+        return colours
 
     def background(self, t: float, progress: float) -> np.ndarray:
         plasma = to_yuv420(self.plasma_rgb(t), self.width, self.height)
@@ -299,10 +300,10 @@ def load_first_frame(data: bytes | None, width: int, height: int) -> np.ndarray 
     if not data:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{img.width}x{img.height} is larger than {MAX_IMAGE_PIXELS} pixels")
-            img = ImageOps.exif_transpose(img).convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{opened.width}x{opened.height} is larger than {MAX_IMAGE_PIXELS} pixels")
+            img = ImageOps.exif_transpose(opened).convert("RGB")
     except Exception as exc:  # Pillow raises many types for bad input
         raise ValueError(f"first_frame is not a readable PNG/JPEG/WebP image: {exc}") from exc
     fitted = ImageOps.fit(img, (width * 3 // 2, height * 3 // 2), Image.Resampling.LANCZOS)
@@ -355,7 +356,7 @@ def build_text_tiles(spec: RenderSpec, width: int, height: int) -> list[Tile]:
     small_h = round(small.size * 1.3) if isinstance(small, ImageFont.FreeTypeFont) else 12
     pad = max(6, size // 2)
     text_w = max([font.getlength(line) for line in lines] + [small.getlength(line) for line in small_lines])
-    panel_w = min(width, int(math.ceil(text_w)) + 2 * pad)
+    panel_w = min(width, math.ceil(text_w) + 2 * pad)
     panel_h = min(height, len(lines) * line_h + len(small_lines) * small_h + 2 * pad)
     panel = Image.new("RGBA", (panel_w, panel_h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(panel)
@@ -374,7 +375,7 @@ def build_text_tiles(spec: RenderSpec, width: int, height: int) -> list[Tile]:
     tiles = [rgba_tile(panel, x0, y0, width, height)]
     label_font = load_font(max(9, height // 36))
     label = f"local/procedural-video  seed {spec.seed}"
-    lw = int(math.ceil(label_font.getlength(label))) + 8
+    lw = math.ceil(label_font.getlength(label)) + 8
     label_img = Image.new("RGBA", (min(width, lw), min(height, max(12, height // 36) + 10)), (0, 0, 0, 0))
     ImageDraw.Draw(label_img).text((4, 3), label, font=label_font, fill=(255, 255, 255, 200))
     tiles.append(rgba_tile(label_img, width - label_img.width, 0, width, height))

@@ -46,14 +46,15 @@ def retry_after(resp: httpx.Response) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        parsed = parsed.replace(tzinfo=dt.UTC)
     return max(0.0, parsed.timestamp() - time.time())
 
 
 async def send(http: Any, method: str, url: str, *, provider: str, **kw: Any) -> httpx.Response:
     """``http.request(method, url, **kw)``; transport failures become ``unavailable``."""
     try:
-        return await http.request(method, url, **kw)
+        resp: httpx.Response = await http.request(method, url, **kw)
+        return resp
     except httpx.TimeoutException as e:
         raise ProviderError("unavailable", f"{provider} timed out ({e.__class__.__name__})",
                             code="provider_timeout") from e

@@ -191,7 +191,7 @@ class WanVideo:
 
     async def submit(self, request: VideoRequest, ctx: CallContext) -> Submitted:
         body = await _call(ctx, "POST", CREATE, json=build_body(request), headers={"X-DashScope-Async": "enable"})
-        output = body.get("output") if isinstance(body.get("output"), dict) else {}
+        output: dict[str, Any] = v if isinstance(v := body.get("output"), dict) else {}
         task_id = output.get("task_id")
         if not task_id:
             raise ProviderError("upstream", "DashScope returned no output.task_id", code="invalid_upstream_response")
@@ -199,7 +199,7 @@ class WanVideo:
 
     async def poll(self, native_id: str, ctx: CallContext) -> Polled:
         body = await _call(ctx, "GET", f"/api/v1/tasks/{native_id}")
-        output = body.get("output") if isinstance(body.get("output"), dict) else {}
+        output: dict[str, Any] = v if isinstance(v := body.get("output"), dict) else {}
         raw = str(output.get("task_status") or "")
         if raw == "UNKNOWN":
             raise ProviderError("not_found", f"DashScope does not know task {native_id} (task ids expire after 24 h)",
@@ -221,7 +221,7 @@ class WanVideo:
         if not url:
             raise ProviderError("upstream", "DashScope reports SUCCEEDED without output.video_url",
                                 code="invalid_upstream_response")
-        usage_in = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        usage_in: dict[str, Any] = v if isinstance(v := body.get("usage"), dict) else {}
         seconds = next((usage_in[k] for k in ("output_video_duration", "video_duration", "duration")
                         if isinstance(usage_in.get(k), (int, float))), None)
         request: VideoRequest | None = ctx.extra.get("request")

@@ -166,14 +166,14 @@ class SeedanceVideo:
         if status in ("queued", "in_progress"):
             return Polled(status=status)
         if status != "completed":
-            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            err: dict[str, Any] = v if isinstance(v := body.get("error"), dict) else {}
             code, message = str(err.get("code") or ""), str(err.get("message") or f"the task is {raw}")
             if "SensitiveContent" in code or "RiskDetection" in code:
                 return Polled(status="failed", error_code="content_policy_violation",
                               error_message=f"BytePlus {code}: {message}")
             return Polled(status=status, error_code=code or ("generation_failed" if status == "failed" else status),
                           error_message=f"BytePlus {code}: {message}" if code else message)
-        content = body.get("content") if isinstance(body.get("content"), dict) else {}
+        content: dict[str, Any] = v if isinstance(v := body.get("content"), dict) else {}
         url = content.get("video_url")
         if not url:
             raise ProviderError("upstream", "BytePlus reports success without content.video_url",

@@ -306,8 +306,8 @@ def polled_from_result(resp: httpx.Response, request: VideoRequest | None = None
     if not isinstance(body, dict):
         raise ProviderError("upstream", "fal returned a result that is not a JSON object",
                             code="invalid_upstream_response")
-    videos = body.get("videos") if isinstance(body.get("videos"), list) else [body.get("video")]
-    refs = []
+    videos: list[Any] = v if isinstance(v := body.get("videos"), list) else [body.get("video")]
+    refs: list[OutputRef] = []
     seconds = float(request.duration) if request is not None and request.duration else None
     for video in videos:
         if isinstance(video, dict) and isinstance(video.get("url"), str) and video["url"]:

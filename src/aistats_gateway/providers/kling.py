@@ -204,7 +204,7 @@ def _image_value(img: ImageInput) -> str:
                 out = io.BytesIO()
                 im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB").save(out, format="PNG")
                 data = out.getvalue()
-        except Exception as e:  # noqa: BLE001 - any decoding failure is the caller's bad image
+        except Exception as e:
             raise ProviderError("client", f"Kling accepts JPEG or PNG images; could not convert the {img.role} "
                                           f"image ({mime or 'unknown type'})", code="invalid_image",
                                 param="input_references") from e
@@ -296,7 +296,7 @@ def polled_from(data: dict[str, Any]) -> Polled:
     status = STATUS.get(raw, "in_progress")
     if status == "completed":
         videos = (data.get("task_result") or {}).get("videos") or []
-        outputs = []
+        outputs: list[OutputRef] = []
         total = 0.0
         for i, v in enumerate(videos):
             if not isinstance(v, dict) or not v.get("url"):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import hashlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from aistats_gateway.media import render
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import (
     VIDEO,
@@ -25,7 +27,6 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
-from aistats_gateway.media import render
 
 FPS = 24
 
@@ -36,6 +37,12 @@ class LocalVideo:
     poll_interval = 0.0
     max_poll_interval = 1.0
     deadline_seconds = 3600.0
+    #: A render that hits a full disk is retried this many times, this far apart, then fails.
+    disk_full_attempts = 3
+    disk_full_retry_seconds = 10.0
+
+    def __init__(self) -> None:
+        self._disk_failures: dict[str, int] = {}
 
     def _scratch(self, ctx: CallContext) -> Path:
         if ctx.data_dir is None:
@@ -102,6 +109,17 @@ class LocalVideo:
                 return Polled(status="cancelled", error_code="cancelled", error_message="cancelled while rendering")
             except ValueError as e:
                 return Polled(status="failed", error_code="invalid_request", error_message=str(e))
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                failures = self._disk_failures.get(native_id, 0) + 1
+                self._disk_failures[native_id] = failures
+                if failures >= self.disk_full_attempts:
+                    self._disk_failures.pop(native_id, None)
+                    return Polled(status="failed", error_code="insufficient_storage",
+                                  error_message=f"the disk is full: the render failed {failures} times ({e})")
+                raise ProviderError("upstream", f"the disk is full ({e}); retrying", code="insufficient_storage",
+                                    retry_after=self.disk_full_retry_seconds) from None
             outputs.append(OutputRef(index=i, handle=str(path), mime_type="video/mp4",
                                      duration_seconds=result.duration_seconds))
         return Polled(status="completed", progress=100, outputs=tuple(outputs),

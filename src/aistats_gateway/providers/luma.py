@@ -78,9 +78,9 @@ def detail_text(body: Any) -> str | None:
                 parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
         return "; ".join(parts) or None
     err = body.get("error")
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"]
-    return body["message"] if isinstance(body.get("message"), str) else None
+    if isinstance(err, dict) and isinstance(message := err.get("message"), str):
+        return message
+    return message if isinstance(message := body.get("message"), str) else None
 
 
 def error_for(status: int, body: Any, retry_after: float | None = None) -> ProviderError:

@@ -37,12 +37,15 @@ class MaxPrice(BaseModel):
     video: Price | None = Field(default=None, description="USD per second of output video")
 
 
+ProviderId = Annotated[str, Field(max_length=100)]
+
+
 class ProviderRouting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    order: list[str] | None = None
-    only: list[str] | None = None
-    ignore: list[str] | None = None
+    order: list[ProviderId] | None = Field(default=None, max_length=50)
+    only: list[ProviderId] | None = Field(default=None, max_length=50)
+    ignore: list[ProviderId] | None = Field(default=None, max_length=50)
     include_alpha: Bool = Field(default=False, description="Include alpha providers in routing (off by default)")
     allow_fallbacks: Bool = Field(default=True, description="Try the next provider when one fails (default true); "
                                   "false tries only the first")

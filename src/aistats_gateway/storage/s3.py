@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ def sign_v4(
     ``path`` is the already URI-encoded path; ``headers`` must include ``host``
     and are all signed. ``x-amz-date`` and ``x-amz-content-sha256`` are added.
     """
-    amz_date = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = {k.lower(): str(v) for k, v in headers.items()}
     out["x-amz-date"] = amz_date
     out["x-amz-content-sha256"] = payload_hash

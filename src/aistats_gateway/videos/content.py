@@ -1,4 +1,10 @@
-"""Serving stored video bytes: ETag, Range (206/416), conditional requests, dispositions."""
+"""Serving stored video bytes: ETag, Range (206/416), conditional requests, dispositions.
+
+Invariant: no status line or ``Content-Length`` is sent before the blob is known to be there in
+full. The blob is stat-ed (a missing or truncated blob is 410 ``video_content_unavailable``) and
+the first chunk is read before the response starts, so a download racing a ``DELETE`` either gets
+the bytes (an open file stays readable) or a clean error, never a connection aborted mid-body.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aistats_gateway.http.errors import error_response
+from aistats_gateway.http.errors import APIError, error_response
+from aistats_gateway.storage.base import BlobNotFound, InvalidRange
 from aistats_gateway.videos.tables import VideoOutput
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -19,7 +26,7 @@ def _etag(o: VideoOutput) -> str:
     return f'"{o.sha256[:32]}"' if o.sha256 else f'"{o.bytes:x}-{o.index}"'
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """(start, end) inclusive; None when the header should be ignored; "unsatisfiable" for 416."""
     m = _RANGE.match(header.strip().replace(" ", ""))
     if not m or (not m[1] and not m[2]):
@@ -71,13 +78,25 @@ async def serve(request: Request, storage: Any, output: VideoOutput, *, video_id
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
-    if request.method == "HEAD":
+    info = await storage.stat(output.storage_key)
+    if info is None or info.size != size:
+        raise _gone(video_id, "missing" if info is None else "truncated")
+    if request.method == "HEAD" or size == 0:
         return Response(status_code=status, headers=headers, media_type=output.mime_type)
+    chunks = storage.open_range(output.storage_key, start, end)
+    try:
+        first = await chunks.__anext__()  # opens the blob now: a DELETE after this cannot cut the body
+    except (BlobNotFound, InvalidRange, StopAsyncIteration):
+        raise _gone(video_id, "missing") from None
 
     async def body() -> AsyncIterator[bytes]:
-        if size == 0:
-            return
-        async for chunk in storage.open_range(output.storage_key, start, end):
+        yield first
+        async for chunk in chunks:
             yield chunk
 
     return StreamingResponse(body(), status_code=status, headers=headers, media_type=output.mime_type)
+
+
+def _gone(video_id: str, why: str) -> APIError:
+    return APIError(410, f"The content of video '{video_id}' is no longer available ({why} in storage).",
+                    param="video_id", code="video_content_unavailable", type="invalid_request_error")

@@ -57,7 +57,7 @@ class JobHooks:
         snap = await self.state.catalogue.get()
         try:
             await billing.finalize(self.state.sessions, job, lambda p, m: self._rules(snap, p, m))
-        except Exception:  # noqa: BLE001 - the billing sweep retries
+        except Exception:
             log.exception("billing finalize failed", extra={"video_id": job_id})
         await self.event(job_id, f"video.{job.status}", None)
 

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from aistats_gateway.http import limits
 from aistats_gateway.http.errors import APIError, bad_request
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -33,28 +33,46 @@ class Upload:
 
 
 async def read_body(request: Request) -> tuple[dict[str, Any], Upload | None]:
+    """The body as a dict (and the uploaded image). Large ``data:`` URLs of a JSON body are left as
+    placeholders and kept as bytes in ``request.state.data_urls`` (see ``http/limits.py``)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _read_form(request)
-    raw = await request.body()
-    if not raw.strip():
+    raw = await _read_raw(request)
+    if len(raw) < 4096 and not raw.strip():
         raise bad_request("The request body is empty; send JSON or multipart/form-data.", None, "missing_body")
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise APIError(415, f"Unsupported Content-Type {ctype!r}; use application/json or multipart/form-data.",
                        code="unsupported_media_type")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request("We could not parse the JSON body of your request.", None, "invalid_json") from None
-    if not isinstance(data, dict):
+    parsed = await limits.loads_json_cut(raw)
+    if not isinstance(parsed.data, dict):
         raise bad_request("The JSON body must be an object.", None, "invalid_json")
-    return data, None
+    request.state.data_urls = parsed.data_urls
+    return parsed.data, None
+
+
+async def _read_raw(request: Request) -> bytes | bytearray:
+    """The body, copied chunk by chunk into one buffer sized from Content-Length (so no single
+    large allocation or join happens on the event loop)."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) <= 1 << 20:
+        return await request.body()
+    buf = bytearray(int(declared))  # zero pages: memory is touched chunk by chunk below
+    pos = 0
+    async for chunk in request.stream():
+        if pos + len(chunk) > len(buf):
+            raise bad_request("The body is longer than its Content-Length.", None, "invalid_body")
+        buf[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    if pos != len(buf):
+        del buf[pos:]
+    return buf
 
 
 async def _read_form(request: Request) -> tuple[dict[str, Any], Upload | None]:
     try:
         form = await request.form(max_files=2, max_fields=500, max_part_size=MAX_UPLOAD_BYTES)
-    except Exception as e:  # noqa: BLE001 - malformed multipart is the client's error
+    except Exception as e:
         raise bad_request(f"Malformed form body: {e}", None, "invalid_body") from None
     data: dict[str, Any] = {}
     upload: Upload | None = None
@@ -76,10 +94,7 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], Upload | None]:
     for name in _JSON_FIELDS:
         v = data.get(name)
         if isinstance(v, str) and v.strip()[:1] in ("{", "["):
-            try:
-                data[name] = orjson.loads(v)
-            except orjson.JSONDecodeError:
-                raise bad_request(f"'{name}' is not valid JSON.", name, "invalid_json") from None
+            data[name] = await limits.loads_json(v, name)
     return _listify(data), upload
 
 
@@ -88,6 +103,9 @@ def _assign(data: dict[str, Any], key: str, value: str) -> None:
     if not m:
         raise bad_request(f"Malformed field name {key!r}.", key, "invalid_field")
     path = [m[1]] + re.findall(r"\[([^\[\]]*)\]", m[2])
+    if len(path) - 1 > limits.MAX_FORM_KEY_SEGMENTS:
+        raise bad_request(f"Field name {key[:80]!r}… has {len(path) - 1} bracketed segments; at most "
+                          f"{limits.MAX_FORM_KEY_SEGMENTS} are allowed.", m[1], "nesting_too_deep")
     node: Any = data
     for i, part in enumerate(path):
         last = i == len(path) - 1

@@ -28,8 +28,8 @@ from aistats_gateway.db.base import utcnow
 from aistats_gateway.jobs import lease as leases
 from aistats_gateway.providers import config as provider_config
 from aistats_gateway.providers import registry
-from aistats_gateway.routing.breaker import CircuitBreaker
 from aistats_gateway.providers.base import CallContext, OutputRef, ProviderError, VideoRequest
+from aistats_gateway.routing.breaker import CircuitBreaker
 from aistats_gateway.videos import media
 from aistats_gateway.videos.submit import build_request, submit_with_fallback
 from aistats_gateway.videos.tables import TERMINAL, VIDEO_LEASE, VideoJob, VideoOutput

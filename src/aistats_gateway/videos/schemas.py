@@ -49,7 +49,7 @@ class _In(BaseModel):
 
 
 class ImageURL(_In):
-    url: str = Field(description="An https URL or a data: URL of an image")
+    url: str = Field(description="An https URL or a data: URL of an image (see the documented limits)")
 
 
 class VideoInputReference(_In):
@@ -63,7 +63,7 @@ class OpenAIInputReference(_In):
     """OpenAI's ``input_reference`` object form (the first frame)."""
 
     image_url: str | None = None
-    file_id: str | None = None
+    file_id: str | None = Field(default=None, max_length=200)
 
 
 class VideoOutputConfig(_In):
@@ -75,7 +75,7 @@ class VideoWebhook(_In):
     url: str = Field(max_length=2048)
     secret: str | None = Field(default=None, max_length=500)
     events: Annotated[list[WebhookEventName] | None, AfterValidator(canonical_events)] = Field(
-        default=None, description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
+        default=None, max_length=20, description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
         "event, canceled is read as cancelled")
 
 
@@ -100,7 +100,8 @@ class VideoCreateRequest(_In):
     resize_mode: str | None = Field(default=None, max_length=50)
     input_references: list[VideoInputReference] | None = Field(default=None, max_length=16)
     input_reference: OpenAIInputReference | None = None
-    provider_params: dict[str, Any] | None = None
+    provider_params: dict[str, Any] | None = Field(
+        default=None, description="Passed to the provider; at most 8 levels deep and 16 KiB as JSON")
     output: VideoOutputConfig | None = None
     webhook: VideoWebhook | None = None
     provider: ProviderRouting | None = None

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import logging
 import re
 import secrets
-import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
 from pydantic import ValidationError
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from aistats_gateway.billing import service as billing
 from aistats_gateway.db.base import utcnow
-from aistats_gateway.jobs import lease as leases
-from aistats_gateway.http import ssrf
+from aistats_gateway.http import limits, ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
-from aistats_gateway.media import render
+from aistats_gateway.jobs import lease as leases
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import VIDEO, ProviderError
+from aistats_gateway.videos import admission, cache, events, references, scratch, validation
 from aistats_gateway.videos import billing as video_billing
-from aistats_gateway.videos import cache, events, validation
 from aistats_gateway.videos.parsing import Upload
 from aistats_gateway.videos.runner import RunnerContext, transition
 from aistats_gateway.videos.schemas import VideoCreateRequest
@@ -72,6 +71,10 @@ def _find_nul(node: Any, path: str) -> str | None:
 
 
 def parse_request(data: dict[str, Any]) -> VideoCreateRequest:
+    if limits.structure_depth(data) > limits.MAX_NESTING_DEPTH:  # e.g. a body built from form keys
+        raise bad_request(f"The request is nested more than {limits.MAX_NESTING_DEPTH} levels deep.", None,
+                          "nesting_too_deep")
+    limits.check_freeform(data.get("provider_params"), "provider_params")
     if (param := _find_nul(data, "")) is not None:
         raise bad_request(f"'{param}' contains a NUL character (\\u0000), which is not allowed.", param,
                           "invalid_value")
@@ -96,84 +99,31 @@ def parse_model(model: Any, data: dict[str, Any]) -> Any:
         raise bad_request(f"Invalid value for '{param}': {err.get('msg')}.", param) from None
 
 
-def check_image(content: bytes, param: str) -> None:
-    """400 unless ``content`` is an image Pillow can read, within the pixel limit."""
-    too_large = bad_request(f"{param} is too large; at most {render.MAX_IMAGE_PIXELS:,} pixels.", param,
-                            "image_too_large")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as img:
-                if img.width * img.height > render.MAX_IMAGE_PIXELS:
-                    raise too_large
-                img.verify()  # structure and checksums, without decoding every pixel
-    except APIError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise too_large from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad input
-        raise bad_request(f"{param} is not a readable image (PNG, JPEG, WebP or GIF): {e}", param,
-                          "invalid_image") from None
-
-
-async def _images(fetch_client: Any, policy: ssrf.GuardPolicy, req: VideoCreateRequest,
-                  upload: Upload | None) -> list[dict[str, Any]]:
-    """Fetch/decode every image input; returns [{role, content, mime_type, url, reference_type}]."""
-    out: list[dict[str, Any]] = []
-
-    async def load(url: str, param: str) -> tuple[bytes, str]:
-        try:
-            if url.startswith("data:"):
-                got = ssrf.parse_data_url(url, accept_prefix="image/", max_bytes=policy.max_bytes)
-            else:
-                got = await ssrf.fetch(fetch_client, url, policy, accept_prefix="image/")
-        except ssrf.URLRejected as e:
-            raise bad_request(f"Cannot use {param}: {e.reason}", param, e.code) from None
-        check_image(got.content, param)
-        return got.content, got.content_type.split(";")[0].strip()
-
-    if upload is not None:
-        if not upload.content_type.startswith("image/"):
-            raise bad_request("input_reference must be an image file.", "input_reference", "not_an_image")
-        check_image(upload.data, "input_reference")
-        out.append({"role": "first_frame", "content": upload.data, "mime_type": upload.content_type, "url": None})
-    if req.input_reference is not None:
-        ref = req.input_reference
-        if ref.file_id:
-            raise bad_request("input_reference.file_id is not supported; send image_url or upload the image.",
-                              "input_reference.file_id", "unsupported_value")
-        if not ref.image_url:
-            raise bad_request("input_reference needs image_url.", "input_reference", "missing_required_parameter")
-        content, mime = await load(ref.image_url, "input_reference.image_url")
-        out.append({"role": "first_frame", "content": content, "mime_type": mime,
-                    "url": ref.image_url if not ref.image_url.startswith("data:") else None})
-    for i, r in enumerate(req.input_references or []):
-        content, mime = await load(r.image_url.url, f"input_references[{i}].image_url.url")
-        out.append({"role": r.role, "content": content, "mime_type": mime, "reference_type": r.reference_type,
-                    "url": r.image_url.url if not r.image_url.url.startswith("data:") else None})
-    if sum(1 for x in out if x["role"] == "first_frame") > 1:
-        raise bad_request("Only one first_frame image may be given.", "input_references", "conflicting_parameters")
-    return out
-
-
 async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest, upload: Upload | None,
                  policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
-                 webhook_cfg: Any = None, hooks: Any = None) -> tuple[VideoJob, str | None]:
+                 webhook_cfg: Any = None, hooks: Any = None, settings: Any = None,
+                 on_insert: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
+                 data_urls: list[memoryview] | None = None) -> tuple[VideoJob, str | None]:
     """Validate, hold the estimate, store the job and submit it. Returns the job and, when the gateway
-    generated the webhook secret, that secret (shown once)."""
+    generated the webhook secret, that secret (shown once). ``on_insert`` runs in the transaction that
+    stores the job (the idempotency record links the job there)."""
     has_image = upload is not None or bool(req.input_references) or req.input_reference is not None
     plan = validation.plan(snap, req, has_image=has_image, health=rctx.breaker)
     webhook, new_secret = await _webhook(req, webhook_cfg)
-    images = await _images(fetch_client, policy, req, upload)
     job_id = new_id()
-    stored_images = [{k: v for k, v in img.items() if k != "content"} | {"key": f"videos/{job_id}/inputs/{n}"}
-                     for n, img in enumerate(images)]
     first = plan.offers[0]
     sample_count = int(plan.values.get("sample_count") or 1)
     audio = bool(plan.values.get("generate_audio"))
     estimate = video_billing.estimate(plan.offers, seconds=float(plan.duration or 0), count=sample_count,
                                       resolution=plan.resolution or validation.size_class(plan.width, plan.height),
                                       audio=audio, size=f"{plan.width}x{plan.height}")
+    # Credits, limits, the renderer's cost and disk space are checked before anything is downloaded.
+    await admission.precheck(rctx.sessions, settings, job_id=job_id, workspace_id=caller.workspace_id,
+                             key_id=caller.key_id, plan=plan, samples=sample_count, estimate=estimate)
+    images = await references.load_images(fetch_client, policy, req, upload, references.budget_from(settings),
+                                          data_urls)
+    stored_images = [{k: v for k, v in img.items() if k != "content"} | {"key": f"videos/{job_id}/inputs/{n}"}
+                     for n, img in enumerate(images)]
     job = VideoJob(
         id=job_id, workspace_id=caller.workspace_id, key_id=caller.key_id, model=plan.model.spec.model_id,
         requested_model=req.model, status="queued", candidates=[o.provider_id for o in plan.offers],
@@ -197,11 +147,15 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
                  "lines": estimate.lines, "priced": estimate.priced},
     )
     # The job and its hold are written together: a 402 leaves nothing behind.
+    cap = settings.max_jobs_in_flight_per_key if settings is not None else admission.DEFAULT_MAX_JOBS_IN_FLIGHT
     async with rctx.sessions() as s, s.begin():
         s.add(job)
-        await s.flush()
+        await s.flush()  # on SQLite the first write takes the lock, serialising the count below
+        await admission.enforce_in_flight(s, caller.key_id, cap, exclude=job_id)
         await billing.hold(s, ref=video_billing.ref(job_id), workspace_id=caller.workspace_id,
                            key_id=caller.key_id, amount_nanos=estimate.nanos)
+        if on_insert is not None:
+            await on_insert(s, job_id)
     try:
         for img, stored in zip(images, stored_images):
             async def one(data: bytes = img["content"]) -> Any:
@@ -209,8 +163,10 @@ async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Call
             await rctx.storage.put_stream(stored["key"], one(), content_type=img["mime_type"])
         request = await build_request(rctx.storage, job)
         outcome = await submit_with_fallback(rctx, job, request)
-    except BaseException:
+    except BaseException as e:
         await _void_and_discard(rctx, job_id, "the create request failed")
+        if admission.is_disk_full(e):
+            raise admission.storage_full() from None
         raise
     if outcome.error is not None:
         await _void_and_discard(rctx, job_id, f"no provider took the job: {outcome.error.message}")
@@ -322,11 +278,16 @@ def parse_statuses(values: list[str]) -> list[str]:
 async def list_jobs(rctx: RunnerContext, caller: Caller, *, limit: int, after: str | None, order: str,
                     statuses: list[str]) -> tuple[list[VideoJob], dict[str, list[VideoOutput]], bool]:
     async with rctx.sessions() as s:
-        stmt = select(VideoJob).where(VideoJob.workspace_id == caller.workspace_id, VideoJob.deleted_at.is_(None))
+        # Never load the stored request (params) or provider outputs to render a list: only the
+        # request id is read out of params, by the database.
+        stmt = (select(VideoJob, VideoJob.params["request_id"].as_string())
+                .options(defer(VideoJob.params), defer(VideoJob.provider_outputs))
+                .where(VideoJob.workspace_id == caller.workspace_id, VideoJob.deleted_at.is_(None)))
         if statuses:
             stmt = stmt.where(VideoJob.status.in_(statuses))
         if after:
-            anchor = await s.get(VideoJob, after) if _possible_id(after) else None
+            anchor = (await s.execute(select(VideoJob.id, VideoJob.workspace_id, VideoJob.created_at)
+                                      .where(VideoJob.id == after))).first() if _possible_id(after) else None
             if anchor is None or anchor.workspace_id != caller.workspace_id:
                 raise bad_request(f"Unknown cursor 'after': {after!r}.", "after", "invalid_cursor")
             if order == "desc":
@@ -339,7 +300,11 @@ async def list_jobs(rctx: RunnerContext, caller: Caller, *, limit: int, after: s
             stmt = stmt.order_by(VideoJob.created_at.desc(), VideoJob.id.desc())
         else:
             stmt = stmt.order_by(VideoJob.created_at.asc(), VideoJob.id.asc())
-        rows = list((await s.execute(stmt.limit(limit + 1))).scalars())
+        rows = []
+        for job, request_id in (await s.execute(stmt.limit(limit + 1))).all():
+            s.expunge(job)
+            job.params = {"request_id": request_id}
+            rows.append(job)
         has_more = len(rows) > limit
         rows = rows[:limit]
         ids = [r.id for r in rows if r.status == "completed"]
@@ -375,9 +340,13 @@ async def remove(rctx: RunnerContext, caller: Caller, video_id: str) -> None:
         raise APIError(409, f"The video is {job.status}; cancel it before deleting it.", param="video_id",
                        code="video_not_terminal")
     async with rctx.sessions() as s, s.begin():
+        # Free what the job stored: the request (prompt, parameters), provider outputs, the outputs' rows
+        # and blobs; keep the small columns billing and the ledger refer to.
         res = await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.deleted_at.is_(None))
-                              .values(deleted_at=utcnow()))
+                              .values(deleted_at=utcnow(), params={}, provider_outputs=None, provider_usage=None,
+                                      error_message=None))
         if res.rowcount != 1:
             raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
         await s.execute(delete(VideoOutput).where(VideoOutput.job_id == job.id))
     await rctx.storage.delete_prefix(f"videos/{job.id}/")
+    await scratch.cleanup_job(rctx.data_dir, job.id)

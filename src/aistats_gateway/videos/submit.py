@@ -5,7 +5,6 @@ circuit is open is skipped, and every attempt is appended to the job's ``attempt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import logging

@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http import ssrf
-from aistats_gateway.webhooks import signing
 from aistats_gateway.jobs import lease as leases
 from aistats_gateway.jobs.lease import LeaseTable
+from aistats_gateway.webhooks import signing
 from aistats_gateway.webhooks.tables import WebhookDelivery
 
 log = logging.getLogger("aistats_gateway.webhooks")
@@ -238,6 +238,11 @@ async def attempt(sessions: async_sessionmaker[AsyncSession], client: httpx.Asyn
     except httpx.TimeoutException:
         error = "timeout"
     except httpx.HTTPError as e:
+        error = f"{e.__class__.__name__}: {e}"
+    except (httpx.InvalidURL, ValueError, UnicodeError, OverflowError) as e:  # not HTTPErrors (issue 9 #3)
+        error = f"target refused: redirect_not_allowed: the URL is not usable: {e}"
+    except Exception as e:
+        log.warning("webhook attempt raised", extra={"delivery_id": delivery_id, "error": repr(e)})
         error = f"{e.__class__.__name__}: {e}"
     attempts += 1
     history.append({"attempt": attempts, "at": ts, "status_code": status_code, "error": error,

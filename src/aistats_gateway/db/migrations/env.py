@@ -13,6 +13,8 @@ MIGRATION_LOCK = 7_340_001
 
 def run() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: sqlalchemy.url is not set")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as conn:
         is_pg = conn.dialect.name == "postgresql"

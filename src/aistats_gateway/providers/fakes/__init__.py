@@ -6,16 +6,21 @@ with uvicorn. For tests use :class:`aistats_gateway.providers.fakes.testing.Runn
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.applications import Starlette
 
-from . import openai as _openai
+from . import alibaba as _alibaba
+from . import byteplus as _byteplus
+from . import fal as _fal
+from . import google as _google
 from . import kling as _kling
 from . import luma as _luma
-from . import google as _google
-from . import alibaba as _alibaba, byteplus as _byteplus, minimax as _minimax
-from . import fal as _fal, runway as _runway, xai as _xai
+from . import minimax as _minimax
+from . import openai as _openai
+from . import runway as _runway
+from . import xai as _xai
 
 
 def _lazy(module: str, pick: Callable[[Any], Callable[..., Starlette]] = lambda m: m.create_app

@@ -29,7 +29,6 @@ requested size; image-to-video keeps a decodable first frame's aspect ratio at a
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -38,8 +37,9 @@ import math
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -48,7 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .openai import RecordedRequest, render_media
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .openai import render_media
 
 CREATE = "/api/v1/services/aigc/video-generation/video-synthesis"
 URL_TTL_SECONDS = 24 * 3600
@@ -104,17 +105,17 @@ class Task:
 
 
 @dataclass
-class FakeAlibabaState:
+class DashScopeRequest(RecordedRequest):
+    request_id: str = ""  # the request_id of the answer
+
+
+@dataclass
+class FakeAlibabaState(FakeState):
     api_key: str = "sk-dashscope-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0  # for tasks created afterwards
     queued_fraction: float = 0.3  # PENDING for this fraction of render_seconds, then RUNNING
     strict_params: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    rate_limit_next: int = 0  # next N authenticated calls → 429 Throttling.RateQuota
-    retry_after_seconds: float | None = None
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next → 429
+    # Throttling.RateQuota with retry_after_seconds, create_delay_seconds)
     arrearage: bool = False  # creates → 400 Arrearage
     sensitive_input_prompts: list[str] = field(default_factory=list)
     sensitive_output_prompts: list[str] = field(default_factory=list)
@@ -122,27 +123,19 @@ class FakeAlibabaState:
     fail_job_code: str = "InternalError.Algo"
     fail_job_message: str = "An internal error has occured during execution (fake)."
     expire_outputs: bool = False
-    create_delay_seconds: float = 0.0
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     tasks: dict[str, Task] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)  # token → task id
     cancels: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", CREATE)
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "tasks", "links", "cancels")
 
     def stamp(self, mono: float) -> str:
         """DashScope's time format, e.g. ``2025-01-08 16:43:03.123``."""
-        when = dt.datetime.fromtimestamp(self._wall0 + (mono - self._mono0))
+        when = dt.datetime.fromtimestamp(self.wall(mono))
         return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d}"
 
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", CREATE)
 
 
 class DashScopeError(Exception):
@@ -288,31 +281,24 @@ def create_app(api_key: str = "sk-dashscope-test", *, clock: Callable[[], float]
     """Build the fake; ``knobs`` are other ``FakeAlibabaState`` fields. State: ``app.state.fake``."""
     state = FakeAlibabaState(api_key=api_key, clock=clock, render_seconds=render_seconds, **knobs)
 
+    def record(request: Request) -> DashScopeRequest:
+        rec = DashScopeRequest(request.method, request.url.path, dict(request.query_params),
+                               {k.lower(): v for k, v in request.headers.items()})
+        rec.request_id = str(uuid.uuid4())
+        return rec
+
+    def gate(request: Request, rec: DashScopeRequest) -> None:
+        key = bearer(request)
+        if key != state.api_key:
+            raise DashScopeError(401, "InvalidApiKey", "Invalid API-key provided." if key else
+                                 "No API-key provided.")
+        if state.take_rate_limit():
+            raise DashScopeError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please "
+                                 "try again later.", state.retry_after("Retry-After") or None)
+
     def endpoint(handler: Callable[..., Any], *, auth: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            request_id = str(uuid.uuid4())
-            try:
-                if auth:
-                    header = request.headers.get("authorization", "")
-                    key = header[7:].strip() if header.startswith("Bearer ") else ""
-                    if key != state.api_key:
-                        raise DashScopeError(401, "InvalidApiKey", "Invalid API-key provided." if key else
-                                             "No API-key provided.")
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        headers = ({"Retry-After": f"{state.retry_after_seconds:g}"}
-                                   if state.retry_after_seconds is not None else None)
-                        raise DashScopeError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please "
-                                             "try again later.", headers)
-                response = await handler(request, rec, request_id)
-            except DashScopeError as exc:
-                response = exc.response(request_id)
-            rec.status = response.status_code
-            return response
-        return wrapped
+        return recorded(state, handler, errors=DashScopeError, answer=lambda exc, rec: exc.response(rec.request_id),
+                        gate=gate if auth else None, record=record, args=lambda request, rec: (rec.request_id,))
 
     def task_view(task: Task, request: Request, request_id: str) -> dict[str, Any]:
         status, scheduled, end = _status(task, state)
@@ -341,13 +327,12 @@ def create_app(api_key: str = "sk-dashscope-test", *, clock: Callable[[], float]
     async def create(request: Request, rec: RecordedRequest, request_id: str) -> Response:
         if request.headers.get("x-dashscope-async", "").lower() != "enable":
             raise DashScopeError(403, "AccessDenied", "current user api does not support synchronous calls")
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            if state.fail_status >= 500:
-                raise DashScopeError(state.fail_status, "InternalError" if state.fail_status == 500 else
+        if (failure := state.take_create_failure()) is not None:
+            if failure >= 500:
+                raise DashScopeError(failure, "InternalError" if failure == 500 else
                                      "ServiceUnavailable", "An internal error has occured, please try again later "
                                      "or contact service support.")
-            raise DashScopeError(state.fail_status, "InjectedFailure", f"Injected failure ({state.fail_status}).")
+            raise DashScopeError(failure, "InjectedFailure", f"Injected failure ({failure}).")
         try:
             body = await request.json()
         except ValueError:
@@ -359,19 +344,17 @@ def create_app(api_key: str = "sk-dashscope-test", *, clock: Callable[[], float]
         if state.arrearage:
             raise DashScopeError(400, "Arrearage", "Access denied, please make sure your account is in good "
                                  "standing.")
-        lowered = params["prompt"].lower()
-        if any(w.lower() in lowered for w in state.sensitive_input_prompts):
+        if mentions(params["prompt"], state.sensitive_input_prompts):
             raise DashScopeError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
         fail = None
-        if any(w.lower() in lowered for w in state.sensitive_output_prompts):
+        if mentions(params["prompt"], state.sensitive_output_prompts):
             fail = ("DataInspectionFailed", "Output data may contain inappropriate content.")
         elif state.fail_jobs:
             fail = (state.fail_job_code, state.fail_job_message)
         task = Task(str(uuid.uuid4()), params["model"], params["prompt"], params["duration"], params["width"],
                     params["height"], state.clock(), state.render_seconds, body, params["prompt_extend"], fail)
         state.tasks[task.id] = task
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        await state.create_delay()
         return JSONResponse({"request_id": request_id, "output": {"task_id": task.id, "task_status": "PENDING"}})
 
     async def get_task(request: Request, rec: RecordedRequest, request_id: str) -> Response:

@@ -33,16 +33,16 @@ running task answers 400 ``InvalidAction.TaskNotCancellable``; unknown body fiel
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
 import io
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -51,7 +51,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .openai import FPS, RecordedRequest, render_media
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .openai import FPS, render_media
 
 TASKS = "/api/v3/contents/generations/tasks"
 URL_TTL_SECONDS = 24 * 3600
@@ -110,17 +111,17 @@ class Task:
 
 
 @dataclass
-class FakeBytePlusState:
+class ArkRequest(RecordedRequest):
+    request_id: str = ""  # the X-Request-Id of the answer (and the tail of an error message)
+
+
+@dataclass
+class FakeBytePlusState(FakeState):
     api_key: str = "ark-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0  # for tasks created afterwards
     queued_fraction: float = 0.3
     reject_unknown_params: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    rate_limit_next: int = 0  # next N authenticated calls → 429 RateLimitExceeded.EndpointRPMExceeded
-    retry_after_seconds: float | None = None  # adds a Retry-After header to 429s when set
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next → 429
+    # RateLimitExceeded.EndpointRPMExceeded with Retry-After when retry_after_seconds is set, create_delay_seconds)
     quota_exceeded: bool = False  # creates → 429 QuotaExceeded
     account_overdue: bool = False  # creates → 403 AccountOverdueError
     sensitive_input_prompts: list[str] = field(default_factory=list)
@@ -129,25 +130,13 @@ class FakeBytePlusState:
     fail_job_code: str = "InternalServiceError"
     fail_job_message: str = "The service encountered an unexpected internal error (fake)."
     expire_outputs: bool = False  # video links answer 403
-    create_delay_seconds: float = 0.0
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     tasks: dict[str, Task] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)  # token → task id
     cancels: list[str] = field(default_factory=list)  # task ids cancelled through DELETE
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
-
-    def unix(self, mono: float | None = None) -> int:
-        return int(self._wall0 + ((self.clock() if mono is None else mono) - self._mono0))
-
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", TASKS)
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", TASKS)
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "tasks", "links", "cancels")
 
 
 class ArkError(Exception):
@@ -223,7 +212,7 @@ def _validate(body: dict[str, Any], state: FakeBytePlusState) -> dict[str, Any]:
     content = body.get("content")
     if not isinstance(content, list) or not content:
         raise _missing("content")
-    prompt, roles, first_size = "", [], None
+    prompt, roles, first_size = "", list[str](), None
     texts = 0
     for i, item in enumerate(content):
         if not isinstance(item, dict):
@@ -347,33 +336,27 @@ def create_app(api_key: str = "ark-test", *, clock: Callable[[], float] = time.m
             obj["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
         return obj
 
+    def record(request: Request) -> ArkRequest:
+        rec = ArkRequest(request.method, request.url.path, dict(request.query_params),
+                         {k.lower(): v for k, v in request.headers.items()})
+        rec.request_id = dt.datetime.now().strftime("%Y%m%d%H%M%S") + secrets.token_hex(10)
+        return rec
+
+    def gate(request: Request, rec: ArkRequest) -> None:
+        if bearer(request) != state.api_key:
+            raise ArkError(401, "AuthenticationError", "The API key or AK/SK in the request is "
+                           "missing or invalid.")
+        if state.take_rate_limit():
+            raise ArkError(429, "RateLimitExceeded.EndpointRPMExceeded", "The Requests Per Minute "
+                           "(RPM) limit of the associated endpoint for your account has been exceeded.",
+                           headers=state.retry_after("Retry-After") or None)
+
+    def stamp(response: Response, rec: ArkRequest) -> None:
+        response.headers["X-Request-Id"] = rec.request_id
+
     def endpoint(handler: Callable[..., Any], *, auth: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            request_id = dt.datetime.now().strftime("%Y%m%d%H%M%S") + secrets.token_hex(10)
-            try:
-                if auth:
-                    header = request.headers.get("authorization", "")
-                    key = header[7:].strip() if header.startswith("Bearer ") else ""
-                    if key != state.api_key:
-                        raise ArkError(401, "AuthenticationError", "The API key or AK/SK in the request is "
-                                       "missing or invalid.")
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        headers = ({"Retry-After": f"{state.retry_after_seconds:g}"}
-                                   if state.retry_after_seconds is not None else None)
-                        raise ArkError(429, "RateLimitExceeded.EndpointRPMExceeded", "The Requests Per Minute "
-                                       "(RPM) limit of the associated endpoint for your account has been exceeded.",
-                                       headers=headers)
-                response = await handler(request, rec)
-            except ArkError as exc:
-                response = exc.response(request_id)
-            rec.status = response.status_code
-            response.headers["X-Request-Id"] = request_id
-            return response
-        return wrapped
+        return recorded(state, handler, errors=ArkError, answer=lambda exc, rec: exc.response(rec.request_id),
+                        gate=gate if auth else None, record=record, finish=stamp)
 
     def get_task(request: Request) -> Task:
         task_id = request.path_params["task_id"]
@@ -382,12 +365,11 @@ def create_app(api_key: str = "ark-test", *, clock: Callable[[], float] = time.m
         return state.tasks[task_id]
 
     async def create(request: Request, rec: RecordedRequest) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            if state.fail_status >= 500:
-                raise ArkError(state.fail_status, "InternalServiceError" if state.fail_status == 500 else
+        if (failure := state.take_create_failure()) is not None:
+            if failure >= 500:
+                raise ArkError(failure, "InternalServiceError" if failure == 500 else
                                "ServiceUnavailable", "The service is temporarily unavailable (fake).")
-            raise ArkError(state.fail_status, "InjectedFailure", f"Injected failure ({state.fail_status}).")
+            raise ArkError(failure, "InjectedFailure", f"Injected failure ({failure}).")
         try:
             body = await request.json()
         except ValueError:
@@ -401,12 +383,11 @@ def create_app(api_key: str = "ark-test", *, clock: Callable[[], float] = time.m
                            "balance.")
         if state.quota_exceeded:
             raise ArkError(429, "QuotaExceeded", "The request has exceeded the quota of your account.")
-        lowered = params["prompt"].lower()
-        if any(w.lower() in lowered for w in state.sensitive_input_prompts):
+        if mentions(params["prompt"], state.sensitive_input_prompts):
             raise ArkError(400, "InputTextSensitiveContentDetected", "The request failed because the input text "
                            "may contain sensitive information.")
         fail = None
-        if any(w.lower() in lowered for w in state.sensitive_output_prompts):
+        if mentions(params["prompt"], state.sensitive_output_prompts):
             fail = ("OutputVideoSensitiveContentDetected", "The request failed because the output video may "
                     "contain sensitive information.")
         elif state.fail_jobs:
@@ -416,8 +397,7 @@ def create_app(api_key: str = "ark-test", *, clock: Callable[[], float] = time.m
                                     params["resolution"], params["duration"], params["seed"], params["width"],
                                     params["height"], state.clock(), state.render_seconds, body, fail,
                                     service_tier=params["service_tier"])
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        await state.create_delay()
         return JSONResponse({"id": task_id})
 
     async def retrieve(request: Request, rec: RecordedRequest) -> Response:

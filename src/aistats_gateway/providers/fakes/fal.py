@@ -41,8 +41,9 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -51,7 +52,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .openai import RecordedRequest, render_media
+from ._common import FakeState, RecordedRequest, mentions, recorded
+from .openai import render_media
 
 STILL_RUNNING = "Request is still in progress"
 POLICY_MSG = "The content could not be processed because it contained material flagged by a content checker."
@@ -117,7 +119,7 @@ SHORT = {"480p": 480, "512P": 512, "720p": 720, "768P": 768, "1080p": 1080}
 
 
 def _even(n: float) -> int:
-    n = int(round(n))
+    n = round(n)
     return n + n % 2
 
 
@@ -198,10 +200,9 @@ def validate_input(schema: dict[str, F], body: dict[str, Any]) -> tuple[dict[str
             if isinstance(v, bool) or not isinstance(v, int):
                 errors.append(_err(name, "Input should be a valid integer", "int_type", v))
                 continue
-        elif f.kind == "float":
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                errors.append(_err(name, "Input should be a valid number", "float_type", v))
-                continue
+        elif f.kind == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            errors.append(_err(name, "Input should be a valid number", "float_type", v))
+            continue
         if f.minimum is not None and isinstance(v, (int, float)) and v < f.minimum:
             errors.append(_err(name, f"Input should be greater than or equal to {f.minimum:g}", "greater_than_equal",
                                v, {"ge": f.minimum}))
@@ -236,33 +237,29 @@ class QueuedRequest:
 
 
 @dataclass
-class FakeFalState:
+class FakeFalState(FakeState):
     api_key: str = "fal-key-id:fal-key-secret"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0
     queued_fraction: float = 0.2
     strict_models: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    rate_limit_next: int = 0
-    retry_after_seconds: float | None = None
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next/retry_after_seconds)
     exhausted_balance: bool = False
     content_policy_prompts: list[str] = field(default_factory=list)
     fail_jobs: bool = False
     fail_error_type: str = "runner_disconnected"
     expire_outputs: bool = False
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     queue: dict[str, QueuedRequest] = field(default_factory=dict)
     cancels: list[str] = field(default_factory=list)  # request ids, in the order PUT …/cancel arrived
 
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "queue", "cancels")
 
     @property
     def submits(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST"]
+
+    @property
+    def creates(self) -> list[RecordedRequest]:
+        return self.submits
 
     def status(self, req: QueuedRequest) -> str:
         now = self.clock()
@@ -318,23 +315,20 @@ def create_app(api_key: str = "fal-key-id:fal-key-secret", *, clock: Callable[[]
         if state.exhausted_balance:
             raise ApiError(403, {"detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
                                            "fal.ai/dashboard/billing."})
-        if state.rate_limit_next > 0:
-            state.rate_limit_next -= 1
-            headers = {"retry-after": f"{state.retry_after_seconds:g}"} if state.retry_after_seconds is not None else {}
+        if state.take_rate_limit():
             raise ApiError(429, {"detail": "Too many requests: you have reached your concurrent request limit."},
-                           headers)
+                           state.retry_after())
 
     def find(app: str, rid: str) -> QueuedRequest | None:
         req = state.queue.get(rid)
         return req if req is not None and req.app == app else None
 
     async def submit(request: Request, rec: RecordedRequest, model_id: str) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            raise ApiError(state.fail_status, {"detail": "Service temporarily unavailable", "error_type":
-                                               "runner_scheduling_failure"} if state.fail_status >= 500 else
-                           {"detail": f"Injected failure ({state.fail_status})"},
-                           {"x-fal-error-type": "runner_scheduling_failure"} if state.fail_status >= 500 else None)
+        if (failure := state.take_create_failure()) is not None:
+            raise ApiError(failure, {"detail": "Service temporarily unavailable", "error_type":
+                                     "runner_scheduling_failure"} if failure >= 500 else
+                           {"detail": f"Injected failure ({failure})"},
+                           {"x-fal-error-type": "runner_scheduling_failure"} if failure >= 500 else None)
         schema = MODELS.get(model_id)
         if schema is None:
             if state.strict_models:
@@ -356,7 +350,7 @@ def create_app(api_key: str = "fal-key-id:fal-key-secret", *, clock: Callable[[]
         prompt = str(rec.body.get("prompt") or "")
         if req.errors:
             req.outcome, req.ends_at = "invalid", req.starts_at
-        elif any(w.lower() in prompt.lower() for w in state.content_policy_prompts):
+        elif mentions(prompt, state.content_policy_prompts):
             req.outcome, req.ends_at = "policy", req.starts_at
         elif state.fail_jobs:
             req.outcome = "failed"
@@ -412,21 +406,19 @@ def create_app(api_key: str = "fal-key-id:fal-key-secret", *, clock: Callable[[]
             req.outcome, req.ends_at = "cancelled", state.clock()
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
-    async def dispatch(request: Request) -> Response:
-        path = request.path_params["path"].strip("/")
-        rec = RecordedRequest(request.method, "/" + path, dict(request.query_params),
-                              {k.lower(): v for k, v in request.headers.items()})
-        state.requests.append(rec)
-        try:
-            if request.method == "GET" and path.startswith("files/"):
-                response = await media(path[len("files/"):])
-            else:
-                check_auth(request)
-                response = await route(request, rec, path)
-        except ApiError as exc:
-            response = exc.response()
-        rec.status = response.status_code
-        return response
+    def record(request: Request) -> RecordedRequest:
+        rec = RecordedRequest.of(request)
+        rec.path = "/" + request.path_params["path"].strip("/")
+        return rec
+
+    async def serve(request: Request, rec: RecordedRequest) -> Response:
+        path = rec.path[1:]
+        if request.method == "GET" and path.startswith("files/"):
+            return await media(path[len("files/"):])
+        check_auth(request)
+        return await route(request, rec, path)
+
+    dispatch = recorded(state, serve, errors=ApiError, answer=lambda exc, rec: exc.response(), record=record)
 
     async def route(request: Request, rec: RecordedRequest, path: str) -> Response:
         if request.method == "POST":

@@ -14,7 +14,8 @@ Vertex AI (``Authorization: Bearer`` from the token endpoint; the path's project
   ``parameters.storageUri`` was given, ``gcsUri`` = ``{storageUri}/{op id}/sample_{i}.mp4``.
 OAuth2 (``POST /token``): the JWT-bearer grant. The assertion's RS256 signature is verified with the
   registered service account's public key (``kid`` = ``private_key_id``), and ``iss``/``aud``/``scope``/
-  ``iat``/``exp`` are checked (``aud`` is Google's canonical token URL or this one); answers ``{access_token, expires_in, token_type}`` or ``{error, error_description}``.
+  ``iat``/``exp`` are checked (``aud`` is Google's canonical token URL or this one); answers
+  ``{access_token, expires_in, token_type}`` or ``{error, error_description}``.
 Cloud Storage (``GET /storage/v1/b/{bucket}/o/{object}``, object name URL-encoded; ``alt=media`` → bytes).
 ``GET /_fake/service-account.json`` gives a ready-made service account (with its private key) whose
 ``token_uri`` points at this fake, for trying the Vertex adapter by hand.
@@ -43,7 +44,9 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -53,14 +56,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ._common import RecordedRequest, mentions, recorded
 from .google_auth import GOOGLE_TOKEN_AUDIENCE, JWT_BEARER, SCOPE, OAuthError, verify_assertion
 from .google_errors import ApiError, injected_failure, invalid, rate_limited
 from .google_operations import INTERNAL_FAILURE, RAI_REASON, new_operation, operation_json, video_bytes
 from .google_state import FakeGoogleState, Operation, ServiceAccount
-from .google_validation import (COMMON_PARAMS, DIMENSIONS, IMAGE_TYPES, PERSON_GENERATION,
-                                STUDIO_INSTANCE_KEYS, VERTEX_INSTANCE_KEYS, VERTEX_ONLY_PARAMS, ModelSpec,
-                                model_spec, read_json, validate_create)
-from .openai import RecordedRequest
+from .google_validation import (
+    COMMON_PARAMS,
+    DIMENSIONS,
+    IMAGE_TYPES,
+    PERSON_GENERATION,
+    STUDIO_INSTANCE_KEYS,
+    VERTEX_INSTANCE_KEYS,
+    VERTEX_ONLY_PARAMS,
+    ModelSpec,
+    model_spec,
+    read_json,
+    validate_create,
+)
 
 STUDIO_MODELS = ("veo-3.1-generate-preview", "veo-3.1-fast-generate-preview", "veo-3.1-lite-generate-preview",
                  "veo-3.0-generate-001", "veo-3.0-fast-generate-001", "veo-2.0-generate-001")
@@ -82,6 +95,11 @@ __all__ = [
 ]
 
 
+@dataclass
+class GoogleRequest(RecordedRequest):
+    email: str | None = None  # the service account an access token was issued to (Vertex calls)
+
+
 def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-project",
                clock: Callable[[], float] = time.monotonic, render_seconds: float = 2.0,
                **knobs: Any) -> Starlette:
@@ -91,28 +109,17 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
 
     def endpoint(auth: str | None) -> Callable[[Callable[..., Any]], Callable[[Request], Any]]:
         """Record the request, check ``auth`` ("key" | "bearer" | None) and the rate-limit knob."""
+        def gate(request: Request, rec: GoogleRequest) -> None:
+            if auth == "key":
+                _check_key(request)
+            elif auth == "bearer":
+                rec.email = _check_bearer(request)
+            if auth and state.take_rate_limit():
+                raise rate_limited(state)
+
         def wrap(handler: Callable[..., Any]) -> Callable[[Request], Any]:
-            async def wrapped(request: Request) -> Response:
-                rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                      {k.lower(): v for k, v in request.headers.items()})
-                state.requests.append(rec)
-                try:
-                    email = None
-                    if auth == "key":
-                        _check_key(request)
-                    elif auth == "bearer":
-                        email = _check_bearer(request)
-                    if auth and state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        raise rate_limited(state)
-                    response = await handler(request, rec, email)
-                except ApiError as exc:
-                    response = exc.response()
-                except OAuthError as exc:
-                    response = exc.response()
-                rec.status = response.status_code
-                return response
-            return wrapped
+            return recorded(state, handler, errors=(ApiError, OAuthError), answer=lambda exc, rec: exc.response(),
+                            gate=gate, record=GoogleRequest.of, args=lambda request, rec: (rec.email,))
         return wrap
 
     def _check_key(request: Request) -> None:
@@ -162,12 +169,11 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             raise ApiError(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not "
                            "supported for predictLongRunning. Call ListModels to see the list of available models "
                            "and their supported methods.")
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
+        if state.take_create_failure() is not None:
             raise injected_failure(state)
         rec.body = await read_json(request)
         values = validate_create("studio", model, rec.body, state)
-        if any(w.lower() in values["prompt"].lower() for w in state.block_prompts):
+        if mentions(values["prompt"], state.block_prompts):
             raise invalid(PROMPT_BLOCKED)
         op = new_operation(state, "studio", model, values)
         return JSONResponse({"name": op.name})
@@ -193,7 +199,7 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
     @endpoint("key")
     async def studio_download(request: Request, rec: RecordedRequest, _: Any) -> Response:
         fid = request.path_params["file"]
-        op, index = _file(fid)
+        op, _index = _file(fid)
         if request.query_params.get("alt") != "media":
             data = await run_in_threadpool(video_bytes, op)
             return JSONResponse({"file": {"name": f"files/{fid}", "mimeType": "video/mp4", "sizeBytes": str(len(data)),
@@ -219,12 +225,11 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
     @endpoint("bearer")
     async def vertex_create(request: Request, rec: RecordedRequest, email: str | None) -> Response:
         project_id, location, model = _vertex_access(request, email)
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
+        if state.take_create_failure() is not None:
             raise injected_failure(state)
         rec.body = await read_json(request)
         values = validate_create("vertex", model, rec.body, state)
-        if any(w.lower() in values["prompt"].lower() for w in state.block_prompts):
+        if mentions(values["prompt"], state.block_prompts):
             raise invalid(PROMPT_BLOCKED)
         op = new_operation(state, "vertex", model, values, project=project_id, location=location)
         return JSONResponse({"name": op.name})
@@ -278,7 +283,7 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             return JSONResponse({"error": {"code": 404, "message": f"No such object: {bucket}/{obj}", "errors": [
                 {"message": f"No such object: {bucket}/{obj}", "domain": "global", "reason": "notFound"}]}},
                 status_code=404)
-        op, index = held_obj
+        op, _index = held_obj
         data = await run_in_threadpool(video_bytes, op)
         if request.query_params.get("alt") != "media":
             return JSONResponse({"kind": "storage#object", "bucket": bucket, "name": obj, "size": str(len(data)),

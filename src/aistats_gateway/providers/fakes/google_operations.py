@@ -64,7 +64,8 @@ def operation_json(op: Operation, state: FakeGoogleState, request: Request) -> d
             {"video": {"uri": f"{base}/v1beta/files/{fid}:download?alt=media"}} for fid in op.file_ids]}
         if filtered:
             inner = {"raiMediaFilteredCount": filtered, "raiMediaFilteredReasons": reasons}
-        out["response"] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
+        out["response"] = {"@type":
+                           "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse",
                            "generateVideoResponse": inner}
         return out
     response: dict[str, Any] = {"@type": "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse",

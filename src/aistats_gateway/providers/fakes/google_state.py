@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
-from .openai import RecordedRequest
+from ._common import FakeState, RecordedRequest
 
 
 @dataclass
@@ -43,26 +42,21 @@ class Operation:
 
 
 @dataclass
-class FakeGoogleState:
+class FakeGoogleState(FakeState):
     api_key: str = "AIza-fake-gemini-key"
     project: str = "fake-project"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0  # for operations created afterwards
     require_generate_audio: bool = True  # Veo 3 on Vertex needs parameters.generateAudio
     reject_unknown_params: bool = True
     token_lifetime_seconds: int = 3599
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    rate_limit_next: int = 0  # the next N authenticated API calls (not the token endpoint) answer 429
+    # fault injection (also FakeState's: fail_next_creates/fail_status, create_delay_seconds, and
+    # rate_limit_next: the next N authenticated API calls, not the token endpoint, answer 429)
     retry_delay_seconds: float = 1.0
     block_prompts: list[str] = field(default_factory=list)  # refused at submit (400, safety message)
     filter_prompts: list[str] = field(default_factory=list)  # done with raiMediaFilteredCount, no videos
     fail_jobs: bool = False  # operations end with error {code: 13}
     expire_outputs: bool = False  # files / GCS objects are gone
     forget_operations: bool = False  # polling answers 404
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     operations: dict[str, Operation] = field(default_factory=dict)
     files: dict[str, tuple[Operation, int, float]] = field(default_factory=dict)  # id → (op, index, mono created)
     objects: dict[tuple[str, str], tuple[Operation, int]] = field(default_factory=dict)  # (bucket, name)
@@ -72,6 +66,9 @@ class FakeGoogleState:
     signing_secret: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     _default_account: dict[str, Any] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "operations", "files", "objects", "tokens", "token_grants")
+    KEPT: ClassVar[tuple[str, ...]] = ("service_accounts", "signing_secret")
 
     def find_requests(self, method: str | None = None, path: str | None = None,
                       contains: str | None = None) -> list[RecordedRequest]:

@@ -35,7 +35,6 @@ Choices the docs leave open (documented in docs/providers/kling.md):
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -44,8 +43,9 @@ import io
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -54,6 +54,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import _common
 from .openai import render_media
 
 T2V_MODELS = ("kling-v1", "kling-v1-6", "kling-v2-master", "kling-v2-1-master", "kling-v2-5-turbo", "kling-v2-6")
@@ -80,16 +81,9 @@ RISK_MESSAGE = "Failure to pass the risk control system"
 
 
 @dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any = None  # parsed JSON; None when not parsed
+class RecordedRequest(_common.RecordedRequest):
     claims: dict[str, Any] | None = None  # the verified JWT payload
-    status: int | None = None  # HTTP status of the answer
     code: int | None = None  # Kling service code of the answer
-    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -110,39 +104,28 @@ class Task:
 
 
 @dataclass
-class FakeKlingState:
+class FakeKlingState(_common.FakeState):
     access_key: str = "ak-test"
     secret_key: str = "sk-test"
-    clock: Callable[[], float] = time.monotonic  # drives task progression
-    wall_clock: Callable[[], float] = time.time  # checks the JWT's exp/nbf
-    render_seconds: float = 2.0
+    wall_clock: Callable[[], float] = time.time  # checks the JWT's exp/nbf (``clock`` drives task progression)
     queued_fraction: float = 0.2
     reject_unknown_params: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503  # HTTP status of injected create failures (code from CODE_FOR_HTTP)
-    create_delay_seconds: float = 0.0
-    rate_limit_next: int = 0  # next N authenticated calls → 429 code 1302
+    # fault injection (also FakeState's: fail_next_creates/fail_status → code from CODE_FOR_HTTP,
+    # create_delay_seconds, rate_limit_next → 429 code 1302, retry_after_seconds: Kling documents none)
     account_error_next: int = 0  # next N creates → 429 code 1102 (resource pack used up)
-    retry_after_seconds: float | None = None  # send Retry-After on 429s (Kling documents none)
     blocked_prompts: list[str] = field(default_factory=list)  # → 400 code 1301 at create
     risk_prompts: list[str] = field(default_factory=list)  # → task failed after it starts
     fail_jobs: bool = False  # → task failed at the end
     fail_message: str = "The video generation failed, please try again later"
     expire_outputs: bool = False  # CDN links answer 404
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     tasks: dict[str, Task] = field(default_factory=dict)
     by_external: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "tasks", "by_external")
 
     def ms(self, mono: float | None = None) -> int:
-        return int((self._wall0 + ((self.clock() if mono is None else mono) - self._mono0)) * 1000)
-
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
+        return int(self.wall(mono) * 1000)
 
     @property
     def creates(self) -> list[RecordedRequest]:
@@ -174,7 +157,7 @@ def _ok(data: Any) -> JSONResponse:
 
 
 def _rate_limited(state: FakeKlingState, code: int = 1302) -> ApiError:
-    headers = {"retry-after": f"{state.retry_after_seconds:g}"} if state.retry_after_seconds is not None else {}
+    headers = state.retry_after()
     message = ("The API request is too fast, please slow down" if code == 1302
                else "Concurrency or QPS exceeds the prepaid resource package limit")
     return ApiError(code, message, headers=headers)
@@ -345,15 +328,12 @@ def validate_create(endpoint: str, body: dict[str, Any], state: FakeKlingState) 
 # ---------------------------------------------------------------- tasks
 
 
+KLING_STAGES = {"queued": "submitted", "running": "processing", "done": "succeed", "failed": "failed"}
+
+
 def _status(task: Task, state: FakeKlingState) -> str:
-    elapsed = state.clock() - task.created_mono
-    if task.fail is not None and elapsed >= task.render_seconds * task.fail[1]:
-        return "failed"
-    if elapsed >= task.render_seconds:
-        return "succeed"
-    if elapsed < task.render_seconds * state.queued_fraction:
-        return "submitted"
-    return "processing"
+    return KLING_STAGES[_common.stage(state.clock() - task.created_mono, task.render_seconds, state.queued_fraction,
+                                      task.fail[1] if task.fail is not None else None)]
 
 
 def task_data(task: Task, state: FakeKlingState, base_url: str) -> dict[str, Any]:
@@ -385,38 +365,32 @@ def create_app(access_key: str = "ak-test", secret_key: str = "sk-test", *,
     state = FakeKlingState(access_key=access_key, secret_key=secret_key, clock=clock,
                            render_seconds=render_seconds, **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        rec.claims = verify_token(request.headers.get("authorization", ""), state)
+        if state.take_rate_limit():
+            raise _rate_limited(state)
+
+    def answer(exc: ApiError, rec: RecordedRequest) -> Response:
+        rec.code = exc.code
+        return exc.response()
+
+    def succeeded(response: Response, rec: RecordedRequest) -> None:
+        if rec.code is None and response.status_code == 200:
+            rec.code = 0
+
     def endpoint(handler: Callable[..., Any], *, auth: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                if auth:
-                    rec.claims = verify_token(request.headers.get("authorization", ""), state)
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        raise _rate_limited(state)
-                response = await handler(request, rec)
-            except ApiError as exc:
-                response = exc.response()
-                rec.code = exc.code
-            rec.status = response.status_code
-            if rec.code is None and response.status_code == 200 and auth:
-                rec.code = 0
-            return response
-        return wrapped
+        return _common.recorded(state, handler, errors=ApiError, answer=answer, gate=gate if auth else None,
+                                record=RecordedRequest.of, finish=succeeded if auth else None)
 
     def kind_of(request: Request) -> str:
-        kind = request.path_params["endpoint"]
+        kind = str(request.path_params["endpoint"])
         if kind not in ("text2video", "image2video"):
             raise ApiError(1202, f"Invalid request: /v1/videos/{kind} is not supported by this fake")
         return kind
 
     async def create(request: Request, rec: RecordedRequest) -> Response:
         kind = kind_of(request)
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            status = state.fail_status
+        if (status := state.take_create_failure()) is not None:
             if status == 429:
                 raise _rate_limited(state)
             raise ApiError(CODE_FOR_HTTP.get(status, 5000), "Server internal error" if status < 503
@@ -436,10 +410,10 @@ def create_app(access_key: str = "ak-test", secret_key: str = "sk-test", *,
         if ext and ext in state.by_external:
             raise _invalid(f"external_task_id already exists: {ext}")
         text = f"{params['prompt']} {body.get('negative_prompt') or ''}".lower()
-        if any(w.lower() in text for w in state.blocked_prompts):
+        if _common.mentions(text, state.blocked_prompts):
             raise ApiError(1301, "Trigger the content security policy of the platform")
         fail = None
-        if any(w.lower() in text for w in state.risk_prompts):
+        if _common.mentions(text, state.risk_prompts):
             fail = (RISK_MESSAGE, state.queued_fraction)
         elif state.fail_jobs:
             fail = (state.fail_message, 1.0)
@@ -451,8 +425,7 @@ def create_app(access_key: str = "ak-test", secret_key: str = "sk-test", *,
         state.tasks[task.id] = task
         if ext:
             state.by_external[ext] = task.id
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        await state.create_delay()
         return _ok({"task_id": task.id, "task_status": "submitted",
                     "task_info": {"external_task_id": ext or ""},
                     "created_at": task.created_ms, "updated_at": task.created_ms})

@@ -24,14 +24,14 @@ word fails when it leaves the queue with failure_reason "Advanced prompt moderat
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, stage
 from .openai import render_media
 
 PREFIX = "/dream-machine/v1"
@@ -51,17 +52,6 @@ DURATIONS = {"5s": 5, "9s": 9}
 CREATE_PARAMS = frozenset({"prompt", "model", "aspect_ratio", "resolution", "duration", "loop", "keyframes",
                            "callback_url", "generation_type", "concepts"})
 MIN_PROMPT, MAX_PROMPT = 3, 5000
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any = None
-    status: int | None = None
-    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -78,42 +68,28 @@ class Generation:
 
 
 @dataclass
-class FakeLumaState:
+class FakeLumaState(FakeState):
     api_key: str = "luma-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0
     queued_fraction: float = 0.2
     reject_unknown_params: bool = True
     credit_balance: float = 1000.0
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    create_delay_seconds: float = 0.0
-    rate_limit_next: int = 0
+    # fault injection (also FakeState's: fail_next_creates/fail_status, create_delay_seconds, rate_limit_next)
     retry_after_seconds: float | None = 1.0
     no_credits: bool = False  # creates → 402 Insufficient credits
     moderation_block_prompts: list[str] = field(default_factory=list)
     fail_jobs: bool = False
     fail_reason: str = "Job failed"
     expire_outputs: bool = False  # CDN links answer 403 (expired signed URL)
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     generations: dict[str, Generation] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", PREFIX + "/generations")
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "generations", "deleted")
 
     def iso(self, mono: float) -> str:
-        at = dt.datetime.fromtimestamp(self._wall0 + (mono - self._mono0), dt.timezone.utc)
+        at = dt.datetime.fromtimestamp(self.wall(mono), dt.UTC)
         return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", PREFIX + "/generations")
 
 
 class ApiError(Exception):
@@ -130,8 +106,7 @@ def _schema_error(kind: str, loc: list[Any], msg: str, value: Any = None) -> Api
 
 
 def _rate_limited(state: FakeLumaState) -> ApiError:
-    headers = {"retry-after": f"{state.retry_after_seconds:g}"} if state.retry_after_seconds is not None else {}
-    return ApiError(429, "Too many requests", headers)
+    return ApiError(429, "Too many requests", state.retry_after())
 
 
 def _dimensions(resolution: str, ratio: tuple[int, int]) -> tuple[int, int]:
@@ -215,15 +190,12 @@ def validate_create(body: dict[str, Any], state: FakeLumaState) -> dict[str, Any
             "seconds": DURATIONS[duration]}
 
 
+LUMA_STAGES = {"queued": "queued", "running": "dreaming", "done": "completed", "failed": "failed"}
+
+
 def _state_of(gen: Generation, state: FakeLumaState) -> str:
-    elapsed = state.clock() - gen.created_mono
-    if gen.fail is not None and elapsed >= gen.render_seconds * gen.fail[1]:
-        return "failed"
-    if elapsed >= gen.render_seconds:
-        return "completed"
-    if elapsed < gen.render_seconds * state.queued_fraction:
-        return "queued"
-    return "dreaming"
+    return LUMA_STAGES[stage(state.clock() - gen.created_mono, gen.render_seconds, state.queued_fraction,
+                             gen.fail[1] if gen.fail is not None else None)]
 
 
 def generation_object(gen: Generation, state: FakeLumaState, base_url: str) -> dict[str, Any]:
@@ -247,26 +219,16 @@ def create_app(api_key: str = "luma-test", *, clock: Callable[[], float] = time.
     """Build the fake; ``knobs`` are other ``FakeLumaState`` fields. State: ``app.state.fake``."""
     state = FakeLumaState(api_key=api_key, clock=clock, render_seconds=render_seconds, **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        key = bearer(request)
+        if not key or key != state.api_key:
+            raise ApiError(401, "Invalid API key")
+        if state.take_rate_limit():
+            raise _rate_limited(state)
+
     def endpoint(handler: Callable[..., Any], *, auth: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                if auth:
-                    header = request.headers.get("authorization", "")
-                    key = header[7:].strip() if header.startswith("Bearer ") else ""
-                    if not key or key != state.api_key:
-                        raise ApiError(401, "Invalid API key")
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        raise _rate_limited(state)
-                response = await handler(request, rec)
-            except ApiError as exc:
-                response = exc.response()
-            rec.status = response.status_code
-            return response
-        return wrapped
+        return recorded(state, handler, errors=ApiError, answer=lambda exc, rec: exc.response(),
+                        gate=gate if auth else None)
 
     def get(request: Request) -> Generation:
         gen = state.generations.get(request.path_params["gen_id"])
@@ -275,12 +237,10 @@ def create_app(api_key: str = "luma-test", *, clock: Callable[[], float] = time.
         return gen
 
     async def create(request: Request, rec: RecordedRequest) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            if state.fail_status == 429:
+        if (failure := state.take_create_failure()) is not None:
+            if failure == 429:
                 raise _rate_limited(state)
-            raise ApiError(state.fail_status, "Internal server error" if state.fail_status < 503
-                           else "Service temporarily unavailable")
+            raise ApiError(failure, "Internal server error" if failure < 503 else "Service temporarily unavailable")
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
@@ -292,7 +252,7 @@ def create_app(api_key: str = "luma-test", *, clock: Callable[[], float] = time.
         if state.no_credits:
             raise ApiError(402, "Insufficient credits")
         fail = None
-        if any(w.lower() in params["prompt"].lower() for w in state.moderation_block_prompts):
+        if mentions(params["prompt"], state.moderation_block_prompts):
             fail = ("Advanced prompt moderation failed", state.queued_fraction)
         elif state.fail_jobs:
             fail = (state.fail_reason, 1.0)
@@ -300,8 +260,7 @@ def create_app(api_key: str = "luma-test", *, clock: Callable[[], float] = time.
                          height=params["height"], seconds=params["seconds"], created_mono=state.clock(),
                          render_seconds=state.render_seconds, fail=fail)
         state.generations[gen.id] = gen
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        await state.create_delay()
         return JSONResponse(generation_object(gen, state, str(request.base_url)), status_code=201)
 
     async def retrieve(request: Request, rec: RecordedRequest) -> Response:

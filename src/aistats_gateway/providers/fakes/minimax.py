@@ -32,14 +32,14 @@ failure's code in ``base_resp`` (1027 for output moderation, ``fail_job_code`` o
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import io
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -48,7 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .openai import RecordedRequest, render_media
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .openai import render_media
 
 HAILUO = {  # model → (resolutions, text-to-video allowed)
     "MiniMax-Hailuo-2.3": ({"768P", "1080P"}, True),
@@ -82,17 +83,13 @@ class Task:
 
 
 @dataclass
-class FakeMiniMaxState:
+class FakeMiniMaxState(FakeState):
     api_key: str = "mm-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0  # for tasks created afterwards
     preparing_fraction: float = 0.1
     queued_fraction: float = 0.3  # Preparing, then Queueing, until this fraction of render_seconds
-    # fault injection
-    fail_next_creates: int = 0
+    # fault injection (also FakeState's: fail_next_creates, rate_limit_next, create_delay_seconds)
     fail_status: int = 503  # >= 400: an HTTP error; 200: HTTP 200 with base_resp.status_code = fail_code
     fail_code: int = 1000
-    rate_limit_next: int = 0  # next N authenticated calls answer base_resp 1002
     insufficient_balance: bool = False  # creates answer base_resp 1008
     sensitive_input_prompts: list[str] = field(default_factory=list)  # create → 1026
     sensitive_output_prompts: list[str] = field(default_factory=list)  # task → Fail with 1027
@@ -101,26 +98,14 @@ class FakeMiniMaxState:
     fail_job_message: str = "video generation failed (fake)"
     expire_outputs: bool = False  # download links answer 403 as if expired
     missing_outputs: bool = False  # files/retrieve answers 2013 (file gone)
-    create_delay_seconds: float = 0.0
     check_images: bool = True
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     tasks: dict[str, Task] = field(default_factory=dict)
     files: dict[int, str] = field(default_factory=dict)  # file_id → task id
     downloads: dict[str, tuple[int, float]] = field(default_factory=dict)  # token → (file_id, issued mono)
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
-
-    def unix(self, mono: float | None = None) -> int:
-        return int(self._wall0 + ((self.clock() if mono is None else mono) - self._mono0))
-
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", "/v1/video_generation")
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", "/v1/video_generation")
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "tasks", "files", "downloads")
 
 
 class BaseRespError(Exception):
@@ -267,37 +252,31 @@ def create_app(api_key: str = "mm-test", *, clock: Callable[[], float] = time.mo
     """Build the fake; ``knobs`` are other ``FakeMiniMaxState`` fields. State: ``app.state.fake``."""
     state = FakeMiniMaxState(api_key=api_key, clock=clock, render_seconds=render_seconds, **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        key = bearer(request)
+        if not key:
+            raise BaseRespError(1004, "login fail: Please carry the API secret key in the "
+                                      "'Authorization' field of the request header")
+        if key != state.api_key:
+            raise BaseRespError(2049, "invalid api key")
+        if state.take_rate_limit():
+            raise BaseRespError(1002, "rate limit exceeded(RPM)")
+
+    def answer(exc: BaseRespError, rec: RecordedRequest) -> Response:
+        return exc.response({"task_id": ""} if rec.path == "/v1/video_generation" else None)
+
+    def trace(response: Response, rec: RecordedRequest) -> None:
+        response.headers["Trace-Id"] = secrets.token_hex(16)
+
     def endpoint(handler: Callable[..., Any], *, auth: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                if auth:
-                    header = request.headers.get("authorization", "")
-                    key = header[7:].strip() if header.startswith("Bearer ") else ""
-                    if not key:
-                        raise BaseRespError(1004, "login fail: Please carry the API secret key in the "
-                                                  "'Authorization' field of the request header")
-                    if key != state.api_key:
-                        raise BaseRespError(2049, "invalid api key")
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        raise BaseRespError(1002, "rate limit exceeded(RPM)")
-                response = await handler(request, rec)
-            except BaseRespError as exc:
-                response = exc.response({"task_id": ""} if rec.path == "/v1/video_generation" else None)
-            rec.status = response.status_code
-            response.headers["Trace-Id"] = secrets.token_hex(16)
-            return response
-        return wrapped
+        return recorded(state, handler, errors=BaseRespError, answer=answer, gate=gate if auth else None,
+                        finish=trace)
 
     async def create(request: Request, rec: RecordedRequest) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            if state.fail_status >= 400:
+        if (failure := state.take_create_failure()) is not None:
+            if failure >= 400:
                 return JSONResponse({"base_resp": {"status_code": 1000, "status_msg": "service unavailable"}},
-                                    status_code=state.fail_status)
+                                    status_code=failure)
             raise BaseRespError(state.fail_code, "injected failure (fake)")
         try:
             body = await request.json()
@@ -309,11 +288,10 @@ def create_app(api_key: str = "mm-test", *, clock: Callable[[], float] = time.mo
         params = _validate(body, state)
         if state.insufficient_balance:
             raise BaseRespError(1008, "insufficient balance")
-        lowered = params["prompt"].lower()
-        if any(w.lower() in lowered for w in state.sensitive_input_prompts):
+        if mentions(params["prompt"], state.sensitive_input_prompts):
             raise BaseRespError(1026, "input new_sensitive")
         fail = None
-        if any(w.lower() in lowered for w in state.sensitive_output_prompts):
+        if mentions(params["prompt"], state.sensitive_output_prompts):
             fail = (1027, "output new_sensitive")
         elif state.fail_jobs:
             fail = (state.fail_job_code, state.fail_job_message)
@@ -321,8 +299,7 @@ def create_app(api_key: str = "mm-test", *, clock: Callable[[], float] = time.mo
                     params["duration"], params["resolution"], params["width"], params["height"],
                     state.clock(), state.render_seconds, fail, body)
         state.tasks[task.id] = task
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        await state.create_delay()
         return _ok({"task_id": task.id})
 
     async def query(request: Request, rec: RecordedRequest) -> Response:

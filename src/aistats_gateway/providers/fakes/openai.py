@@ -31,7 +31,6 @@ Not faked: remix, edits, extensions, characters, Batch, webhooks, rate-limit hea
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import colorsys
@@ -41,9 +40,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -52,6 +52,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay, stepped_progress
 
 MODELS = ("sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08")
 PRO_MODELS = frozenset({"sora-2-pro", "sora-2-pro-2025-10-06"})
@@ -74,17 +76,6 @@ class FilePart:
 
 
 @dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-case names
-    body: Any = None  # parsed JSON / form dict (files as FilePart); None when not parsed
-    status: int | None = None  # response status code
-    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic, not the fake clock)
-
-
-@dataclass
 class Job:
     id: str
     model: str
@@ -99,42 +90,25 @@ class Job:
 
 
 @dataclass
-class FakeOpenAIState:
+class FakeOpenAIState(FakeState):
     api_key: str = "sk-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0  # for jobs created afterwards
     queued_fraction: float = 0.2
     steps: int = 10
     poll_after_ms: int | None = None
     check_input_reference: bool = True
     reject_unknown_params: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503  # for fail_next_creates and fail_next_downloads
-    fail_next_downloads: int = 0  # content requests of completed jobs that fail first
-    create_delay_seconds: float = 0.0
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next, create_delay_seconds)
+    fail_next_downloads: int = 0  # content requests of completed jobs that fail first (with fail_status)
     moderation_block_prompts: list[str] = field(default_factory=list)
-    rate_limit_next: int = 0
     retry_after_seconds: float = 1.0
     expire_content: bool = False
     fail_jobs: bool = False
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     videos: dict[str, Job] = field(default_factory=dict)  # in creation order
     idempotency: dict[str, str] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self._wall0, self._mono0 = time.time(), self.clock()
-
-    def unix(self, mono: float | None = None) -> int:
-        return int(self._wall0 + ((self.clock() if mono is None else mono) - self._mono0))
-
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", "/v1/videos")
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", "/v1/videos")
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "videos", "idempotency")
 
 
 class ApiError(Exception):
@@ -214,6 +188,8 @@ def _render(variant: str, width: int, height: int, seconds: int) -> bytes:
 def render_media(variant: str, size: str, seconds: str) -> bytes:
     """Bytes of a content variant (``video``/``thumbnail``/``spritesheet``); cached, thread-safe."""
     key = (variant, size, seconds)
+    if (cached := _MEDIA_CACHE.get(key)) is not None:  # a hit never waits for another variant's encode
+        return cached
     with _MEDIA_LOCK:
         if key not in _MEDIA_CACHE:
             width, height = (int(v) for v in size.split("x"))
@@ -232,9 +208,8 @@ def _status(job: Job, state: FakeOpenAIState) -> tuple[str, int, float | None]:
         return "completed", 100, job.created_mono + total
     if elapsed < queued_for:
         return "queued", 0, None
-    steps = max(1, state.steps)
     frac = (elapsed - queued_for) / max(total - queued_for, 1e-9)
-    return "in_progress", min(99, int(frac * steps) * 100 // steps), None
+    return "in_progress", stepped_progress(frac, state.steps), None
 
 
 def _video_object(job: Job, state: FakeOpenAIState) -> dict[str, Any]:
@@ -243,7 +218,8 @@ def _video_object(job: Job, state: FakeOpenAIState) -> dict[str, Any]:
     return {
         "id": job.id, "object": "video", "model": job.model, "status": status, "progress": progress,
         "created_at": state.unix(job.created_mono), "completed_at": completed_at,
-        "expires_at": completed_at + CONTENT_TTL_SECONDS if status == "completed" else None,
+        "expires_at": completed_at + CONTENT_TTL_SECONDS if status == "completed" and completed_at is not None
+        else None,
         "prompt": job.prompt, "size": job.size, "seconds": job.seconds,
         "remixed_from_video_id": None,
         "error": {"code": job.fail[0], "message": job.fail[1]} if status == "failed" and job.fail else None,
@@ -252,7 +228,7 @@ def _video_object(job: Job, state: FakeOpenAIState) -> dict[str, Any]:
 
 def _new_job(state: FakeOpenAIState, params: dict[str, Any]) -> Job:
     fail = None
-    if any(w.lower() in params["prompt"].lower() for w in state.moderation_block_prompts):
+    if mentions(params["prompt"], state.moderation_block_prompts):
         fail = ("moderation_blocked", "Your request was blocked by our moderation system.",
                 state.queued_fraction)
     elif state.fail_jobs:
@@ -283,9 +259,10 @@ async def _parse_body(request: Request) -> dict[str, Any]:
         raise ApiError(400, f"Unsupported content type '{ctype}'; use multipart/form-data or JSON.")
     form = await request.form(max_part_size=32 * 1024 * 1024)
     fields: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            value = FilePart(value.filename, value.content_type, await value.read())
+    for key, item in form.multi_items():
+        value: Any = item
+        if isinstance(item, UploadFile):
+            value = FilePart(item.filename, item.content_type, await item.read())
         m = _BRACKET.match(key)
         if m:
             target = fields.setdefault(m[1], {})
@@ -347,7 +324,7 @@ def _validate_create(fields: dict[str, Any], state: FakeOpenAIState) -> dict[str
         for key in fields:
             if key not in CREATE_PARAMS:
                 raise _invalid(key, f"Unknown parameter: '{key}'.", "unknown_parameter")
-    values = {}
+    values: dict[str, Any] = {}
     for name, default in (("prompt", None), ("model", "sora-2"), ("seconds", "4"), ("size", "720x1280")):
         value = fields.get(name, default)
         if value is not None and not isinstance(value, str):
@@ -384,29 +361,24 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
     state = FakeOpenAIState(api_key=api_key, clock=clock, render_seconds=render_seconds, steps=steps,
                             **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        key = bearer(request)
+        if key != state.api_key:
+            raise ApiError(401, "Incorrect API key provided." if key else "You didn't provide an "
+                           "API key (Authorization: Bearer YOUR_KEY).", code="invalid_api_key")
+        if state.take_rate_limit():
+            raise _rate_limited(state)
+
+    def answer(exc: ApiError | HTTPException, rec: RecordedRequest) -> Response:
+        if isinstance(exc, HTTPException):  # e.g. malformed multipart from request.form()
+            return ApiError(exc.status_code, str(exc.detail)).response()
+        return exc.response()
+
+    def stamp(response: Response, rec: RecordedRequest) -> None:
+        response.headers["x-request-id"] = f"req_{secrets.token_hex(16)}"
+
     def endpoint(handler: Callable[..., Any]) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                auth = request.headers.get("authorization", "")
-                key = auth[7:].strip() if auth.startswith("Bearer ") else ""
-                if key != state.api_key:
-                    raise ApiError(401, "Incorrect API key provided." if key else "You didn't provide an "
-                                   "API key (Authorization: Bearer YOUR_KEY).", code="invalid_api_key")
-                if state.rate_limit_next > 0:
-                    state.rate_limit_next -= 1
-                    raise _rate_limited(state)
-                response = await handler(request, rec)
-            except ApiError as exc:
-                response = exc.response()
-            except HTTPException as exc:  # e.g. malformed multipart from request.form()
-                response = ApiError(exc.status_code, str(exc.detail)).response()
-            rec.status = response.status_code
-            response.headers["x-request-id"] = f"req_{secrets.token_hex(16)}"
-            return response
-        return wrapped
+        return recorded(state, handler, errors=(ApiError, HTTPException), answer=answer, gate=gate, finish=stamp)
 
     def get_job(request: Request) -> Job:
         video_id = request.path_params["video_id"]
@@ -416,19 +388,17 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
 
     @endpoint
     async def create_video(request: Request, rec: RecordedRequest) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            raise _injected_failure(state.fail_status, state)
+        if (failure := state.take_create_failure()) is not None:
+            raise _injected_failure(failure, state)
         rec.body = await _parse_body(request)
         params = _validate_create(rec.body, state)
         key = request.headers.get("idempotency-key")
-        if key and state.idempotency.get(key) in state.videos:
-            return JSONResponse(_video_object(state.videos[state.idempotency[key]], state))
+        if (earlier := replay(state.idempotency, state.videos, key)) is not None:
+            return JSONResponse(_video_object(earlier, state))
         job = _new_job(state, params)
-        if key:
-            state.idempotency[key], job.idempotency_key = job.id, key
-        if state.create_delay_seconds > 0:
-            await asyncio.sleep(state.create_delay_seconds)
+        remember(state.idempotency, key, job.id)
+        job.idempotency_key = key or None
+        await state.create_delay()
         return JSONResponse(_video_object(job, state))
 
     @endpoint

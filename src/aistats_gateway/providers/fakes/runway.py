@@ -33,8 +33,9 @@ import io
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +44,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .openai import RecordedRequest, render_media
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .openai import render_media
 
 API_VERSION = "2024-11-06"
 DOC_URL = "https://docs.dev.runwayml.com/api"
@@ -114,31 +116,23 @@ class Task:
 
 
 @dataclass
-class FakeRunwayState:
+class FakeRunwayState(FakeState):
     api_key: str = "key_test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0
     queued_fraction: float = 0.2
     throttled_fraction: float = 0.0
     check_images: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    rate_limit_next: int = 0
-    retry_after_seconds: float | None = None
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next/retry_after_seconds)
     insufficient_credits: bool = False
     moderation_block_prompts: list[str] = field(default_factory=list)
     fail_jobs: bool = False
     fail_code: str = "INTERNAL.BAD_OUTPUT.CODE01"
     fail_message: str = "The generation failed an internal quality check. Please try again."
     expire_outputs: bool = False
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     tasks: dict[str, Task] = field(default_factory=dict)
     cancels: list[str] = field(default_factory=list)  # task ids, in the order DELETE arrived
 
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "tasks", "cancels")
 
     @property
     def creates(self) -> list[RecordedRequest]:
@@ -237,10 +231,9 @@ def validate(endpoint: str, body: Any, check_images: bool = True) -> tuple[str, 
     if "negativePrompt" in body and not isinstance(body["negativePrompt"], str):
         issues.append(_issue(["negativePrompt"], "Expected string"))
     mod = body.get("contentModeration")
-    if mod is not None:
-        if not isinstance(mod, dict) or set(mod) - {"publicFigureThreshold"} or \
-                mod.get("publicFigureThreshold", "auto") not in ("auto", "low"):
-            issues.append(_issue(["contentModeration"], "contentModeration takes publicFigureThreshold: auto | low"))
+    if mod is not None and (not isinstance(mod, dict) or set(mod) - {"publicFigureThreshold"} or \
+                mod.get("publicFigureThreshold", "auto") not in ("auto", "low")):
+        issues.append(_issue(["contentModeration"], "contentModeration takes publicFigureThreshold: auto | low"))
     if "promptImage" in body:
         image = body["promptImage"]
         if isinstance(image, list):
@@ -289,7 +282,7 @@ def task_state(task: Task, state: FakeRunwayState) -> tuple[str, float | None, f
 
 
 def _iso(wall: float) -> str:
-    return dt.datetime.fromtimestamp(wall, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(wall, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def task_object(task: Task, state: FakeRunwayState, base_url: str) -> dict[str, Any]:
@@ -312,52 +305,39 @@ def create_app(api_key: str = "key_test", *, clock: Callable[[], float] = time.m
     """Build the fake; ``knobs`` are other ``FakeRunwayState`` fields. State: ``app.state.fake``."""
     state = FakeRunwayState(api_key=api_key, clock=clock, render_seconds=render_seconds, **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        if request.headers.get("x-runway-version") != API_VERSION:
+            raise ApiError(400, "The X-Runway-Version header is missing or invalid; it must be set to "
+                                f"{API_VERSION}.")
+        token = bearer(request)
+        if token != state.api_key:
+            raise ApiError(401, "The API key you provided is invalid." if token else
+                           "No API key was provided (Authorization: Bearer <key>).")
+        if state.take_rate_limit():
+            raise ApiError(429, "You have exceeded the rate limit for this API key. Please slow down.",
+                           headers=state.retry_after())
+
     def endpoint(handler: Callable[..., Any], *, api: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                if api:
-                    if request.headers.get("x-runway-version") != API_VERSION:
-                        raise ApiError(400, "The X-Runway-Version header is missing or invalid; it must be set to "
-                                            f"{API_VERSION}.")
-                    auth = request.headers.get("authorization", "")
-                    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-                    if token != state.api_key:
-                        raise ApiError(401, "The API key you provided is invalid." if token else
-                                       "No API key was provided (Authorization: Bearer <key>).")
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        headers = ({"retry-after": f"{state.retry_after_seconds:g}"}
-                                   if state.retry_after_seconds is not None else {})
-                        raise ApiError(429, "You have exceeded the rate limit for this API key. Please slow down.",
-                                       headers=headers)
-                response = await handler(request, rec)
-            except ApiError as exc:
-                response = exc.response()
-            rec.status = response.status_code
-            return response
-        return wrapped
+        return recorded(state, handler, errors=ApiError, answer=lambda exc, rec: exc.response(),
+                        gate=gate if api else None)
 
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
     async def create(request: Request, rec: RecordedRequest, endpoint_name: str) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            raise ApiError(state.fail_status, "Runway is experiencing high load. Please retry."
-                           if state.fail_status >= 500 else f"Injected failure ({state.fail_status}).")
+        if (failure := state.take_create_failure()) is not None:
+            raise ApiError(failure, "Runway is experiencing high load. Please retry."
+                           if failure >= 500 else f"Injected failure ({failure}).")
         try:
             rec.body = await request.json()
         except ValueError:
             raise ApiError(400, "The request body is not valid JSON.") from None
-        model, spec, ratio, duration = validate(endpoint_name, rec.body, state.check_images)
+        model, _spec, ratio, duration = validate(endpoint_name, rec.body, state.check_images)
         if state.insufficient_credits:
             raise ApiError(400, "You do not have enough credits to run this task.")
         prompt = str(rec.body.get("promptText") or "")
         fail = None
-        if any(w.lower() in prompt.lower() for w in state.moderation_block_prompts):
+        if mentions(prompt, state.moderation_block_prompts):
             fail = ("SAFETY.INPUT.TEXT", "The prompt text was rejected by content moderation.",
                     max(state.queued_fraction, state.throttled_fraction))
         elif state.fail_jobs:

@@ -11,10 +11,15 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+
+# The gateway pools upstream connections for 30 s (http/client.py); uvicorn closes idle ones after 5 s by
+# default, so a poll sent on a connection idle for about 5 s could race the close. Outlive the pool.
+KEEP_ALIVE_SECONDS = 75
 
 
 class _ThreadedServer(uvicorn.Server):
@@ -64,7 +69,7 @@ class RunningFake:
     def base_url(self) -> str:
         return self.url + self.prefix
 
-    def start(self) -> "RunningFake":
+    def start(self) -> RunningFake:
         if self._thread is not None:
             raise RuntimeError("already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -72,7 +77,8 @@ class RunningFake:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="auto", timeout_graceful_shutdown=1)
+                                access_log=False, lifespan="auto", timeout_graceful_shutdown=1,
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self._server = _ThreadedServer(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name=f"fake-{self.port}", daemon=True)
@@ -95,7 +101,7 @@ class RunningFake:
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> "RunningFake":
+    def __enter__(self) -> RunningFake:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

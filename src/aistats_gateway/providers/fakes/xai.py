@@ -31,8 +31,9 @@ import base64
 import binascii
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -41,7 +42,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .openai import RecordedRequest, render_media
+from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, remember, replay, stepped_progress
+from .openai import render_media
 
 MODELS = ("grok-imagine-video", "grok-imagine-video-1.5")
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3")
@@ -79,17 +81,11 @@ class Job:
 
 
 @dataclass
-class FakeXAIState:
+class FakeXAIState(FakeState):
     api_key: str = "xai-test"
-    clock: Callable[[], float] = time.monotonic
-    render_seconds: float = 2.0
     steps: int = 10
     reject_unknown_params: bool = True
-    # fault injection
-    fail_next_creates: int = 0
-    fail_status: int = 503
-    rate_limit_next: int = 0
-    retry_after_seconds: float | None = None
+    # fault injection (also FakeState's: fail_next_creates/fail_status, rate_limit_next/retry_after_seconds)
     no_credits: bool = False
     moderation_fail_prompts: list[str] = field(default_factory=list)
     fail_jobs: bool = False
@@ -97,17 +93,12 @@ class FakeXAIState:
     fail_message: str = "Video generation failed due to an internal error."
     expire_requests: bool = False
     expire_outputs: bool = False
-    # recorded state
-    requests: list[RecordedRequest] = field(default_factory=list)
+    # recorded state (and FakeState.requests)
     jobs: dict[str, Job] = field(default_factory=dict)
     idempotency: dict[str, str] = field(default_factory=dict)
 
-    def find_requests(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
-        return [r for r in self.requests if method in (None, r.method) and path in (None, r.path)]
-
-    @property
-    def creates(self) -> list[RecordedRequest]:
-        return self.find_requests("POST", "/v1/videos/generations")
+    CREATE_ROUTE: ClassVar[tuple[str, str]] = ("POST", "/v1/videos/generations")
+    RECORDED: ClassVar[tuple[str, ...]] = ("requests", "jobs", "idempotency")
 
 
 class ApiError(Exception):
@@ -191,8 +182,7 @@ def job_status(job: Job, state: FakeXAIState) -> tuple[str, int]:
     elapsed = state.clock() - job.created_mono
     if elapsed >= job.render_seconds:
         return ("expired" if job.outcome == "expired" else "failed" if job.outcome == "failed" else "done"), 100
-    steps = max(1, state.steps)
-    return "pending", min(99, int(elapsed / job.render_seconds * steps) * 100 // steps)
+    return "pending", stepped_progress(elapsed / job.render_seconds, state.steps)
 
 
 def job_object(job: Job, state: FakeXAIState, base_url: str) -> dict[str, Any]:
@@ -218,44 +208,31 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
     """Build the fake; ``knobs`` are other ``FakeXAIState`` fields. State: ``app.state.fake``."""
     state = FakeXAIState(api_key=api_key, clock=clock, render_seconds=render_seconds, **knobs)
 
+    def gate(request: Request, rec: RecordedRequest) -> None:
+        if not request.headers.get("authorization", ""):
+            raise ApiError(401, "Missing Authorization header: provide your API key as "
+                                "'Authorization: Bearer <key>'.", "Unauthenticated")
+        auth = request.headers["authorization"]
+        token = bearer(request) if auth.startswith("Bearer ") else auth
+        if token != state.api_key:
+            raise ApiError(400, f"Incorrect API key provided: {_masked(token)}. You can obtain an API "
+                                "key from https://console.x.ai.")
+        if state.take_rate_limit():
+            raise ApiError(429, "Too many requests: your team has exceeded its video generation rate "
+                                "limit.", "Some resource has been exhausted", state.retry_after())
+
     def endpoint(handler: Callable[..., Any], *, api: bool = True) -> Callable[[Request], Any]:
-        async def wrapped(request: Request) -> Response:
-            rec = RecordedRequest(request.method, request.url.path, dict(request.query_params),
-                                  {k.lower(): v for k, v in request.headers.items()})
-            state.requests.append(rec)
-            try:
-                if api:
-                    auth = request.headers.get("authorization", "")
-                    if not auth:
-                        raise ApiError(401, "Missing Authorization header: provide your API key as "
-                                            "'Authorization: Bearer <key>'.", "Unauthenticated")
-                    token = auth[7:].strip() if auth.startswith("Bearer ") else auth
-                    if token != state.api_key:
-                        raise ApiError(400, f"Incorrect API key provided: {_masked(token)}. You can obtain an API "
-                                            "key from https://console.x.ai.")
-                    if state.rate_limit_next > 0:
-                        state.rate_limit_next -= 1
-                        headers = ({"retry-after": f"{state.retry_after_seconds:g}"}
-                                   if state.retry_after_seconds is not None else {})
-                        raise ApiError(429, "Too many requests: your team has exceeded its video generation rate "
-                                            "limit.", "Some resource has been exhausted", headers)
-                response = await handler(request, rec)
-            except ApiError as exc:
-                response = exc.response()
-            rec.status = response.status_code
-            return response
-        return wrapped
+        return recorded(state, handler, errors=ApiError, answer=lambda exc, rec: exc.response(),
+                        gate=gate if api else None)
 
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/")
 
     @endpoint
     async def generate(request: Request, rec: RecordedRequest) -> Response:
-        if state.fail_next_creates > 0:
-            state.fail_next_creates -= 1
-            raise ApiError(state.fail_status, "The service is currently unavailable." if state.fail_status >= 500
-                           else f"Injected failure ({state.fail_status}).",
-                           "Service unavailable" if state.fail_status >= 500 else INVALID)
+        if (failure := state.take_create_failure()) is not None:
+            raise ApiError(failure, "The service is currently unavailable." if failure >= 500
+                           else f"Injected failure ({failure}).", "Service unavailable" if failure >= 500 else INVALID)
         if state.no_credits:
             raise ApiError(403, "Your team team-fake has either used all available credits or reached its monthly "
                                 "spending limit. To continue making API requests, please purchase more credits or "
@@ -267,10 +244,10 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
             raise ApiError(400, "Failed to parse the request body as JSON.") from None
         params = validate(rec.body, state.reject_unknown_params)
         key = request.headers.get("idempotency-key")
-        if key and state.idempotency.get(key) in state.jobs:
-            return JSONResponse({"request_id": state.idempotency[key]})
+        if (earlier := replay(state.idempotency, state.jobs, key)) is not None:
+            return JSONResponse({"request_id": earlier.id})
         outcome = "done"
-        if any(w.lower() in params["prompt"].lower() for w in state.moderation_fail_prompts):
+        if mentions(params["prompt"], state.moderation_fail_prompts):
             outcome = "moderated"
         elif state.fail_jobs:
             outcome = "failed"
@@ -279,8 +256,8 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
         job = Job(str(uuid.uuid4()), params["model"], params["prompt"], params["duration"], params["aspect_ratio"],
                   params["resolution"], state.clock(), state.render_seconds, rec.body, outcome)
         state.jobs[job.id] = job
-        if key:
-            state.idempotency[key], job.idempotency_key = job.id, key
+        remember(state.idempotency, key, job.id)
+        job.idempotency_key = key or None
         return JSONResponse({"request_id": job.id})
 
     @endpoint

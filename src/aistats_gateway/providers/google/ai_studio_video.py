@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers import config, registry
 from aistats_gateway.providers.base import (
     VIDEO,
@@ -28,6 +27,7 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
+from aistats_gateway.providers.google import common as g
 
 PROVIDER_ID = "google-ai-studio"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"

@@ -31,8 +31,8 @@ from aistats_gateway.llm.ir import (
     Usage,
     new_call_id,
 )
-from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers.base import CallContext, ProviderError
+from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers.inference import (
     EmbeddingsRequest,
     EmbeddingsResult,

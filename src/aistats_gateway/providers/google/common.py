@@ -114,7 +114,8 @@ def instance(request: VideoRequest) -> dict[str, Any]:
         elif img.role == "reference":
             kind = (img.reference_type or "asset").lower()
             if kind not in ("asset", "style"):
-                raise ProviderError("client", f"Veo reference images are 'asset' or 'style', not {img.reference_type!r}",
+                raise ProviderError("client",
+                                    f"Veo reference images are 'asset' or 'style', not {img.reference_type!r}",
                                     code="unsupported_value", param="input_references")
             refs.append({"image": media(img), "referenceType": kind})
         else:
@@ -135,7 +136,7 @@ def common_parameters(request: VideoRequest) -> dict[str, Any]:
     if res and not is_veo2(request.model_slug):  # Veo 2 is 720p only and has no resolution parameter
         params["resolution"] = res
     if request.duration is not None:
-        params["durationSeconds"] = int(round(float(request.duration)))
+        params["durationSeconds"] = round(float(request.duration))
     if request.sample_count and request.sample_count != 1:
         params["sampleCount"] = int(request.sample_count)
     if request.negative_prompt:
@@ -248,7 +249,7 @@ def polled(op: Mapping[str, Any], who: str, seconds: float | None) -> Polled:
     """An Operation → Polled. ``done`` false → in_progress; ``error`` → failed; ``response`` → completed,
     or failed with ``content_policy_violation`` when the safety filter removed every video."""
     if not op.get("done"):
-        meta = op.get("metadata") if isinstance(op.get("metadata"), dict) else {}
+        meta: dict[str, Any] = v if isinstance(v := op.get("metadata"), dict) else {}
         pct = meta.get("progressPercent")
         return Polled(status="in_progress",
                       progress=max(0, min(99, int(pct))) if isinstance(pct, (int, float)) else None)
@@ -257,8 +258,9 @@ def polled(op: Mapping[str, Any], who: str, seconds: float | None) -> Polled:
         message = str(err.get("message") or f"{who} reports the operation failed")
         if is_safety_message(message):
             return Polled(status="failed", error_code=CONTENT_POLICY_CODE, error_message=message)
-        name = RPC_CODES.get(err.get("code"), str(err.get("status") or "UNKNOWN")) if isinstance(
-            err.get("code"), int) else str(err.get("status") or "UNKNOWN")
+        rpc = err.get("code")
+        name = RPC_CODES.get(rpc, str(err.get("status") or "UNKNOWN")) if isinstance(rpc, int) else str(
+            err.get("status") or "UNKNOWN")
         return Polled(status="failed", error_code=name.lower(), error_message=message)
     response = op.get("response")
     if not isinstance(response, dict):

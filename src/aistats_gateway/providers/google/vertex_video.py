@@ -35,7 +35,6 @@ from urllib.parse import quote
 import httpx
 
 from aistats_gateway.providers import config, registry
-from aistats_gateway.providers.google import common as g
 from aistats_gateway.providers.base import (
     VIDEO,
     CallContext,
@@ -45,6 +44,7 @@ from aistats_gateway.providers.base import (
     Submitted,
     VideoRequest,
 )
+from aistats_gateway.providers.google import common as g
 
 PROVIDER_ID = "google-vertex"
 DEFAULT_LOCATION = "us-central1"
@@ -72,7 +72,7 @@ class _LoopTransport:
         coro = self.http.request(method, url, content=body, headers=dict(headers or {}), timeout=wait)
         try:
             resp = asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=wait + 5)
-        except Exception as e:  # noqa: BLE001 - google-auth expects TransportError for any transport failure
+        except Exception as e:
             raise exceptions.TransportError(f"token request failed: {e!r}") from e
         return _TransportResponse(resp)
 
@@ -131,7 +131,8 @@ def _account(ctx: CallContext) -> _Account:
 
         creds = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
     except (ValueError, KeyError, TypeError) as e:
-        raise ProviderError("auth", f"the service-account key cannot be used: {e}", code="provider_auth_failed") from None
+        raise ProviderError("auth", f"the service-account key cannot be used: {e}",
+                            code="provider_auth_failed") from None
     acct = _Account(info, creds, threading.Lock())
     with _ACCOUNTS_LOCK:
         return _ACCOUNTS.setdefault(key, acct)

@@ -187,7 +187,7 @@ async def _call(ctx: CallContext, method: str, path: str, **kw: Any) -> httpx.Re
 
 def polled_from_status(body: dict[str, Any]) -> Polled:
     """Our view of ``GET /v1/videos/{request_id}``."""
-    video = body.get("video") if isinstance(body.get("video"), dict) else {}
+    video: dict[str, Any] = v if isinstance(v := body.get("video"), dict) else {}
     native = body.get("status")
     if native is None:
         # Older/proxied answers: only {"request_id"} while pending, a video once done.
@@ -206,7 +206,7 @@ def polled_from_status(body: dict[str, Any]) -> Polled:
         return Polled(status="expired", error_code="provider_request_expired",
                       error_message="xAI expired the request before it finished")
     if status == "failed":
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        err: dict[str, Any] = v if isinstance(v := body.get("error"), dict) else {}
         code = str(err.get("code") or "generation_failed")
         message = str(err.get("message") or "the video generation failed at xAI")
         if any(w in f"{code} {message}".lower() for w in POLICY_WORDS):

@@ -7,8 +7,8 @@ Create Date: 2026-12-01
 The Files API's table (``files/tables.py``). ``down_revision`` is the head this branch was built
 on; the migrations 0004–0006 of the other branches are re-chained in front of it at merge.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0005'

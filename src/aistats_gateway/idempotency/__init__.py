@@ -1,0 +1,1 @@
+"""Safe retries with the ``Idempotency-Key`` request header (see ``service``)."""
