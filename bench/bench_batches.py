@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from mock_upstream import spawn
+from mock_upstream import spawn  # noqa: E402  (bench/ is put on the path just above)
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -73,7 +73,8 @@ def test_anthropic_message_batches() -> None:
                          json={"requests": [{"custom_id": "no/slash", "params": {}}]})
         assert bad.status_code == 400
         assert httpx.post(a.base_url + "/messages", headers=ANT, json={
-            "model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+            "model": "claude-haiku-4-5", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
 
 
 def test_gemini_batch_mode() -> None:
@@ -82,7 +83,8 @@ def test_gemini_batch_mode() -> None:
         h = {"x-goog-api-key": "k"}
         r = httpx.post(g.url + "/v1beta/models/gemini-3-pro-preview:batchGenerateContent", headers=h, json={
             "batch": {"display_name": "gw-x", "input_config": {"requests": {"requests": [
-                {"request": {"contents": [{"role": "user", "parts": [{"text": "ciao"}]}]}, "metadata": {"key": "r1"}}]}}}})
+                {"request": {"contents": [{"role": "user", "parts": [{"text": "ciao"}]}]},
+                 "metadata": {"key": "r1"}}]}}}})
         assert r.status_code == 200
         name = r.json()["name"]
         op = httpx.get(g.url + f"/v1beta/{name}", headers=h).json()

@@ -84,11 +84,13 @@ class Planner:
         self.snap = snap
         self._cache: dict[tuple[str, str, bytes], list[route.Candidate]] = {}
 
-    def candidates(self, endpoint: str, model: str, routing: Any, req: IRRequest | None = None) -> list[route.Candidate]:
+    def candidates(self, endpoint: str, model: str, routing: Any,
+                   req: IRRequest | None = None) -> list[route.Candidate]:
         key = (endpoint, model, orjson.dumps(routing, option=orjson.OPT_SORT_KEYS))
         got = self._cache.get(key)
         if got is None:
-            _, got = route.candidates(self.snap, model, _KIND[endpoint], route.parse_routing(_routing_body({}, routing)),
+            routing_ = route.parse_routing(_routing_body({}, routing))
+            _, got = route.candidates(self.snap, model, _KIND[endpoint], routing_,
                                       req.params if req else None)
             self._cache[key] = got
         return got

@@ -103,7 +103,8 @@ async def advance(ctx: BatchContext, batch_id: str) -> float | None:
             return delay
     elif b.status == "cancelling":
         await _close_unleased(state, batch_id, "cancelled",
-                              {"code": "batch_cancelled", "message": "The batch was cancelled before this request ran."})
+                              {"code": "batch_cancelled",
+                               "message": "The batch was cancelled before this request ran."})
     elif b.status in ("validating", "in_progress") and b.expires_at <= now:
         await _close_unleased(state, batch_id, "expired", {
             "code": "batch_expired",

@@ -213,7 +213,8 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
         native_provider = None
         if mode == "native":
             if model is None:
-                raise bad_request("A native batch runs one model; its rows name several.", param, "batch_model_conflict")
+                raise bad_request("A native batch runs one model; its rows name several.", param,
+                                  "batch_model_conflict")
             native_provider = plan.native(endpoint, model, routing)
         await s.execute(update(Batch).where(Batch.id == batch_id).values(total=total, hold_nanos=hold, model=model,
                                                                          provider=native_provider))

@@ -84,7 +84,7 @@ def batch_routes(state: GeminiBatchState, inference: InferenceState) -> list[Bas
                     resp, _, _ = build(inference, model, r.get("request") or {}, False)
                     out.append({"response": resp, "metadata": meta})
                     ok += 1
-                except Exception as e:  # noqa: BLE001 - the fake's ApiError: that request failed
+                except Exception as e:
                     out.append({"error": {"code": 400, "message": str(getattr(e, "message", e)),
                                           "status": "INVALID_ARGUMENT"}, "metadata": meta})
                     failed += 1
