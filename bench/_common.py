@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,6 +64,17 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def mute_log_streams() -> TextIO:
+    """Point the root logger's stream handlers at os.devnull; the caller closes the returned file when done.
+
+    Synchronous on purpose: the in-process breakdowns call it once, before their measured section."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - the handlers write here for the whole run; the caller closes it
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler):
+            h.setStream(devnull)
+    return devnull
 
 
 class Conn:

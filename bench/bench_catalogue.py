@@ -461,12 +461,11 @@ class Server:
                               capture_output=True, text=True, timeout=timeout, check=True)
 
     def start(self, timeout: float = 180) -> None:
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aistats_gateway.cli", "serve", "--host", HOST, "--port", str(self.port)],
-            env=self.env, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aistats_gateway.cli", "serve", "--host", HOST, "--port", str(self.port)],
+                env=self.env, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -179,8 +179,9 @@ def profile(b: Bench, seconds: float) -> list[str]:
     if not Path(pyspy).exists():
         return ["py-spy not installed (.venv/bin/pip install py-spy); no profile"]
     out = b.tmp / "idle.pyspy.txt"
+    mode = ["--native"] if os.environ.get("BENCH_NATIVE") else ["--nonblocking", "--gil"]
     r = subprocess.run([pyspy, "record", "--pid", str(b.gw.pid), "--duration", str(round(seconds)), "--rate", "200",
-                        "--format", "raw", *(["--native"] if os.environ.get("BENCH_NATIVE") else ["--nonblocking", "--gil"]), "--output", str(out)],
+                        "--format", "raw", *mode, "--output", str(out)],
                        capture_output=True, text=True, timeout=seconds + 60)
     if not out.exists():
         return [f"py-spy failed: {r.stderr[-300:]}"]

@@ -42,6 +42,7 @@ from _common import (
     Report,
     _proc_cpu,
     log,
+    mute_log_streams,
     percentile,
     run,
     run_in_subprocess,
@@ -52,7 +53,6 @@ from _common import (
 async def _breakdown_create(spec: dict[str, Any]) -> list[list[Any]]:
     """Whole POST /v1/videos calls (ASGI, no HTTP) with timers wrapped around the named steps of
     ``videos.service.create``; the rest (auth, framework, rendering) is what is left over."""
-    import logging
     from types import SimpleNamespace
 
     from aistats_gateway import logs
@@ -64,10 +64,7 @@ async def _breakdown_create(spec: dict[str, Any]) -> list[list[Any]]:
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    devnull = open(os.devnull, "w")  # noqa: SIM115
-    for h in logging.getLogger().handlers:
-        if isinstance(h, logging.StreamHandler):
-            h.setStream(devnull)
+    devnull = mute_log_streams()
     app = create_app(settings, metrics=Metrics())
     gw = app.state.gateway
     await start_services(gw)

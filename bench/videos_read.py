@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ from _common import (
     load_python,
     load_wrk,
     log,
+    mute_log_streams,
     run,
     run_in_subprocess,
     table,
@@ -149,14 +149,17 @@ PROFILE_BUCKETS: list[tuple[str, str, re.Pattern[str]]] = [
     ("present.render (video object + signed link)", "any", re.compile(_f("render", r"videos/present\.py"))),
     ("JSONBytes.render (orjson)", "any", re.compile(_f("render", r"http/responses\.py"))),
     ("middleware _record (metrics + access log)", "any", re.compile(_f("_record", r"http/middleware\.py"))),
-    ("  logging (JSON formatter, stream write)", "any", re.compile(r"\((?:.*/)?logging/__init__\.py|aistats_gateway/logs\.py")),
+    ("  logging (JSON formatter, stream write)", "any", re.compile(
+        r"\((?:.*/)?logging/__init__\.py|aistats_gateway/logs\.py")),
     ("  prometheus_client", "any", re.compile(r"prometheus_client/")),
     ("SQLAlchemy (all of it)", "any", re.compile(r"sqlalchemy/")),
     ("  session/connection/pool: begin, close, checkout, reset", "any", re.compile(
         _f("close|_close_impl|__aexit__|__aenter__|_checkout|_checkin|_finalize_fairy|_do_return_conn|_reset|"
            "_connection_for_bind|connection|begin", r"sqlalchemy/"))),
-    ("  statement cache keys / compile", "any", re.compile(r"sqlalchemy/sql/(?:compiler|cache_key)\.py|_compile_w_cache")),
-    ("  ORM loading (rows -> objects, identity map)", "any", re.compile(r"sqlalchemy/orm/(?:loading|identity|state)\.py")),
+    ("  statement cache keys / compile", "any", re.compile(
+        r"sqlalchemy/sql/(?:compiler|cache_key)\.py|_compile_w_cache")),
+    ("  ORM loading (rows -> objects, identity map)", "any", re.compile(
+        r"sqlalchemy/orm/(?:loading|identity|state)\.py")),
     ("aiosqlite (all of it)", "any", re.compile(r"aiosqlite/")),
     ("  leaf in aiosqlite Connection._execute (queue hand-off, GIL wait)", "leaf", re.compile(
         _f("_execute", r"aiosqlite/core\.py"))),
@@ -173,7 +176,8 @@ PROFILE_BUCKETS: list[tuple[str, str, re.Pattern[str]]] = [
 
 # Leaf frames that mean "waiting", not working: the event loop inside uvloop's C run loop (epoll, or
 # C callbacks py-spy cannot see without --native) and aiosqlite/executor threads blocked on their queue.
-_IDLE_LEAVES = re.compile(r"^(?:Runner\.run \(.*asyncio/runners\.py|_connection_worker_thread \(.*aiosqlite/core\.py:59\)"
+_IDLE_LEAVES = re.compile(r"^(?:Runner\.run \(.*asyncio/runners\.py"
+                          r"|_connection_worker_thread \(.*aiosqlite/core\.py:59\)"
                           r"|_worker \(.*concurrent/futures/thread\.py|.*\.wait \(.*threading\.py)")
 
 
@@ -260,10 +264,7 @@ async def _breakdown(spec: dict[str, Any]) -> list[list[Any]]:
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - the handler writes here for the whole run
-    for h in logging.getLogger().handlers:
-        if isinstance(h, logging.StreamHandler):
-            h.setStream(devnull)
+    devnull = mute_log_streams()
     metrics = Metrics()
     app = create_app(settings, metrics=metrics)  # no lifespan: only what GET needs is set up below
     gw = app.state.gateway

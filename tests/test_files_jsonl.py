@@ -48,7 +48,8 @@ def error(data: bytes, chunk: int | None = None, **kw: Any) -> BatchFileError:
 
 
 def test_valid_file_any_chunking() -> None:
-    data = jsonl(row("a"), row("b", body={"model": "m2", "messages": [{"role": "user", "content": "x"}]}), row("ü" * 10))
+    data = jsonl(row("a"), row("b", body={"model": "m2", "messages": [{"role": "user", "content": "x"}]}),
+                 row("ü" * 10))
     for chunk in (None, 1, 2, 3, 7, 64):
         stats = check(data, chunk)
         assert (stats.lines, stats.endpoint) == (3, "/v1/chat/completions")

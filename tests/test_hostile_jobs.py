@@ -219,7 +219,9 @@ def test_lists_never_load_request_parameters(gw: Gateway) -> None:
         event.remove(engine, "before_cursor_execute", record)
     assert listed.status_code == 200 and {v["id"] for v in listed.json()["data"]} >= set(ids)
     assert all(v["request_id"] for v in listed.json()["data"] if v["id"] in ids)
-    job_selects = [s for s in statements if "FROM video_jobs" in s]
+    # The list's own query (background work - e.g. the billing of a job that just finished - may run
+    # other statements on this engine meanwhile; only the list's page query is judged).
+    job_selects = [s for s in statements if "FROM video_jobs" in s and "ORDER BY video_jobs.created_at" in s]
     # Only the request id may be read out of params, by the database (JSON_EXTRACT / ->>).
     columns = [re.sub(r"JSON_EXTRACT\(video_jobs\.params,|video_jobs\.params ->>", "", s) for s in job_selects]
     assert job_selects and not any("video_jobs.params" in s or "video_jobs.provider_outputs" in s

@@ -94,7 +94,8 @@ def value_for(name: str, d: ParameterDetail) -> Any:
     samples: dict[str, Any] = {
         "max_tokens": 64, "top_p": 0.9, "top_k": 5, "stop": ["END"], "seed": 7, "random_seed": 7,
         "tools": [{"type": "function", "function": {"name": "weather", "parameters": WEATHER}}],
-        "tool_choice": "auto", "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}},
+        "tool_choice": "auto",
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}},
         "verbosity": "low", "dimensions": 256, "encoding_format": "float"}
     if name == "temperature":
         return d.maximum if d.maximum is not None else 1.0

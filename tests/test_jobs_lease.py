@@ -84,11 +84,13 @@ async def _status(eng: AsyncEngine, item_id: str) -> Any:
 
 
 async def _until(cond: Any) -> None:
-    async def loop() -> None:
-        while not cond():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(loop(), SAFETY)
+    """Bounded poll: check ``cond`` every 10 ms; TimeoutError once SAFETY seconds pass without it holding."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SAFETY
+    while not cond():
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {SAFETY}s")
+        await asyncio.sleep(0.01)
 
 
 def test_two_claimers_one_wins(database: Database) -> None:

@@ -5,6 +5,7 @@ the one fallback loop with its attempt records, and the circuit breaker on an in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -142,6 +143,21 @@ def test_require_parameters_and_allow_fallbacks(snap: Snapshot) -> None:
     assert (e.param, e.code) == ("provider.require_parameters", "no_provider") and "rt-a: seed" in e.message
     assert len(routing.candidates(route.offers, route.prefs)) == 2
     assert [o.provider_id for o in routing.candidates(route.offers, _prefs(allow_fallbacks=False))] == ["rt-b"]
+
+
+def test_capability_supports_and_extra_offers(snap: Snapshot) -> None:
+    """A capability may decide parameter support itself (inference: its adapters' features) and add offers
+    from outside the catalogue (inference: the providers file); extra offers route, pin and order too."""
+    only_c = routing.plan(snap, "openai/rt-video", EP, _prefs(require_parameters=True), params=["tools"],
+                          supports=lambda o, name: o.provider_id == "rt-c")
+    assert _ids(only_c) == ["rt-c"]
+    entry = snap.resolve("openai/rt-video")
+    assert entry is not None
+    extra = dataclasses.replace(entry.offers[0], provider_id="rt-b", priority=0)  # stands in for an operator offer
+    # an extra offer is ordered with the others (its priority 0 goes first) and can be pinned
+    assert _ids(routing.plan(snap, "openai/rt-video", EP, None, extra=lambda e: [extra]))[:2] == ["rt-b", "rt-a"]
+    pinned = routing.plan(snap, "rt-b:openai/rt-video", EP, None, extra=lambda e: [extra])
+    assert pinned.pinned == "rt-b" and {o.provider_id for o in pinned.offers} == {"rt-b"}
 
 
 class Clock:

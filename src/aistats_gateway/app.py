@@ -160,7 +160,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             log.warning("readiness check failed", extra={"error": str(e)})
             return errors.error_response(503, "The database is not reachable.", code="database_unavailable",
                                          type="server_error")
-        if settings.storage == "local":
+        if settings.uses_local_disk_storage:
             from aistats_gateway.videos.admission import free_disk_bytes
 
             free = await free_disk_bytes(settings.data_dir)
@@ -183,6 +183,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
 
     app.include_router(batches_router)  # after the catalogue's /v1/batches/models and the files routes
     app.include_router(billing_router)
+    from aistats_gateway.media_api.endpoints import router as media_router
+
+    app.include_router(media_router)  # images and audio (docs/media.md)
     app.include_router(health_router)
     app.include_router(asyncjobs_router)
     app.include_router(video_alias_router(catalogue_router, videos_router))
@@ -235,6 +238,12 @@ async def start_services(state: GatewayState) -> None:
     runner.events.on_terminal("video", hooks.on_status)
     runner.on_progress.append(hooks.on_progress)
     state.hold_finalizers[video_billing.KIND] = hooks.finalize
+    from aistats_gateway.media_api import calls as media_calls
+
+    state.hold_finalizers[media_calls.KIND] = media_calls.finalizer(state)  # abandoned image/audio calls
+    from aistats_gateway.media_api import forms as media_forms
+
+    await media_forms.sweep_async(s.data_dir)  # temp files a crash left behind
     from aistats_gateway.videos import scratch
 
     runner.on_status.append(scratch.ScratchHooks(s.data_dir).on_status)

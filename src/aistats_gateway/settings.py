@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
 
     @property
+    def uses_local_disk_storage(self) -> bool:
+        """Blobs live in the data directory (the disk check of /readyz and create applies)."""
+        return self.storage == "local"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
 

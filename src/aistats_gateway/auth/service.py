@@ -63,7 +63,8 @@ async def list_keys(s: AsyncSession, *, include_revoked: bool = True) -> list[Ke
 
 
 async def count_active(s: AsyncSession) -> int:
-    return int((await s.execute(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None)))).scalar() or 0)
+    query = select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+    return int((await s.execute(query)).scalar() or 0)
 
 
 async def revoke(s: AsyncSession, key_id: str) -> bool:

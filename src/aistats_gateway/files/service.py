@@ -86,7 +86,8 @@ async def get_owned(ctx: FilesContext, workspace_id: str, file_id: str) -> Store
         raise not_found(file_id)
     async with ctx.sessions() as s:
         row = (await s.execute(select(StoredFile).where(
-            StoredFile.id == file_id, StoredFile.workspace_id == workspace_id, _visible(utcnow())))).scalar_one_or_none()
+            StoredFile.id == file_id, StoredFile.workspace_id == workspace_id, _visible(utcnow())
+        ))).scalar_one_or_none()
     if row is None:
         raise not_found(file_id)
     return row

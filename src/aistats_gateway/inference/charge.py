@@ -11,8 +11,9 @@ Invariants:
   :data:`DEFAULT_MAX_OUTPUT` when the client set none); usage above it is billing's overage rule
   (``billing.settle``: the actual cost when the workspace can pay it, else what it can, with the
   shortfall recorded on the generation). Holds are ``billing.Ref("generation", gen_id)``.
-* Prices (pro rata per token, rounded up to a nano-USD per line): ``input_tokens`` for uncached input, ``cached_input_tokens`` for cached input (else the
-  input price), ``output_tokens`` for output including reasoning tokens, ``request`` per call.
+* Prices (pro rata per token, rounded up to a nano-USD per line): ``input_tokens`` for uncached input,
+  ``cached_input_tokens`` for cached input (else the input price), ``output_tokens`` for output
+  including reasoning tokens, ``request`` per call.
 """
 
 from __future__ import annotations

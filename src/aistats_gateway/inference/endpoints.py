@@ -90,7 +90,8 @@ def _state(request: Request) -> Any:
 
 
 async def _text(request: Request, decode: Callable[[dict[str, Any]], Any], endpoint: str,
-                encode: Callable[[Any, Meta], dict[str, Any]], encoder: Callable[[Meta, dict[str, Any]], Any]) -> Response:
+                encode: Callable[[Any, Meta], dict[str, Any]],
+                encoder: Callable[[Meta, dict[str, Any]], Any]) -> Response:
     principal = await _principal(request)
     body = await _body(request)
     req = decode(body)

@@ -150,7 +150,7 @@ def parse(text: str, source: str, model_ids: dict[str, str]) -> dict[str, list[O
                 raise ProvidersFileError(f"{source}: providers[{i}].models[{j}].model: unknown catalogue model "
                                          f"{m.model!r}")
             spec = ModelProvider(provider=p.id, provider_model_slug=m.provider_model_slug,
-                                 endpoints=m.endpoints, pricing=m.pricing or FREE)  # type: ignore[arg-type]
+                                 endpoints=m.endpoints, pricing=m.pricing or FREE)
             offer = catalogue.ProviderOffer(p.id, spec, p.name or p.id, None, None, False, p.priority)
             out.setdefault(model_id, []).append(OperatorOffer(p, offer))
     return out

@@ -1,23 +1,26 @@
-"""Which providers may serve an inference request, in which order (today's catalogue snapshot).
+"""Inference's protocol knowledge on top of the shared routing layer (:mod:`aistats_gateway.routing`).
 
 Invariants:
-* A candidate is an offer of the resolved model that lists the endpoint, has a registered
-  adapter, is callable now (credentials), has a price for the endpoint's meters, and passes the
-  request's ``provider`` object (``only``/``ignore``/``order``/``max_price``/``require_parameters``)
-  and any ``provider:org/model`` pin.
-* With ``require_parameters`` true an offer that cannot honour a used feature is skipped; otherwise
-  the feature is dropped for that offer (:func:`request_for`).
-* Order: the request's ``order`` first, then ``sort`` (``price``) or the catalogue's priority.
-  ``allow_fallbacks: false`` keeps only the first candidate.
+* Which offers serve a request, in which order, is decided by ``routing.plan`` (model resolution,
+  ``provider:org/model`` pinning, ``order``/``only``/``ignore``/``include_alpha``, ``sort``,
+  ``max_price``, ``require_parameters``) and ``routing.candidates`` (``allow_fallbacks``); this module
+  only parses the request's routing object into ``routing.ProviderRouting`` (keeping the original's
+  spellings and aliases), adds the operator-defined offers (providers file), and drops offers without
+  a price for the endpoint's meters.
+* ``require_parameters``: routing skips an offer that cannot honour a feature the request uses, as
+  decided by :func:`offer_features` (the adapter's features the catalogue lists for the offer); with it
+  false the feature is dropped for that offer instead (:func:`request_for`).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
+
+from aistats_gateway import routing
 from aistats_gateway.catalogue import service as catalogue
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.http.errors import APIError, bad_request
@@ -25,14 +28,17 @@ from aistats_gateway.llm.ir import IRRequest
 from aistats_gateway.providers import config, registry
 from aistats_gateway.providers.base import CallContext
 
-_METERS = {"chat.completions": ("input_tokens", "output_tokens", "request"), "embeddings": ("input_tokens", "request"),
-           "moderations": ("input_tokens", "request")}
+_METERS = {"chat.completions": ("input_tokens", "output_tokens", "request"),
+           "embeddings": ("input_tokens", "request"), "moderations": ("input_tokens", "request")}
 # IR feature → catalogue parameter names that mean it (an offer listing none of them for the endpoint
 # is taken as not restricting that feature).
 _CATALOGUE_NAMES: dict[str, tuple[str, ...]] = {
     "max_tokens": ("max_tokens", "max_completion_tokens"), "reasoning_effort": ("reasoning_effort", "reasoning"),
     "seed": ("seed", "random_seed"),
 }
+for _ep, _label in (("chat.completions", "chat completions"), ("embeddings", "embeddings"),
+                    ("moderations", "moderations")):
+    routing.describe_endpoint(_ep, _label, "/v1/models")
 
 
 @dataclass
@@ -50,29 +56,35 @@ class Candidate:
         return CallContext(http=http, api_key=cfg.api_key or self.api_key, base_url=cfg.base_url or self.base_url)
 
 
-@dataclass
-class Routing:
-    order: list[str]
-    only: set[str] | None
-    ignore: set[str]
-    allow_fallbacks: bool
-    require_parameters: bool
-    sort: str | None
-    max_prompt: Decimal | None  # USD per million input tokens
-    max_completion: Decimal | None
+# ---- the routing object -------------------------------------------------------------------
+
+_FIELDS = ("order", "only", "ignore", "include_alpha", "allow_fallbacks", "require_parameters", "sort", "max_price")
+_ALIASES = {"includeAlpha": "include_alpha", "allowFallbacks": "allow_fallbacks",
+            "requireParameters": "require_parameters", "maxPrice": "max_price", "mode": "sort"}
+_SORTS: dict[str, str | None] = {"price": "price", "pricing": "price", "cost": "price", "latency": "latency",
+                                 "speed": "latency", "throughput": "throughput", "tps": "throughput",
+                                 "balanced": None, "default": None}
+_REJECTED = ("data_collection", "dataCollection", "enforce_distillable_text", "enforceDistillableText",
+             "quantizations")
 
 
-def _names(v: Any, param: str) -> list[str]:
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [v]
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise bad_request(f"'{param}' must be an array of provider ids.", param)
-    return list(v)
+def _sort(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("by") or value.get("mode") or value.get("metric")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in _SORTS:
+        raise bad_request("Invalid value for 'provider.sort'.", "provider.sort")
+    return _SORTS[value]
 
 
-def parse_routing(body: dict[str, Any]) -> Routing:
+def parse_routing(body: dict[str, Any]) -> routing.ProviderRouting:
+    """The request's ``provider`` (and ``routing``, which wins) object as ``routing.ProviderRouting``.
+
+    Accepted as the original does: a bare provider id string (= ``only``), camelCase aliases, ``mode``
+    for ``sort`` and ``sort`` as ``{by|mode|metric}``, ``sort`` synonyms (``pricing``, ``cost``,
+    ``speed``, ``tps``; ``balanced``/``default`` = none); a single id for a list. Unknown keys are
+    ignored, except the filters the original rejects (``unsupported_routing_filter``)."""
     raw: dict[str, Any] = {}
     for key in ("provider", "routing"):
         v = body.get(key)
@@ -82,45 +94,40 @@ def parse_routing(body: dict[str, Any]) -> Routing:
             v = {"only": [v]}
         if not isinstance(v, dict):
             raise bad_request(f"'{key}' must be an object.", key)
-        raw.update(v)
-    def g(*names: str) -> Any:
-        return next((raw[n] for n in names if n in raw), None)
-
-    sort = g("sort", "mode")
-    if isinstance(sort, dict):
-        sort = sort.get("by") or sort.get("mode") or sort.get("metric")
-    if sort is not None and sort not in ("price", "pricing", "cost", "latency", "throughput", "balanced", "default"):
-        raise bad_request("Invalid value for 'provider.sort'.", "provider.sort")
-    mp = g("max_price", "maxPrice") or {}
-    if not isinstance(mp, dict):
+        for name, value in v.items():
+            if name in _REJECTED:
+                raise bad_request(f"'provider.{name}' is not supported by this gateway.", f"provider.{name}",
+                                  code="unsupported_routing_filter")
+            name = _ALIASES.get(name, name)
+            if name in _FIELDS:
+                raw[name] = value
+    if "sort" in raw:
+        raw["sort"] = _sort(raw["sort"])
+    for name in ("order", "only", "ignore"):
+        v = raw.get(name)
+        if isinstance(v, str):
+            raw[name] = [v]
+        elif v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            raise bad_request(f"'provider.{name}' must be an array of provider ids.", f"provider.{name}")
+    for name in ("include_alpha", "allow_fallbacks", "require_parameters"):
+        if raw.get(name) is not None and not isinstance(raw[name], bool):
+            raise bad_request(f"'provider.{name}' must be a boolean.", f"provider.{name}")
+    if raw.get("max_price") is not None and not isinstance(raw["max_price"], dict):
         raise bad_request("'provider.max_price' must be an object.", "provider.max_price")
-
-    def price(name: str) -> Decimal | None:
-        v = mp.get(name)
-        if v is None:
-            return None
-        try:
-            return Decimal(str(v))
-        except Exception:
-            raise bad_request(f"'provider.max_price.{name}' must be a number.", f"provider.max_price.{name}") from None
-
-    only = _names(g("only"), "provider.only")
-    for flag in ("allow_fallbacks", "require_parameters"):
-        v = g(flag, "allowFallbacks" if flag == "allow_fallbacks" else "requireParameters")
-        if v is not None and not isinstance(v, bool):
-            raise bad_request(f"'provider.{flag}' must be a boolean.", f"provider.{flag}")
-    af = g("allow_fallbacks", "allowFallbacks")
-    rp = g("require_parameters", "requireParameters")
-    return Routing(_names(g("order"), "provider.order"), set(only) if only else None,
-                   set(_names(g("ignore"), "provider.ignore")), af is not False, rp is True,
-                   sort if isinstance(sort, str) else None, price("prompt"), price("completion"))
+    try:
+        return routing.ProviderRouting.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = ".".join(["provider", *(str(x) for x in err["loc"])])
+        raise bad_request(f"Invalid value for '{param}': {err['msg']}.", param) from None
 
 
-def _per_million(rules: list[PriceRule], meter: str) -> Decimal:
-    for r in rules:
-        if r.meter == meter and r.plan == "standard" and not r.when:
-            return Decimal(r.price) * Decimal(1_000_000) / Decimal(r.unit_size)
-    return Decimal(0)
+# ---- candidates ---------------------------------------------------------------------------
+
+
+def _has_price(rules: list[PriceRule], endpoint: str) -> bool:
+    meters = _METERS.get(endpoint, ("input_tokens",))
+    return any(r.meter in meters for r in rules)
 
 
 def _offer_supports(offer: catalogue.ProviderOffer, endpoint: str, adapter_supports: frozenset[str],
@@ -138,67 +145,65 @@ def _offer_supports(offer: catalogue.ProviderOffer, endpoint: str, adapter_suppo
     return frozenset(out)
 
 
-def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, routing: Routing,
-               used: set[str] | None = None) -> tuple[str, list[Candidate]]:
-    """(the resolved model id, its candidates in order); 404/400 when none can serve it."""
-    pin = None
-    head, sep, _ = model.partition("/")
-    if sep and ":" in head:
-        pin, model = model.split(":", 1)
-        if (routing.only is not None and pin not in routing.only) or pin in routing.ignore:
-            raise bad_request(f"The model pins provider {pin!r}, which provider.only/ignore exclude.", "model",
-                              code="provider_qualified_model_conflict")
-    entry = snap.resolve(model)
-    if entry is None or entry.spec.status in ("retired", "rumoured", "announced"):
-        raise APIError(404, f"The model '{model}' does not exist or you do not have access to it.", param="model",
-                       code="model_not_found")
-    if endpoint not in entry.endpoint_set:
-        raise bad_request(f"The model '{entry.spec.model_id}' does not support {endpoint}.", "model",
-                          code="unsupported_model_or_endpoint")
-    meters = _METERS.get(endpoint, ("input_tokens",))
-    out: list[tuple[Any, Candidate]] = []
-    skipped: list[str] = []
+def _adapter_features(adapter: Any) -> tuple[frozenset[str], frozenset[str]]:
+    return (frozenset(getattr(adapter, "supports", frozenset())), frozenset(getattr(adapter, "native", frozenset())))
+
+
+def offer_features(offer: catalogue.ProviderOffer, endpoint: str) -> frozenset[str]:
+    """The IR features ``offer`` honours through its adapter (empty without an adapter)."""
+    adapter = registry.adapter_for(offer.provider_id, endpoint)
+    if adapter is None:
+        return frozenset()
+    return _offer_supports(offer, endpoint, *_adapter_features(adapter))
+
+
+def _routing_error(e: routing.RoutingError) -> APIError:
+    """Routing's errors in inference's spellings (an unknown model is a 404 here, as in the original)."""
+    if e.code in ("model_not_found", "model_not_available"):  # a retired/announced model: 404, as before
+        message = e.message.split(" See GET")[0].replace("does not exist.",
+                                                         "does not exist or you do not have access to it.")
+        return APIError(404, message, param="model", code="model_not_found")
+    if e.code == "model_not_supported":
+        return bad_request(e.message, "model", code="unsupported_model_or_endpoint")
+    return bad_request(e.message, e.param, code=e.code)
+
+
+def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, prefs: routing.ProviderRouting,
+               used: set[str] | None = None, health: routing.CircuitBreaker | None = None,
+               ) -> tuple[str, list[Candidate]]:
+    """(the resolved model id, its candidates in order, ``allow_fallbacks`` applied); 404/400 when none."""
     from aistats_gateway.inference import providers_file
 
-    operator = {id(o.offer): o for o in providers_file.offers_for(entry.spec.model_id)}
-    for offer in [*entry.offers, *(o.offer for o in operator.values())]:
-        pid = offer.provider_id
-        if endpoint not in offer.spec.endpoints:
-            continue
-        if (pin and pid != pin) or (routing.only is not None and pid not in routing.only) or pid in routing.ignore:
-            continue
-        adapter = registry.adapter_for(pid, endpoint)
-        op = operator.get(id(offer))
-        if adapter is None or (op is None and not catalogue.is_active(offer, endpoint)):
-            skipped.append(f"{pid} (not configured)")
-            continue
-        rules = list(offer.spec.pricing)
-        if not any(r.meter in meters for r in rules):
-            skipped.append(f"{pid} (no price)")
-            continue
-        if routing.max_prompt is not None and _per_million(rules, "input_tokens") > routing.max_prompt:
-            continue
-        if routing.max_completion is not None and _per_million(rules, "output_tokens") > routing.max_completion:
-            continue
-        supports = _offer_supports(offer, endpoint, frozenset(getattr(adapter, "supports", frozenset())),
-                                   frozenset(getattr(adapter, "native", frozenset())))
-        if routing.require_parameters and used and not used <= supports:
-            skipped.append(f"{pid} (does not support {', '.join(sorted(used - supports))})")
-            continue
-        key = (routing.order.index(pid) if pid in routing.order else len(routing.order),
-               _per_million(rules, "input_tokens") + _per_million(rules, "output_tokens")
-               if routing.sort in ("price", "pricing", "cost") else 0, offer.priority)
-        out.append((key, Candidate(pid, offer.spec.provider_model_slug, adapter, rules, supports,
-                                   op.api_key if op else None, op.provider.base_url if op else None)))
-    out.sort(key=lambda kv: kv[0])
-    cands = [c for _, c in out]
-    if not cands:
-        why = f" ({'; '.join(skipped)})" if skipped else ""
-        raise bad_request(f"No provider can serve '{entry.spec.model_id}' for {endpoint} with this request{why}.",
+    memo: dict[int, frozenset[str]] = {}
+
+    def features(offer: catalogue.ProviderOffer) -> frozenset[str]:
+        got = memo.get(id(offer))
+        if got is None:
+            got = memo[id(offer)] = offer_features(offer, endpoint)
+        return got
+
+    def extra(entry: catalogue.ModelEntry) -> list[catalogue.ProviderOffer]:
+        return [o.offer for o in providers_file.offers_for(entry.spec.model_id)]
+
+    try:
+        route = routing.plan(snap, model, endpoint, prefs, params=sorted(used or ()), health=health,
+                             supports=lambda o, name: name in features(o), extra=extra)
+    except routing.RoutingError as e:
+        raise _routing_error(e) from None
+    model_id = route.model.spec.model_id
+    operator = {id(o.offer): o for o in providers_file.offers_for(model_id)}
+    priced = [o for o in route.offers if _has_price(list(o.spec.pricing), endpoint)]
+    if not priced:
+        why = "; ".join(f"{o.provider_id} (no price)" for o in route.offers)
+        raise bad_request(f"No provider can serve '{model_id}' for {endpoint} with this request ({why}).",
                           "model", code="no_provider_available")
-    if not routing.allow_fallbacks:
-        cands = cands[:1]
-    return entry.spec.model_id, cands
+    out: list[Candidate] = []
+    for offer in routing.candidates(priced, route.prefs):
+        op = operator.get(id(offer))
+        out.append(Candidate(offer.provider_id, offer.spec.provider_model_slug,
+                             registry.adapter_for(offer.provider_id, endpoint), list(offer.spec.pricing),
+                             features(offer), op.api_key if op else None, op.provider.base_url if op else None))
+    return model_id, out
 
 
 def request_for(req: IRRequest, cand: Candidate) -> IRRequest:

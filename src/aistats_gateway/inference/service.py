@@ -2,9 +2,13 @@
 
 Invariants:
 * Nothing is sent upstream before :func:`charge.open_call` succeeded (402/429 otherwise).
-* Fallback to the next candidate happens only on retryable provider errors (connect errors,
+* Candidates come from the shared routing layer (:mod:`inference.route` over ``routing.plan``), and
+  are tried by routing's one fallback loop (``routing.run_with_fallback``) with the gateway's circuit
+  breaker (``state.breaker``): a provider whose circuit is open is skipped (a ``circuit_open`` attempt).
+* Fallback to the next candidate happens only on ``providers.base.RETRYABLE_KINDS`` (connect errors,
   timeouts, 408, 429, 5xx, malformed answers) and only before the first byte reaches the client:
-  a stream commits to a provider when its first event arrives.
+  a stream commits to a provider when its first event arrives; a failure after that is the stream's
+  (an error event), never a fallback. Every attempt is stored on the generation.
 * A stream is pumped by its own task, independent of the client connection: when the client goes
   away the task keeps reading the provider's stream to its end and charges the usage it reports.
   A stream that fails after its first event ends with the protocol's error event and is charged
@@ -25,6 +29,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from aistats_gateway import routing
 from aistats_gateway.http.errors import APIError
 from aistats_gateway.inference import charge, route
 from aistats_gateway.llm.codecs._common import Meta
@@ -60,13 +65,14 @@ class Principal:
 
 @dataclass
 class Attempts:
+    """The attempts stored on a generation: routing's ``Attempt.as_dict()`` plus ``ok``, ``ms`` and ``kind``."""
+
     items: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, provider: str, started: float, error: ProviderError | None) -> None:
-        self.items.append({"provider": provider, "ok": error is None,
-                           "ms": round((time.perf_counter() - started) * 1000, 1),
-                           **({"status": error.status, "kind": error.kind, "code": error.code,
-                               "message": error.message[:300]} if error else {})})
+    @classmethod
+    def of(cls, attempts: list[routing.Attempt]) -> Attempts:
+        return cls([{**a.as_dict(), "message": a.message[:300] if a.message else None, "ok": a.outcome == "accepted",
+                     "ms": a.duration_ms, "kind": a.kind} for a in attempts])
 
 
 def new_generation_id() -> str:
@@ -104,9 +110,10 @@ async def plan(state: Any, principal: Principal, endpoint: str, client_model: st
                req: IRRequest | None, *, input_tokens: int, output_tokens: int, stream: bool,
                record_endpoint: str | None = None) -> Plan:
     """Resolve candidates, estimate, hold and record: everything before the first upstream byte."""
-    routing = route.parse_routing(body)
+    prefs = route.parse_routing(body)
     snap = await state.catalogue.get()
-    model_id, cands = route.candidates(snap, client_model, endpoint, routing, req.params if req else None)
+    model_id, cands = route.candidates(snap, client_model, endpoint, prefs, req.params if req else None,
+                                       state.breaker)
     hold = charge.estimate([c.rules for c in cands], input_tokens, output_tokens)
     gen_id = new_generation_id()
     call = charge.Call(gen_id, principal.workspace_id, principal.key_id, record_endpoint or endpoint, model_id,
@@ -122,30 +129,34 @@ async def fail(p: Plan, attempts: Attempts, err: ProviderError | None) -> APIErr
     return api
 
 
-async def run_once(p: Plan, call: Callable[[route.Candidate, Any], Awaitable[Any]]) -> tuple[route.Candidate, Any, float,
-                                                                                           Attempts]:
-    """Try candidates in order until one answers; (candidate, answer, upstream ms, attempts)."""
-    attempts = Attempts()
-    last: ProviderError | None = None
-    for cand in p.cands:
+async def run_once(p: Plan, call: Callable[[route.Candidate, Any], Awaitable[Any]]
+                   ) -> tuple[route.Candidate, Any, float, Attempts]:
+    """Try candidates in order (routing's fallback loop and breaker) until one answers;
+    (candidate, answer, upstream ms, attempts)."""
+
+    async def one(cand: route.Candidate) -> tuple[route.Candidate, Any, float]:
         t0 = time.perf_counter()
-        try:
-            answer = await call(cand, cand.context(p.state.http))
-        except ProviderError as e:
-            attempts.add(cand.provider_id, t0, e)
-            last = e
-            if not e.retryable:
-                break
-            continue
-        attempts.add(cand.provider_id, t0, None)
-        return cand, answer, (time.perf_counter() - t0) * 1000, attempts
-    raise await fail(p, attempts, last)
+        answer = await call(cand, cand.context(p.state.http))
+        return cand, answer, (time.perf_counter() - t0) * 1000
+
+    try:
+        (cand, answer, upstream_ms), tried = await routing.run_with_fallback(p.cands, one, p.state.breaker)
+    except routing.FallbackFailed as e:
+        raise await fail(p, Attempts.of(e.attempts), e.error) from None
+    return cand, answer, upstream_ms, Attempts.of(tried)
+
+
+def observe_throughput(p: Plan, provider_id: str, usage: Usage, ms: float) -> None:
+    """Output tokens per second of a call, for ``provider.sort=throughput`` (routing's observed health)."""
+    if usage.output_tokens > 0 and ms > 0:
+        p.state.breaker.observe_throughput(provider_id, usage.output_tokens / (ms / 1000))
 
 
 async def complete(p: Plan, req: IRRequest, encode: Callable[[IRResponse, Meta], dict[str, Any]]) -> Response:
     cand, resp, upstream_ms, attempts = await run_once(
         p, lambda c, ctx: c.adapter.complete(route.request_for(req, c), ctx))
     assert isinstance(resp, IRResponse)
+    observe_throughput(p, cand.provider_id, resp.usage, upstream_ms)
     nanos, _ = await charge.close_call(p.state.sessions, p.call, charge.Outcome(
         "completed", cand.provider_id, resp.native_id, resp.usage, cand.rules, resp.finish_reason, attempts.items,
         ttft_ms=int(upstream_ms)))
@@ -156,39 +167,46 @@ async def complete(p: Plan, req: IRRequest, encode: Callable[[IRResponse, Meta],
                     headers={"Server-Timing": server_timing(upstream_ms, total), "Cache-Control": "no-store"})
 
 
+@dataclass
+class _Opened:
+    cand: route.Candidate
+    it: AsyncIterator[IRDelta]
+    first: IRDelta
+    ttfb_ms: float
+
+
 async def stream(p: Plan, req: IRRequest, make_encoder: Callable[[Meta], Encoder]) -> Response:
-    attempts = Attempts()
-    last: ProviderError | None = None
-    for cand in p.cands:
+    """Open the stream of the first candidate that yields an event (routing's fallback loop: a failure
+    before the first event moves on to the next candidate); from then on the stream is committed."""
+
+    async def open_one(cand: route.Candidate) -> _Opened:
         t0 = time.perf_counter()
         it = cand.adapter.stream(route.request_for(req, cand), cand.context(p.state.http)).__aiter__()
         try:
             first = await it.__anext__()
         except StopAsyncIteration:
-            last = ProviderError("upstream", f"{cand.provider_id} ended the stream without any event",
-                                 code="upstream_empty_stream")
-            attempts.add(cand.provider_id, t0, last)
-            continue
-        except ProviderError as e:
+            raise ProviderError("upstream", f"{cand.provider_id} ended the stream without any event",
+                                code="upstream_empty_stream") from None
+        except ProviderError:
             await _close(it)
-            attempts.add(cand.provider_id, t0, e)
-            last = e
-            if not e.retryable:
-                break
-            continue
-        attempts.add(cand.provider_id, t0, None)
-        ttfb = (time.perf_counter() - t0) * 1000
-        p.meta.provider = cand.provider_id
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        pump = Pump(p, cand, it, first, make_encoder(p.meta), queue, attempts, ttfb)
-        task = asyncio.get_running_loop().create_task(pump.run())
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
-        total = (time.perf_counter() - p.call.started) * 1000
-        return StreamingResponse(pump.body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
-                                          "Server-Timing": server_timing(ttfb, total)})
-    raise await fail(p, attempts, last)
+            raise
+        return _Opened(cand, it, first, (time.perf_counter() - t0) * 1000)
+
+    try:
+        opened, tried = await routing.run_with_fallback(p.cands, open_one, p.state.breaker)
+    except routing.FallbackFailed as e:
+        raise await fail(p, Attempts.of(e.attempts), e.error) from None
+    p.meta.provider = opened.cand.provider_id
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    pump = Pump(p, opened.cand, opened.it, opened.first, make_encoder(p.meta), queue, Attempts.of(tried),
+                opened.ttfb_ms, started=time.perf_counter() - opened.ttfb_ms / 1000)
+    task = asyncio.get_running_loop().create_task(pump.run())
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    total = (time.perf_counter() - p.call.started) * 1000
+    return StreamingResponse(pump.body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
+                                      "Server-Timing": server_timing(opened.ttfb_ms, total)})
 
 
 async def _close(it: AsyncIterator[IRDelta]) -> None:
@@ -210,6 +228,7 @@ class Pump:
     attempts: Attempts
     ttfb_ms: float
     gone: bool = False
+    started: float = field(default_factory=time.perf_counter)  # when the stream was committed
 
     def put(self, data: bytes) -> None:
         if data and not self.gone:
@@ -232,12 +251,15 @@ class Pump:
         resp = summary.response()
         try:
             if error is None:
+                observe_throughput(self.p, self.cand.provider_id, resp.usage,
+                                   (time.perf_counter() - self.started) * 1000)
                 nanos, _ = await charge.close_call(self.p.state.sessions, self.p.call, charge.Outcome(
                     "completed", self.cand.provider_id, resp.native_id, resp.usage, self.cand.rules,
                     resp.finish_reason, self.attempts.items, ttft_ms=int(self.ttfb_ms)))
                 self.p.meta.cost_nanos = nanos
                 self.put(self.enc.finish(resp.usage))
             else:
+                self.p.state.breaker.record_failure(self.cand.provider_id, retryable=error.retryable)
                 await charge.close_call(self.p.state.sessions, self.p.call, charge.Outcome(
                     "failed", self.cand.provider_id, resp.native_id, resp.usage, None, "error", self.attempts.items,
                     status_code=502, error_code=error.code or "upstream_stream_error", error_message=error.message,

@@ -306,7 +306,8 @@ async def run_leased(db: Db, lease: Lease, step: Step, *, on_lost: Callable[[], 
         _current.set(lease)  # this task's own context: steps find their lease with current()
         return await step(lease)
 
-    task: asyncio.Task[float | None] = asyncio.create_task(under_lease(), name=f"{lease.table.kind}-step-{lease.item_id}")
+    task: asyncio.Task[float | None] = asyncio.create_task(
+        under_lease(), name=f"{lease.table.kind}-step-{lease.item_id}")
     lost = asyncio.Event()
     beat = asyncio.create_task(_beat(db, lease, task, lost))
     delay: float | None = None

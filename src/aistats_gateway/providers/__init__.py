@@ -12,6 +12,7 @@ from aistats_gateway.providers import (  # noqa: F401  (each module registers it
     kling,
     local,
     luma,
+    media,
     minimax,
     openai,
     protocols,

@@ -9,7 +9,8 @@ with SigV4, service ``bedrock``); ``REGION`` (default ``us-east-1``); ``BASE_URL
 Mapping: system → ``system``; tool calls/results → ``toolUse`` / ``toolResult`` blocks; images (base64)
 → ``image.source.bytes``; ``inferenceConfig`` (``maxTokens``, ``temperature`` ≤ 1, ``topP``, ≤ 4
 ``stopSequences``); ``toolConfig`` (auto/any/tool); reasoning effort → ``additionalModelRequestFields.thinking``
-and ``top_k`` for Anthropic models (dropped for the others). Usage: ``inputTokens`` excludes cache reads (added back for the IR).
+and ``top_k`` for Anthropic models (dropped for the others). Usage: ``inputTokens`` excludes cache reads
+(added back for the IR).
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ def decode_response(doc: dict[str, Any]) -> IRResponse:
             text.append(str(b["text"]))
         elif "toolUse" in b:
             tu = b["toolUse"] or {}
-            calls.append(ToolCall(str(tu.get("toolUseId") or ""), str(tu.get("name") or ""), dumps(tu.get("input") or {})))
+            calls.append(ToolCall(str(tu.get("toolUseId") or ""), str(tu.get("name") or ""),
+                                  dumps(tu.get("input") or {})))
         elif "reasoningContent" in b:
             thinking.append(str(((b["reasoningContent"] or {}).get("reasoningText") or {}).get("text") or ""))
     finish: FinishReason = "tool_calls" if calls else FINISH.get(str(doc.get("stopReason")), "stop")
@@ -189,13 +191,15 @@ def _frames(buf: bytearray) -> list[tuple[dict[str, str], bytes]]:
     while len(buf) >= 12:
         total, hlen, pcrc = struct.unpack(">III", bytes(buf[:12]))
         if zlib.crc32(bytes(buf[:8])) != pcrc:
-            raise ProviderError("upstream", "amazon-bedrock: corrupt event-stream prelude", code="invalid_upstream_event")
+            raise ProviderError("upstream", "amazon-bedrock: corrupt event-stream prelude",
+                                code="invalid_upstream_event")
         if len(buf) < total:
             break
         msg = bytes(buf[:total])
         del buf[:total]
         if zlib.crc32(msg[:-4]) != struct.unpack(">I", msg[-4:])[0]:
-            raise ProviderError("upstream", "amazon-bedrock: corrupt event-stream message", code="invalid_upstream_event")
+            raise ProviderError("upstream", "amazon-bedrock: corrupt event-stream message",
+                                code="invalid_upstream_event")
         headers: dict[str, str] = {}
         i, end = 12, 12 + hlen
         while i < end:
@@ -258,7 +262,8 @@ class BedrockChat:
                 return [IRDelta(text=str(delta["text"]))]
             if "toolUse" in delta:
                 idx = tools.get(int(data.get("contentBlockIndex") or 0), 0)
-                return [IRDelta(tool_call=ToolCallDelta(idx, arguments=str((delta["toolUse"] or {}).get("input") or "")))]
+                args = str((delta["toolUse"] or {}).get("input") or "")
+                return [IRDelta(tool_call=ToolCallDelta(idx, arguments=args))]
             rc = delta.get("reasoningContent") or {}
             if rc.get("text"):
                 return [IRDelta(reasoning=str(rc["text"]))]

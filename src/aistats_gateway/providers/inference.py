@@ -170,7 +170,8 @@ def event_json(ev: SSEEvent, provider: str) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(ev.data)
     except orjson.JSONDecodeError as e:
-        raise ProviderError("upstream", f"{provider} sent an event that is not JSON", code="invalid_upstream_event") from e
+        raise ProviderError("upstream", f"{provider} sent an event that is not JSON",
+                            code="invalid_upstream_event") from e
     if not isinstance(doc, dict):
         raise ProviderError("upstream", f"{provider} sent an unexpected event", code="invalid_upstream_event")
     return doc

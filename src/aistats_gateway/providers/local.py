@@ -14,7 +14,7 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from aistats_gateway.media import render
 from aistats_gateway.providers import registry
@@ -34,6 +34,7 @@ FPS = 24
 class LocalVideo:
     provider_id = "local"
     can_cancel = True
+    renders_locally = True  # costs this machine's CPU: create bounds it (videos.admission.check_render_cost)
     poll_interval = 0.0
     max_poll_interval = 1.0
     deadline_seconds = 3600.0
@@ -127,9 +128,10 @@ class LocalVideo:
 
     async def open_output(self, native_id: str, ref: OutputRef, ctx: CallContext) -> AsyncIterator[bytes]:
         path = Path(ref.handle or "")
-        if not path.is_file():
+        opened = await asyncio.to_thread(_open_if_file, path)  # stat + open are disk calls: off the loop
+        if opened is None:
             raise ProviderError("not_found", f"rendered file {path.name} is gone", code="output_missing")
-        with path.open("rb") as f:
+        with opened as f:
             while True:
                 chunk = await asyncio.to_thread(f.read, 1024 * 1024)
                 if not chunk:
@@ -137,11 +139,19 @@ class LocalVideo:
                 yield chunk
 
     async def cleanup(self, native_id: str, ctx: CallContext) -> None:
+        await asyncio.to_thread(self._remove_renders, native_id, ctx)  # mkdir, glob, unlink: off the loop
+
+    def _remove_renders(self, native_id: str, ctx: CallContext) -> None:
         for p in self._scratch(ctx).glob(f"{native_id}-*.mp4"):
             p.unlink(missing_ok=True)
 
     async def cancel(self, native_id: str, ctx: CallContext) -> bool:
         return True  # the runner's cancel event stops a render in progress
+
+
+def _open_if_file(path: Path) -> BinaryIO | None:
+    """The rendered file opened for reading, or None when it is no longer a regular file (blocking)."""
+    return path.open("rb") if path.is_file() else None
 
 
 adapter = LocalVideo()

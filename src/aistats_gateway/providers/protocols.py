@@ -83,6 +83,8 @@ class TranscriptionRequest:
     prompt: str | None = None
     response_format: str = "json"
     temperature: float | None = None
+    task: str = "transcribe"  # transcribe | translate (into English; adapters with ``translates = True``)
+    timestamp_granularities: tuple[str, ...] = ()  # word and/or segment
 
 
 @dataclass(frozen=True)

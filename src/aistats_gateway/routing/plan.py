@@ -111,7 +111,8 @@ def resolve(snap: Snapshot, model: str, endpoint: str) -> ModelEntry:
     return resolve_model(snap, rest, endpoint)
 
 
-def _resolve(snap: Snapshot, model: str, endpoint: str, prefs: ProviderRouting
+def _resolve(snap: Snapshot, model: str, endpoint: str, prefs: ProviderRouting,
+             extra: Callable[[ModelEntry], Sequence[ProviderOffer]] | None = None,
              ) -> tuple[ModelEntry, ProviderRouting, str | None]:
     provider, rest = split_pinned(model)
     if provider is None or snap.resolve(model) is not None:
@@ -120,7 +121,8 @@ def _resolve(snap: Snapshot, model: str, endpoint: str, prefs: ProviderRouting
     if (prefs.only and provider not in prefs.only) or (prefs.ignore and provider in prefs.ignore):
         raise RoutingError(f"The model {model!r} pins provider {provider!r}, which provider.only/ignore "
                            "exclude.", "model", "provider_qualified_model_conflict")
-    served = sorted({o.provider_id for o in entry.offers if endpoint in o.spec.endpoints})
+    pool = [*entry.offers, *(extra(entry) if extra else ())]
+    served = sorted({o.provider_id for o in pool if endpoint in o.spec.endpoints})
     if provider not in served:
         raise RoutingError(f"The model {model!r} pins provider {provider!r}, which does not serve "
                            f"{entry.spec.model_id}; its providers are: {_fmt(served)}.", "model", "unknown_provider")
@@ -192,17 +194,23 @@ def plan(
     price_context: Mapping[str, Any] | None = None,
     health: CircuitBreaker | None = None,
     price: Callable[[ProviderOffer], float] | None = None,
+    supports: Callable[[ProviderOffer, str], bool] | None = None,
+    extra: Callable[[ModelEntry], Sequence[ProviderOffer]] | None = None,
 ) -> Route:
     """Resolve ``model`` and order the offers that can serve ``endpoint`` (see the module docstring).
 
     ``params``: the parameter names the request sets (for ``require_parameters``); ``price_context``:
     the request's values that price rules depend on (for ``max_price`` and ``sort=price``); ``health``:
     the gateway's breaker, whose observed latency/throughput ``sort`` uses; ``price``: another price key
-    for ``sort=price`` (e.g. the capability's own estimate)."""
+    for ``sort=price`` (e.g. the capability's own estimate); ``supports``: whether an offer can honour one
+    of ``params`` (default: the catalogue lists it, ``catalogue.offer_supports``), for a capability whose
+    adapters decide that; ``extra``: offers of the resolved model from outside the catalogue (operator-defined
+    providers), routed like the model's own after them."""
     prefs = prefs or ProviderRouting()
-    entry, prefs, pinned = _resolve(snap, model, endpoint, prefs)
+    entry, prefs, pinned = _resolve(snap, model, endpoint, prefs, extra)
     model_id = entry.spec.model_id
-    offers = [o for o in entry.offers if endpoint in o.spec.endpoints]
+    pool = [*entry.offers, *(extra(entry) if extra else ())]
+    offers = [o for o in pool if endpoint in o.spec.endpoints]
     known = {o.provider_id for o in offers}
     for pname, ids in (("order", prefs.order), ("only", prefs.only), ("ignore", prefs.ignore)):
         unknown = [i for i in ids or [] if i not in known]
@@ -231,11 +239,13 @@ def plan(
         raise RoutingError(f"No provider of {model_id} is configured on this gateway: {'; '.join(hints)}.",
                            "model", "no_provider_configured")
     names = list(dict.fromkeys(params))
+    def ok(o: ProviderOffer, name: str) -> bool:
+        return supports(o, name) if supports is not None else offer_supports(o, endpoint, name)
+
     if prefs.require_parameters and names:
-        keep = [o for o in routable if all(offer_supports(o, endpoint, n) for n in names)]
+        keep = [o for o in routable if all(ok(o, n) for n in names)]
         if not keep:
-            missing = "; ".join(f"{o.provider_id}: {_fmt(n for n in names if not offer_supports(o, endpoint, n))}"
-                                for o in routable)
+            missing = "; ".join(f"{o.provider_id}: {_fmt(n for n in names if not ok(o, n))}" for o in routable)
             raise RoutingError(f"provider.require_parameters: no provider of {model_id} supports every parameter "
                                f"given ({missing}).", "provider.require_parameters", "no_provider")
         routable = keep
@@ -248,10 +258,10 @@ def plan(
                                + "; ".join(f"{p}: {r}" for p, r in reasons.items()) + ".",
                                "provider.max_price", "no_provider")
         routable = keep
-    return Route(entry, _order(entry, routable, prefs, price_context, health, price), prefs, pinned)
+    return Route(entry, _order(pool, routable, prefs, price_context, health, price), prefs, pinned)
 
 
-def _order(entry: ModelEntry, offers: list[ProviderOffer], prefs: ProviderRouting,
+def _order(pool: list[ProviderOffer], offers: list[ProviderOffer], prefs: ProviderRouting,
            context: Mapping[str, Any] | None, health: CircuitBreaker | None,
            price: Callable[[ProviderOffer], float] | None) -> list[ProviderOffer]:
     order = list(prefs.order or [])
@@ -268,7 +278,7 @@ def _order(entry: ModelEntry, offers: list[ProviderOffer], prefs: ProviderRoutin
         return 0.0
 
     return sorted(offers, key=lambda o: (order.index(o.provider_id) if o.provider_id in order else len(order),
-                                         metric(o), o.priority, entry.offers.index(o)))
+                                         metric(o), o.priority, pool.index(o)))
 
 
 def candidates(offers: Sequence[ProviderOffer], prefs: ProviderRouting | None) -> list[ProviderOffer]:

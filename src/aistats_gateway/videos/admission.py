@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aistats_gateway.billing import service as billing
 from aistats_gateway.http.errors import APIError, bad_request
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.base import VIDEO
 from aistats_gateway.videos import billing as video_billing
 from aistats_gateway.videos.tables import STATUS_RANK, TERMINAL, VideoJob
 
@@ -43,8 +45,10 @@ def render_cost(width: int | None, height: int | None, seconds: float | None, sa
 
 
 def check_render_cost(plan: Any, samples: int, limit: int) -> None:
-    """400 when every candidate is the local renderer and the render costs more than ``limit``."""
-    if not plan.offers or any(o.provider_id != "local" for o in plan.offers):
+    """400 when every candidate renders on this machine (an adapter with ``renders_locally``) and the
+    render costs more than ``limit``."""
+    if not plan.offers or not all(getattr(registry.get(o.provider_id, VIDEO), "renders_locally", False)
+                                  for o in plan.offers):
         return
     cost = render_cost(plan.width, plan.height, plan.duration, samples)
     if cost > limit:
@@ -76,7 +80,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 async def check_disk(settings: Any) -> None:
-    if settings is None or settings.storage != "local":
+    if settings is None or not settings.uses_local_disk_storage:
         return
     free = await free_disk_bytes(settings.data_dir)
     if free < settings.min_free_disk_bytes:

@@ -75,7 +75,8 @@ class VideoWebhook(_In):
     url: str = Field(max_length=2048)
     secret: str | None = Field(default=None, max_length=500)
     events: Annotated[list[WebhookEventName] | None, AfterValidator(canonical_events)] = Field(
-        default=None, max_length=20, description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
+        default=None, max_length=20,
+        description="Events to deliver (default: the terminal ones); job.<phase> names the video's "
         "event, canceled is read as cancelled")
 
 

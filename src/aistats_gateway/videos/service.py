@@ -9,10 +9,10 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from pydantic import ValidationError
-from sqlalchemy import and_, delete, or_, select, update
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import CursorResult, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -40,6 +40,7 @@ STATUS_ALIASES = {"pending": "queued", "queued": "queued", "processing": "in_pro
 
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass
@@ -86,21 +87,22 @@ def _possible_id(video_id: str) -> bool:
     return _ID.fullmatch(video_id) is not None
 
 
-def parse_model(model: Any, data: dict[str, Any]) -> Any:
+def parse_model(model: type[_M], data: dict[str, Any]) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         param = _param_from_loc(tuple(err.get("loc", ())))
         if err.get("type") == "extra_forbidden":
-            raise bad_request(f"Unrecognized request argument supplied: '{param}'.", param, "unknown_parameter") from None
+            raise bad_request(f"Unrecognized request argument supplied: '{param}'.", param,
+                              "unknown_parameter") from None
         if err.get("type") == "missing":
             raise bad_request(f"Missing required parameter: '{param}'.", param, "missing_required_parameter") from None
         raise bad_request(f"Invalid value for '{param}': {err.get('msg')}.", param) from None
 
 
-async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest, upload: Upload | None,
-                 policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
+async def create(rctx: RunnerContext, fetch_client: Any, snap: Any, caller: Caller, req: VideoCreateRequest,
+                 upload: Upload | None, policy: ssrf.GuardPolicy, wake: Any, *, request_id: str | None = None,
                  webhook_cfg: Any = None, hooks: Any = None, settings: Any = None,
                  on_insert: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
                  data_urls: list[memoryview] | None = None) -> tuple[VideoJob, str | None]:
@@ -342,9 +344,10 @@ async def remove(rctx: RunnerContext, caller: Caller, video_id: str) -> None:
     async with rctx.sessions() as s, s.begin():
         # Free what the job stored: the request (prompt, parameters), provider outputs, the outputs' rows
         # and blobs; keep the small columns billing and the ledger refer to.
-        res = await s.execute(update(VideoJob).where(VideoJob.id == job.id, VideoJob.deleted_at.is_(None))
-                              .values(deleted_at=utcnow(), params={}, provider_outputs=None, provider_usage=None,
-                                      error_message=None))
+        # An UPDATE executes to a CursorResult (SQLAlchemy 2.1 types it as the plain Result).
+        res = cast("CursorResult[Any]", await s.execute(
+            update(VideoJob).where(VideoJob.id == job.id, VideoJob.deleted_at.is_(None))
+            .values(deleted_at=utcnow(), params={}, provider_outputs=None, provider_usage=None, error_message=None)))
         if res.rowcount != 1:
             raise APIError(404, f"No video found with id '{video_id}'.", param="video_id", code="video_not_found")
         await s.execute(delete(VideoOutput).where(VideoOutput.job_id == job.id))

@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aistats_gateway import routing
-from aistats_gateway.catalogue.schema import ParameterDetail
+from aistats_gateway.catalogue.schema import Endpoint, ParameterDetail
 from aistats_gateway.catalogue.service import ModelEntry, ProviderOffer, Snapshot
 from aistats_gateway.http.errors import bad_request
 from aistats_gateway.media import render
 from aistats_gateway.videos.schemas import VideoCreateRequest
 
-ENDPOINT = "video.generation"
+ENDPOINT: Endpoint = "video.generation"
 routing.describe_endpoint(ENDPOINT, "video generation", "/v1/videos/models")
 RESOLUTIONS = ("480p", "720p", "1080p", "1K", "2K", "4K")
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -60,7 +61,7 @@ def fold_aliases(snap: Snapshot, data: dict[str, Any]) -> dict[str, Any]:
         return data
     out = dict(data)
     for o in entry.offers:
-        for name, detail in (o.spec.parameters.get(ENDPOINT) or {}).items():  # type: ignore[call-overload]
+        for name, detail in (o.spec.parameters.get(ENDPOINT) or {}).items():
             for alias in detail.aliases:
                 if alias not in out or alias in VideoCreateRequest.model_fields:
                     continue
@@ -143,7 +144,7 @@ def check_value(name: str, value: Any, detail: ParameterDetail) -> str | None:
 
 
 def _detail(offer: ProviderOffer, name: str) -> ParameterDetail | None:
-    params = offer.spec.parameters.get(ENDPOINT) or {}  # type: ignore[call-overload]
+    params = offer.spec.parameters.get(ENDPOINT) or {}
     if name in params:
         return params[name]
     for detail in params.values():
@@ -301,7 +302,7 @@ def _filter_ratio(offers: list[ProviderOffer], width: int, height: int) -> list[
     return keep
 
 
-def _filter_references(offers: list[ProviderOffer], roles: list[str]) -> list[ProviderOffer]:
+def _filter_references(offers: list[ProviderOffer], roles: Sequence[str]) -> list[ProviderOffer]:
     keep, reasons = [], []
     for o in offers:
         d = _detail(o, "input_references")

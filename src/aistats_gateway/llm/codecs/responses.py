@@ -361,7 +361,8 @@ def decode_response(body: dict[str, Any]) -> IRResponse:
         elif item.get("type") == "reasoning":
             reasoning.extend(s.get("text", "") for s in item.get("summary") or [])
     u = body.get("usage") or {}
-    usage = Usage(int_of(u, "input_tokens"), int_of(u, "output_tokens"), int_of(u, "input_tokens_details.cached_tokens"),
+    usage = Usage(int_of(u, "input_tokens"), int_of(u, "output_tokens"),
+                  int_of(u, "input_tokens_details.cached_tokens"),
                   int_of(u, "output_tokens_details.reasoning_tokens"))
     incomplete = (body.get("incomplete_details") or {}).get("reason") == "max_output_tokens"
     finish = "length" if incomplete else ("tool_calls" if calls else "stop")

@@ -39,6 +39,18 @@ def _compat(provider: str, api_key: str, **styles: str) -> Callable[..., Starlet
     return _lazy("openai_inference", lambda m: m.compat_factory(provider, api_key, **styles))
 
 
+def _media(factory: Callable[..., Starlette], api_key: str, **state: Any) -> Callable[..., Starlette]:
+    """``factory``'s app with the OpenAI-shaped audio routes of ``openai_media`` added (``app.state.media``)."""
+    def build(**kwargs: Any) -> Starlette:
+        from .openai_media import MediaState, media_routes
+
+        app = factory(**kwargs)
+        app.state.media = MediaState(api_key=kwargs.get("api_key", api_key), **state)
+        app.router.routes[:0] = media_routes(app.state.media)
+        return app
+    return build
+
+
 FAKES: dict[str, Callable[..., Starlette]] = {
     "openai": _openai.create_app,
     "kling": _kling.create_app,
@@ -55,11 +67,16 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "anthropic": _lazy("anthropic"),
     "cohere": _lazy("cohere"),
     "amazon-bedrock": _lazy("bedrock"),
-    "mistral": _compat("mistral", "mistral-test", error_style="mistral", usage_style="final_chunk"),
+    "mistral": _media(_compat("mistral", "mistral-test", error_style="mistral", usage_style="final_chunk"),
+                      "mistral-test", stt_models={"voxtral-mini-latest": ("json", "text")}, translate_models=()),
     "deepseek": _compat("deepseek", "sk-deepseek-test"),
-    "groq": _compat("groq", "gsk_test", usage_style="x_groq"),
+    "groq": _media(_compat("groq", "gsk_test", usage_style="x_groq"), "gsk_test",
+                   stt_models={"whisper-large-v3": ("json", "text", "verbose_json"),
+                               "whisper-large-v3-turbo": ("json", "text", "verbose_json")},
+                   translate_models=("whisper-large-v3",)),
     "together": _compat("together", "together-test", usage_style="final_chunk"),
     "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
+    "eleven-labs": _lazy("elevenlabs"),  # text-to-speech and speech-to-text
     # native batch APIs next to the inference ones (openai_batch, anthropic_batch, gemini_batch)
     "openai-batch": _lazy("openai_batch"),
     "anthropic-batch": _lazy("anthropic_batch"),

@@ -192,6 +192,12 @@ def validate_input(schema: dict[str, F], body: dict[str, Any]) -> tuple[dict[str
             if f.kind == "url" and (bad := _check_url(name, v)) is not None:
                 errors.append(bad)
                 continue
+        elif f.kind == "size":  # an image model's image_size (fal_images.py)
+            from .fal_images import size_error
+
+            if (bad := size_error(v)) is not None:
+                errors.append(bad)
+                continue
         elif f.kind == "bool":
             if not isinstance(v, bool):
                 errors.append(_err(name, "Input should be a valid boolean", "bool_type", v))
@@ -389,6 +395,8 @@ def create_app(api_key: str = "fal-key-id:fal-key-secret", *, clock: Callable[[]
         if req.outcome == "cancelled":
             raise ApiError(400, {"detail": "Request was cancelled by the user.", "error_type": "request_cancelled"},
                            {"x-fal-error-type": "request_cancelled"})
+        if req.model_id in fal_images.IMAGE_MODELS:
+            return JSONResponse(fal_images.result(base_url(request), req))
         return JSONResponse({"video": {"url": f"{base_url(request)}/files/{req.file}_output.mp4",
                                        "content_type": "video/mp4", "file_name": "output.mp4"},
                              "seed": req.values.get("seed", req.seed)})
@@ -438,6 +446,13 @@ def create_app(api_key: str = "fal-key-id:fal-key-secret", *, clock: Callable[[]
         raise ApiError(405 if request.method not in ("GET", "POST", "PUT") else 404, {"detail": "Not Found"})
 
     async def media(name: str) -> Response:
+        if "_image_" in name:  # an image model's output (fal_images.py)
+            stem, _, rest = name.rpartition("_image_")
+            img = next((r for r in state.queue.values() if r.file == stem), None)
+            if img is None or img.outcome != "ok" or state.status(img) != "COMPLETED" or state.expire_outputs:
+                return JSONResponse({"detail": "File not found"}, status_code=404)
+            data, mime = await run_in_threadpool(fal_images.render, img, int(rest.split(".")[0]))
+            return Response(data, media_type=mime)
         req = next((r for r in state.queue.values() if f"{r.file}_output.mp4" == name), None)
         if req is None or req.outcome != "ok" or state.status(req) != "COMPLETED" or state.expire_outputs:
             return JSONResponse({"detail": "File not found"}, status_code=404)
@@ -453,3 +468,8 @@ def create_app(api_key: str = "fal-key-id:fal-key-secret", *, clock: Callable[[]
                     exception_handlers={HTTPException: http_error})
     app.state.fake = state
     return app
+
+
+from . import fal_images  # noqa: E402  (the image models; it imports F from here)
+
+MODELS.update(fal_images.IMAGE_MODELS)

@@ -303,11 +303,13 @@ def create_app(api_key: str = "AIza-fake-gemini-key", *, project: str = "fake-pr
             return ApiError(405, "UNIMPLEMENTED", f"Method {request.method} is not allowed here.").response()
         return ApiError(status, "UNKNOWN", str(getattr(exc, "detail", "")) or "Bad request").response()
 
+    from .google_images import image_routes  # Imagen :predict, Gemini image output: google_images.py
     from .google_inference import gemini_routes  # generateContent & co.: google_inference.py
     from .inference_common import InferenceState
 
     vertex = "/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"
     app = Starlette(routes=[
+        *image_routes(state, _check_key, _check_bearer),  # before generateContent: image models only
         Route("/v1beta/models/{model}:predictLongRunning", studio_create, methods=["POST"]),
         Route("/v1beta/models/{model}/operations/{op}", studio_get, methods=["GET"]),
         Route("/v1beta/files/{file}:download", studio_download, methods=["GET"]),

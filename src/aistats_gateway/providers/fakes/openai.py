@@ -467,6 +467,7 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
 
     from .inference_common import InferenceState  # the inference routes: openai_inference.py
     from .openai_inference import inference_routes
+    from .openai_media import MediaState, media_routes  # images and audio: openai_media.py
 
     app = Starlette(routes=[
         Route("/v1/videos", create_video, methods=["POST"]),
@@ -475,6 +476,7 @@ def create_app(api_key: str = "sk-test", *, clock: Callable[[], float] = time.mo
         Route("/v1/videos/{video_id}", delete_video, methods=["DELETE"]),
         Route("/v1/videos/{video_id}/content", download_content, methods=["GET"]),
         *inference_routes(inference := InferenceState(api_key=api_key)),  # chat, responses, embeddings…
+        *media_routes(media := MediaState(api_key=api_key)),  # images, speech, transcriptions
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake, app.state.inference = state, inference
+    app.state.fake, app.state.inference, app.state.media = state, inference, media
     return app

@@ -286,13 +286,15 @@ def create_app(api_key: str = "xai-test", *, clock: Callable[[], float] = time.m
 
     from .inference_common import InferenceState  # the chat/embeddings routes: openai_inference.py
     from .openai_inference import inference_routes
+    from .xai_images import XaiImageState, image_routes  # POST /v1/images/generations: xai_images.py
 
     app = Starlette(routes=[
+        *image_routes(images := XaiImageState(api_key=api_key)),
         Route("/v1/videos/generations", generate, methods=["POST"]),
         Route("/v1/videos/{request_id}", retrieve, methods=["GET"]),
         Route("/xai-vidgen-bucket/xai-video-{file_id}.mp4", endpoint(link, api=False), methods=["GET"]),
         *inference_routes(inference := InferenceState(api_key=api_key, provider="x-ai", reject_unknown_params=False),
                           flavor="compat", error_style="xai"),  # chat completions and embeddings
     ], exception_handlers={HTTPException: http_error})
-    app.state.fake, app.state.inference = state, inference
+    app.state.fake, app.state.inference, app.state.images = state, inference, images
     return app

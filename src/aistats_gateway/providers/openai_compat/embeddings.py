@@ -30,7 +30,8 @@ class OpenAICompatEmbeddings:
         doc = await post_json(ctx, base_url(self.family, ctx) + "/embeddings", body, headers(ctx), self.provider_id)
         data = doc.get("data")
         if not isinstance(data, list):
-            raise ProviderError("upstream", f"{self.provider_id} returned no embeddings", code="invalid_upstream_response")
+            raise ProviderError("upstream", f"{self.provider_id} returned no embeddings",
+                                code="invalid_upstream_response")
         data = sorted((d for d in data if isinstance(d, dict)), key=lambda d: int(d.get("index") or 0))
         usage = doc.get("usage") or {}
         tokens = usage.get("prompt_tokens") or usage.get("total_tokens") or 0
