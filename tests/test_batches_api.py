@@ -264,10 +264,9 @@ def test_cancel_mid_batch_pays_for_finished_rows(gw: Gateway, fakes: dict[str, R
     groq.fail_next, groq.fail_status, groq.retry_after_seconds = 10_000, 429, 30.0
     reqs = [{"custom_id": "first", "body": {"model": MINI, "messages": [{"role": "user", "content": "a"}],
                                             "max_tokens": 5}}] + [
-        {"custom_id": f"slow{i}", "body": {"model": LLAMA, "messages": [{"role": "user", "content": "b"}],
+        {"custom_id": f"slow{i}", "body": {"model": "groq:" + LLAMA, "messages": [{"role": "user", "content": "b"}],
                                           "max_tokens": 5}} for i in range(3)]
-    r = c.post("/v1/batches", json={"requests": reqs, "endpoint": "/v1/chat/completions",
-                                    "provider": {"ignore": ["together"]}})
+    r = c.post("/v1/batches", json={"requests": reqs, "endpoint": "/v1/chat/completions"})
     assert r.status_code == 200, r.text
     bid = r.json()["id"]
     deadline = time.monotonic() + 30
@@ -295,9 +294,8 @@ def test_expiry_keeps_the_partial_output(gw: Gateway, fakes: dict[str, RunningFa
     key, c, _ = fresh(gw)
     groq = inf(fakes["groq"])
     groq.fail_next, groq.fail_status, groq.retry_after_seconds = 10_000, 429, 30.0
-    reqs = [line("done", "a"), line("late", "b", model=LLAMA)]
-    r = c.post("/v1/batches", json={"requests": reqs, "endpoint": "/v1/chat/completions",
-                                    "provider": {"ignore": ["together"]}})
+    reqs = [line("done", "a"), line("late", "b", model="groq:" + LLAMA)]
+    r = c.post("/v1/batches", json={"requests": reqs, "endpoint": "/v1/chat/completions"})
     bid = r.json()["id"]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
