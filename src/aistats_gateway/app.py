@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aistats_gateway")
 # The domains whose ``jobs`` module gives the job engines their sources (``sources(state)``).
 JOB_DOMAINS = ("aistats_gateway.videos.jobs", "aistats_gateway.billing.jobs", "aistats_gateway.webhooks.jobs",
-               "aistats_gateway.files.jobs")
+               "aistats_gateway.files.jobs", "aistats_gateway.batches.jobs")
 
 
 class Health(BaseModel):
@@ -179,6 +179,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     app.include_router(catalogue_router)
     app.include_router(videos_router)
     app.include_router(files_endpoints.router)  # before any /v1/batches/{id} router
+    from aistats_gateway.batches.endpoints import router as batches_router
+
+    app.include_router(batches_router)  # after the catalogue's /v1/batches/models and the files routes
     app.include_router(billing_router)
     from aistats_gateway.media_api.endpoints import router as media_router
 

@@ -81,11 +81,16 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Files API (/v1/files): upload size limit, batch-file bounds and the default expiry of batch files.
     files_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Largest file upload (413 above)")
-    files_batch_max_lines: int = Field(default=50_000, ge=1, description="Most requests in a batch file")
+    files_batch_max_lines: int = Field(default=50_000, ge=1,
+                                       description="Most requests in a batch (its file or inline requests[])")
     files_batch_max_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
                                             description="Longest line of a batch file")
     files_batch_expires_seconds: int = Field(default=30 * 24 * 3600, ge=0,
                                              description="Default lifetime of purpose=batch files (0 = keep)")
+    # Batches API (/v1/batches): batches running at once per workspace, provider calls at once per process.
+    batches_max_in_flight: int = Field(default=100, ge=1, description="Unfinished batches per workspace (429 above)")
+    batches_provider_concurrency: int = Field(default=64, ge=1,
+                                              description="Batch rows calling one provider at once, per process")
     # Hardening limits (docs/configuration.md, "Limits").
     max_jobs_in_flight_per_key: int = Field(default=32, ge=1, le=100_000,
                                             description="Video jobs queued or in progress per API key")

@@ -1,4 +1,5 @@
-"""``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /v1/videos/models``, ``GET /v1/batches/models``.
+"""``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /v1/videos/models``
+(``GET /v1/batches/models`` is in ``batches/``).
 
 ``/v1/models`` keeps the seed's page (``ok``, ``limit``, ``offset``, ``models``, ``total``) and adds the
 same page in OpenAI's list shape (``object: "list"``, ``data``), so OpenAI clients list it too.
@@ -108,19 +109,3 @@ async def list_video_models(
 ) -> Response:
     snap = await request.app.state.gateway.catalogue.get()
     return JSONBytes(queries.capability_list(snap, "video.generation", queries.split_values(params)))
-
-
-@router.get(
-    "/batches/models",
-    response_model=CapabilityList,
-    summary="List batch model capabilities",
-    tags=["Batches"],
-)
-async def list_batch_models(
-    request: Request,
-    _: Principal = Depends(require_key),
-    params: Annotated[list[str] | None, Query(
-        description=_PARAMS_DOC.format(examples="endpoint, request_endpoint, completion_window, window"))] = None,
-) -> Response:
-    snap = await request.app.state.gateway.catalogue.get()
-    return JSONBytes(queries.capability_list(snap, "batch", queries.split_values(params)))

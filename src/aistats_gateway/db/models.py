@@ -1,6 +1,7 @@
 """Imports every domain's tables so Base.metadata is complete (Alembic, tests)."""
 
 from aistats_gateway.auth.tables import ApiKey, RateCounter, Workspace
+from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.billing.tables import Hold, LedgerEntry
 from aistats_gateway.catalogue.tables import (
     CatalogueModel,
@@ -16,6 +17,8 @@ from aistats_gateway.webhooks.tables import WebhookDelivery
 
 __all__ = [
     "ApiKey",
+    "Batch",
+    "BatchRow",
     "CatalogueModel",
     "CatalogueOrganisation",
     "CatalogueProvider",

@@ -77,6 +77,10 @@ FAKES: dict[str, Callable[..., Starlette]] = {
     "together": _compat("together", "together-test", usage_style="final_chunk"),
     "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
     "eleven-labs": _lazy("elevenlabs"),  # text-to-speech and speech-to-text
+    # native batch APIs next to the inference ones (openai_batch, anthropic_batch, gemini_batch)
+    "openai-batch": _lazy("openai_batch"),
+    "anthropic-batch": _lazy("anthropic_batch"),
+    "gemini-batch": _lazy("gemini_batch"),
 }
 
 

@@ -1,0 +1,146 @@
+"""Benchmark of a gateway-mode chat batch: rows/s, wall time, the server's peak RSS, database bytes per row.
+
+    .venv/bin/python bench/bench_batches.py                       # 10,000 rows, SQLite, one process
+    .venv/bin/python bench/bench_batches.py --rows 2000 --concurrency 32
+    .venv/bin/python bench/bench_batches.py --backend postgres    # serve + one worker (procrastinate)
+
+A real ``aistats-gateway serve`` process (and, on PostgreSQL, a ``worker``) runs the batch against
+``bench/mock_upstream.py`` (its own process, fixed replies) standing in for OpenAI. The batch is
+uploaded as a JSONL file, created, and polled until it ends; the wall time runs from the create to
+``completed``. RSS is the gateway processes' peak (``VmHWM``); on SQLite the database size is the
+file's, on PostgreSQL the schema's tables and indexes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from mock_upstream import spawn  # noqa: E402  (bench/ is put on the path just above)
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--concurrency", type=int, default=64, help="AISTATS_JOB_CONCURRENCY of each process")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="aistats-bench-batches-"))
+    mock, mock_port = spawn()
+    schema = "bench_batches_" + secrets.token_hex(4)
+    db_url = (f"sqlite+aiosqlite:///{tmp}/gateway.db" if args.backend == "sqlite"
+              else f"{PG}?options=-csearch_path%3D{schema}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AISTATS_")}
+    env.update({"AISTATS_DATA_DIR": str(tmp), "AISTATS_DATABASE_URL": db_url, "AISTATS_KEY_PEPPER": "bench",
+                "AISTATS_SIGNING_SECRET": "bench", "AISTATS_LOG_LEVEL": "warning",
+                "AISTATS_JOB_CONCURRENCY": str(args.concurrency), "AISTATS_JOB_WORKSPACE_CONCURRENCY": "0",
+                "AISTATS_PROVIDER_OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+                "AISTATS_PROVIDER_OPENAI_API_KEY": "sk-bench", "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"})
+    procs: list[subprocess.Popen[bytes]] = []
+    if args.backend == "postgres":
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
+                        f"CREATE SCHEMA {schema}"], check=True)
+        env["AISTATS_RUN_WORKER"] = "false"
+    try:
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "aistats_gateway.cli", "serve", "--port", str(port)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(server)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the gateway did not start")
+            time.sleep(0.2)
+        if args.backend == "postgres":
+            procs.append(subprocess.Popen([sys.executable, "-m", "aistats_gateway.cli", "worker"], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        out = subprocess.run([sys.executable, "-m", "aistats_gateway.cli", "keys", "create", "--name", "bench",
+                              "--credits", "100000", "--json"], env=env, capture_output=True, text=True, check=True)
+        key = json.loads(out.stdout)["key"]
+        c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        lines = b"".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                                     "body": {"model": "openai/gpt-4o-mini", "max_tokens": 20, "messages": [
+                                         {"role": "user", "content": f"row {i}: say hello"}]}}).encode() + b"\n"
+                         for i in range(args.rows))
+        f = c.post("/v1/files", files={"file": ("rows.jsonl", lines)}, data={"purpose": "batch"})
+        f.raise_for_status()
+        t0 = time.monotonic()
+        r = c.post("/v1/batches", json={"input_file_id": f.json()["id"], "endpoint": "/v1/chat/completions",
+                                        "completion_window": "24h"})
+        r.raise_for_status()
+        created_s = time.monotonic() - t0
+        bid = r.json()["id"]
+        while True:
+            b = c.get(f"/v1/batches/{bid}").json()
+            if b["status"] in ("completed", "failed", "expired", "cancelled"):
+                break
+            if time.monotonic() - t0 > args.timeout:
+                raise SystemExit(f"not finished after {args.timeout} s: {b['request_counts']}")
+            time.sleep(0.2)
+        wall = time.monotonic() - t0
+        rss = sum(peak_rss_mb(p.pid) for p in procs)
+        if args.backend == "sqlite":
+            db_bytes = sum(p.stat().st_size for p in tmp.glob("gateway.db*"))
+        else:
+            q = (f"SELECT sum(pg_total_relation_size(quote_ident(schemaname)||'.'||quote_ident(tablename))) "
+                 f"FROM pg_tables WHERE schemaname='{schema}'")
+            db_bytes = int(subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", q],
+                                          capture_output=True, text=True, check=True).stdout.strip() or 0)
+        print(f"| {args.backend} | {args.rows:,} | {args.concurrency} | {b['status']} "
+              f"({b['request_counts']['completed']:,} ok) | {created_s:.2f} s | {wall:.1f} s | "
+              f"{args.rows / wall:,.0f} | {rss:.0f} MB | {db_bytes / args.rows:,.0f} B |")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        mock.terminate()
+        mock.wait()
+        if args.backend == "postgres":
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
+                            f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

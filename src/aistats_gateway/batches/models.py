@@ -1,0 +1,73 @@
+"""``GET /v1/batches/models``: every model that can be batched, with each provider's modes.
+
+* With a ``params`` filter the answer is the catalogue's batch entries (offers listing the ``batch``
+  endpoint, i.e. a provider batch API) exactly as the catalogue renders them: the seed's example.
+* Without one, those entries come first, each provider marked ``modes: ["native", "gateway"]``
+  when the gateway drives that provider's batch API here, else ``["gateway"]``; then every other
+  active model the gateway can call on a batchable endpoint, in gateway mode, with each provider's
+  endpoints, native endpoints and windows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aistats_gateway.batches.native_drivers import NATIVE_ENDPOINTS
+from aistats_gateway.batches.service import WINDOWS
+from aistats_gateway.catalogue import queries
+from aistats_gateway.catalogue import service as catalogue
+
+KINDS = {"chat.completions": ("/v1/chat/completions", "/v1/responses", "/v1/messages"),
+         "embeddings": ("/v1/embeddings",), "moderations": ("/v1/moderations",)}
+
+
+def _gateway_entry(e: Any, providers: list[dict[str, Any]]) -> dict[str, Any]:
+    endpoints = list(dict.fromkeys(ep for p in providers for ep in p["endpoints"]))
+    windows = list(WINDOWS)
+    ids = [p["id"] for p in providers]
+    detail = {"endpoint": {"supported": True, "values": endpoints, "providers": ids},
+              "completion_window": {"supported": True, "values": windows, "providers": ids}}
+    names = ["endpoint", "completion_window"]
+    return {"model": e.spec.model_id, "name": e.spec.name, "status": e.spec.status,
+            "input_types": e.spec.input_types, "output_types": e.spec.output_types,
+            "supported_params": names, "supported_parameters": names,
+            "supported_params_detail": detail, "supported_parameters_detail": detail,
+            "providers": providers, "pricing": {}, "modes": ["gateway"]}
+
+
+def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
+    key = ("batches-models", tuple(params))
+    cached = snap.cache.get(key)
+    if cached is not None:
+        return cached
+    from aistats_gateway.providers import registry
+
+    if params:
+        return queries.capability_list(snap, "batch", params)
+    body = orjson.loads(queries.capability_list(snap, "batch", params))
+    listed = set()
+    for m in body["data"]:
+        listed.add(m["model"])
+        for p in m["providers"]:
+            p["modes"] = ["native", "gateway"] if p["id"] in NATIVE_ENDPOINTS else ["gateway"]
+    for e in snap.models:
+        if e.spec.status != "active" or e.spec.model_id in listed:
+            continue
+        providers = []
+        for o in e.offers:
+            eps = [ep for kind, group in KINDS.items() if kind in o.spec.endpoints
+                   and registry.adapter_for(o.provider_id, kind) is not None for ep in group]
+            if eps:
+                native = [ep for ep in eps if ep in NATIVE_ENDPOINTS.get(o.provider_id, ())]
+                providers.append({"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug,
+                                  "modes": ["native", "gateway"] if native else ["gateway"],
+                                  "endpoints": eps, "native_endpoints": native,
+                                  "completion_windows": list(WINDOWS), "is_active_gateway":
+                                  any(catalogue.is_active(o, k) for k in KINDS if k in o.spec.endpoints)})
+        if providers:
+            body["data"].append(_gateway_entry(e, providers))
+    out = orjson.dumps(body)
+    snap.cache[key] = out
+    return out

@@ -1,0 +1,244 @@
+"""The two steps the job engine runs for batches: one row (``run_row``) and one batch (``advance``).
+
+Invariants:
+
+* ``run_row`` executes a ``queued`` row under its lease (``execute``); a row of a batch that is
+  not running any more (cancelling, expired, finished) is left for ``advance``.
+* ``advance`` never touches a row somebody is running: rows are cancelled or expired only while
+  unleased (conditional UPDATE), and the batch waits for leased rows to finish first.
+* Finalisation writes the output and error files (streamed from the rows, never all in memory),
+  then in ONE transaction moves the batch to its terminal status (conditional on the status it
+  had), stores the files, usage and cost, settles the hold for the exact sum of the rows' costs
+  (the rest is released) and queues the events. A crash before that commit leaves the batch as
+  it was and the step runs again; after it, nothing runs again, so the hold is settled once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import func, or_, select, update
+
+from aistats_gateway.batches import events, execute, native
+from aistats_gateway.batches import service as batches
+from aistats_gateway.batches.tables import Batch, BatchRow
+from aistats_gateway.billing import service as billing
+from aistats_gateway.billing.pricing import Line
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.files import service as files
+from aistats_gateway.jobs import lease as leases
+
+log = logging.getLogger("aistats_gateway.batches")
+POLL_SECONDS = 0.5
+WAIT_SECONDS = 1.0
+BACKOFF_BASE = 2.0
+PAGE = 500
+
+
+@dataclass
+class BatchContext:
+    state: Any
+    limits: execute.Limits = field(default_factory=execute.Limits)
+    runner: execute.Runner = execute.run
+
+
+def _wake(state: Any, source: str, item_id: str) -> None:
+    if state.jobs is not None:
+        state.jobs.wake(source, item_id)
+
+
+async def run_row(ctx: BatchContext, lease: leases.Lease) -> float | None:
+    state = ctx.state
+    async with state.sessions() as s:
+        row = await s.get(BatchRow, lease.item_id)
+        batch = await s.get(Batch, row.batch_id) if row is not None else None
+    if row is None or batch is None or row.status != "queued":
+        return None
+    if batch.status not in ("validating", "in_progress") or batch.expires_at <= utcnow():
+        _wake(state, "batches", batch.id)
+        return WAIT_SECONDS  # the batch step cancels or expires it
+    out = await ctx.runner(state, ctx.limits, batch, row)
+    if out.status == "retry" and row.attempts + 1 < execute.MAX_ATTEMPTS:
+        leases.on_release(row.id, attempts=row.attempts + 1, error=out.error, updated_at=utcnow())
+        return max(out.retry_in, float(BACKOFF_BASE ** row.attempts))
+    if out.status == "retry":
+        out.status = "failed"
+    if not await execute.record(state, row, lease.owner, out):
+        log.warning("batch row lost its lease before its result was written", extra={"row": row.id})
+        return None
+    _wake(state, "batches", batch.id)
+    return None
+
+
+async def _counts(state: Any, batch_id: str) -> dict[str, int]:
+    async with state.sessions() as s:
+        got = await s.execute(select(BatchRow.status, func.count()).where(BatchRow.batch_id == batch_id)
+                              .group_by(BatchRow.status))
+        return {str(k): int(v) for k, v in got}
+
+
+async def _close_unleased(state: Any, batch_id: str, status: str, error: dict[str, Any]) -> None:
+    now = utcnow()
+    async with state.sessions() as s, s.begin():
+        await s.execute(update(BatchRow).where(
+            BatchRow.batch_id == batch_id, BatchRow.status == "queued",
+            or_(BatchRow.lease_until.is_(None), BatchRow.lease_until < now)).values(
+            status=status, error=error, updated_at=now, completed_at=now))
+
+
+async def advance(ctx: BatchContext, batch_id: str) -> float | None:
+    state = ctx.state
+    async with state.sessions() as s:
+        b = await s.get(Batch, batch_id)
+    if b is None or b.status in ("completed", "failed", "expired", "cancelled"):
+        return None
+    now = utcnow()
+    if b.mode == "native":
+        delay = await _native(ctx, b)
+        if delay is not None:
+            return delay
+    elif b.status == "cancelling":
+        await _close_unleased(state, batch_id, "cancelled",
+                              {"code": "batch_cancelled",
+                               "message": "The batch was cancelled before this request ran."})
+    elif b.status in ("validating", "in_progress") and b.expires_at <= now:
+        await _close_unleased(state, batch_id, "expired", {
+            "code": "batch_expired",
+            "message": "This request could not be executed before the completion window expired."})
+    counts = await _counts(state, batch_id)
+    queued = counts.get("queued", 0) + counts.get("submitted", 0)
+    completed = counts.get("completed", 0)
+    failed = sum(counts.get(k, 0) for k in ("failed", "expired", "cancelled"))
+    if b.status in ("validating", "in_progress"):
+        await _progress(state, b, completed, failed)
+    if queued:
+        return POLL_SECONDS if b.status in ("validating", "in_progress") and b.expires_at > now else WAIT_SECONDS
+    await finalize(state, b, counts)
+    return None
+
+
+async def _native(ctx: BatchContext, b: Batch) -> float | None:
+    """Advance a native batch at its provider; None once every row has its result."""
+    state = ctx.state
+    if b.native_state == "rejected":
+        return None
+    if b.native_id is None:
+        if b.status == "cancelling":  # not (known to be) submitted: adopt it to cancel it, else nothing to do
+            if b.native_state == "submitting":
+                found = await native.adopt(state, b)
+                if found is None:
+                    return 2.0
+                if found:
+                    return 0.0
+            await _close_submitted(state, b.id)
+            return None
+        plan = await execute.planner(state)
+        return await native.submit(state, b, plan.native_candidate(b))
+    if b.status == "cancelling" and b.native_state == "submitted":
+        await native.cancel(state, b)
+    plan = await execute.planner(state)
+    if not await native.poll(state, b, plan.native_candidate(b)):
+        return native.POLL_SECONDS
+    return None
+
+
+async def _close_submitted(state: Any, batch_id: str) -> None:
+    now = utcnow()
+    async with state.sessions() as s, s.begin():
+        await s.execute(update(BatchRow).where(BatchRow.batch_id == batch_id, BatchRow.status == "submitted").values(
+            status="cancelled", error={"code": "batch_cancelled", "message": "The batch was cancelled before this "
+                                       "request ran."}, updated_at=now, completed_at=now))
+
+
+async def _progress(state: Any, b: Batch, completed: int, failed: int) -> None:
+    if (completed, failed) == (b.completed, b.failed):
+        return
+    done = completed + failed
+    bucket = (done * 100 // b.total) // 10 * 10 if b.total else 0
+    bucket = bucket if 10 <= bucket <= 90 else b.progress_bucket
+    async with state.sessions() as s, s.begin():
+        res = await s.execute(update(Batch).where(Batch.id == b.id, Batch.status == b.status).values(
+            completed=completed, failed=failed, progress_bucket=max(bucket, b.progress_bucket), updated_at=utcnow()))
+        if res.rowcount and bucket > b.progress_bucket:
+            fresh = await s.get(Batch, b.id)
+            assert fresh is not None
+            await events.emit(s, fresh, "batch.progress", f"batch.progress:{bucket}")
+
+
+async def _lines(state: Any, batch_id: str, statuses: tuple[str, ...], acc: dict[str, int]) -> AsyncIterator[bytes]:
+    after = 0
+    while True:
+        async with state.sessions() as s:
+            rows = await batches.finished_rows(s, batch_id, after, PAGE, statuses)
+        if not rows:
+            return
+        for r in rows:
+            acc["cost_nanos"] += r.cost_nanos
+            for k in ("input_tokens", "output_tokens", "total_tokens"):
+                acc[k] += int((r.usage or {}).get(k) or 0)
+        yield b"".join(orjson.dumps(batches.output_line(r)) + b"\n" for r in rows)
+        after = rows[-1].line
+
+
+async def _file(state: Any, b: Batch, name: str, statuses: tuple[str, ...], n: int,
+                acc: dict[str, int]) -> str | None:
+    if n == 0:
+        return None
+    row = await files.store_stream(files.context(state), b.workspace_id, filename=f"{b.id}_{name}.jsonl",
+                                   purpose="batch_output", chunks=_lines(state, b.id, statuses, acc))
+    return row.id
+
+
+async def finalize(state: Any, b: Batch, counts: dict[str, int]) -> None:
+    """Write the files, then move to the terminal status, settle and notify in one transaction."""
+    if b.status == "cancelling":
+        target, frm = "cancelled", "cancelling"
+    else:
+        target = ("failed" if b.native_state == "rejected" else
+                  "expired" if counts.get("expired", 0) else "completed")
+        frm = "finalizing"
+        if b.status != "finalizing":
+            now = utcnow()
+            async with state.sessions() as s, s.begin():
+                res = await s.execute(update(Batch).where(Batch.id == b.id, Batch.status == b.status).values(
+                    status="finalizing", finalizing_at=now, updated_at=now))
+                if not res.rowcount:
+                    return
+                fresh = await s.get(Batch, b.id)
+                assert fresh is not None
+                await events.status_changed(s, fresh, b.status)
+    acc = {"cost_nanos": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    completed = counts.get("completed", 0)
+    failed = sum(counts.get(k, 0) for k in ("failed", "expired", "cancelled"))
+    out_id = await _file(state, b, "output", ("completed",), completed, acc)
+    err_id = await _file(state, b, "errors", ("failed", "expired", "cancelled"), failed, acc)
+    now = utcnow()
+    cost = acc["cost_nanos"]
+    usage = {"requests": completed + failed, "input_tokens": acc["input_tokens"],
+             "output_tokens": acc["output_tokens"], "total_tokens": acc["total_tokens"], "cost_nanos": cost,
+             "cost_usd": f"{cost / 1e9:.9f}", "currency": "usd"}
+    async with state.sessions() as s, s.begin():
+        res = await s.execute(update(Batch).where(Batch.id == b.id, Batch.status == frm).values(
+            status=target, output_file_id=out_id, error_file_id=err_id, completed=completed, failed=failed,
+            cost_nanos=cost, usage=usage, updated_at=now, **{f"{target}_at": now}, lease_until=None))
+        if res.rowcount:
+            if cost > 0:
+                done = await billing.settle(s, batches.ref(b.id), [Line("batch_requests", completed, completed, 0,
+                                                                        cost, None)])
+            else:
+                done = await billing.void(s, batches.ref(b.id), memo=f"batch {b.id}: nothing to charge")
+            doc = billing.billing_doc(done, b.hold_nanos)
+            await s.execute(update(Batch).where(Batch.id == b.id).values(billing=doc))
+            fresh = await s.get(Batch, b.id)
+            assert fresh is not None
+            fresh.billing = doc
+            await events.status_changed(s, fresh, frm)
+    if not res.rowcount:
+        for fid in (out_id, err_id):
+            if fid:
+                await files.delete_owned(files.context(state), b.workspace_id, fid)
+
