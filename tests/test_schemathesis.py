@@ -40,6 +40,7 @@ CHECK_NAMES = (
     "response_headers_conformance",
     "response_schema_conformance",
 )
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "upgrade", "expect"})
 CHECKS = [getattr(schemathesis.checks, name) for name in CHECK_NAMES]
 
 SETTINGS = hypothesis.settings(
@@ -82,6 +83,10 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 @schema.parametrize()
 @SETTINGS
 def test_openapi_conformance(case: schemathesis.Case, gateway: Gateway, key: str) -> None:
+    if case.headers:
+        # Framing headers (a fuzzed Content-Length …) are answered by the HTTP server (uvicorn's own
+        # text/plain 400) before the request reaches the application, which this test is about.
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() not in FRAMING_HEADERS}
     case.call_and_validate(
         base_url=gateway.base_url,
         headers={"Authorization": f"Bearer {key}"},

@@ -6,8 +6,8 @@ Create Date: 2026-12-01
 
 The Batches API's tables (``batches/tables.py``): ``batches`` and one ``batch_rows`` row per request.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0008'
