@@ -83,7 +83,11 @@ def test_list_pages_through_30_jobs(gateway: Any) -> None:
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
         if i % 3:  # keep the renders (and the test) short: most jobs are cancelled straight away
-            assert raw.post(f"/v1/videos/{ids[-1]}/cancel").status_code == 200
+            cancel = raw.post(f"/v1/videos/{ids[-1]}/cancel")
+            # A 1 s render may finish before the cancel arrives: then the cancel is a 409 on a completed job.
+            assert cancel.status_code == 200 or (
+                cancel.status_code == 409 and raw.get(f"/v1/videos/{ids[-1]}").json()["status"] == "completed"
+            ), cancel.text
     client = openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
     seen = [v.id for v in client.videos.list(limit=7)]
     assert seen == ids[::-1]  # newest first, each exactly once
