@@ -383,14 +383,22 @@ async def transition(db: Db, lt: LeaseTable, item_id: str, new: str, allowed_fro
     if not allowed:
         return False
     status = lt.c(lt.status_col)
-    async with engine_of(db).begin() as conn:
-        old = (await conn.execute(select(status).where(lt.c(lt.id_col) == item_id))).scalar()
-        if old not in allowed:
-            return False
-        res = await conn.execute(update(lt.table).where(lt.c(lt.id_col) == item_id, status == old,
-                                                         *(where or (true(),)))
-                                 .values({lt.status_col: new, **values}))
-    moved = res.rowcount == 1
+    moved = False
+    # The UPDATE is guarded on the status just read (so the hooks hear the true old status). When
+    # another process moved the row in between (queued → in_progress while a cancel arrives), read
+    # again: the move still happens if the row is still in an allowed status. Statuses only move
+    # forward, so this ends after at most one try per status.
+    for _ in range(len(allowed) + 1):
+        async with engine_of(db).begin() as conn:
+            old = (await conn.execute(select(status).where(lt.c(lt.id_col) == item_id))).scalar()
+            if old not in allowed:
+                return False
+            res = await conn.execute(update(lt.table).where(lt.c(lt.id_col) == item_id, status == old,
+                                                             *(where or (true(),)))
+                                     .values({lt.status_col: new, **values}))
+        if res.rowcount == 1:
+            moved = True
+            break
     if moved and events is not None:
         await events.emit(lt, item_id, str(old), new)
     return moved
