@@ -25,7 +25,7 @@ def _done(api: httpx.Client) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while True:
         body = api.get(f"/v1/videos/{vid}").json()
-        if body["status"] in TERMINAL and body["billing"]["state"] != "held":  # settled just after the move
+        if body["status"] in TERMINAL and body["billing"]["hold_state"] != "held":  # settled just after the move
             assert body["status"] == "completed", body
             return dict(body)
         assert time.monotonic() < deadline
