@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aistats_gateway.batches import events
 from aistats_gateway.batches.schemas import BatchCreate
 from aistats_gateway.batches.tables import BATCH_ACTIVE, Batch, BatchRow
 from aistats_gateway.billing import service as billing
+from aistats_gateway.db import paging
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.files import service as files
 from aistats_gateway.files.jsonl import (
@@ -262,13 +263,12 @@ async def list_batches(state: Any, caller: Caller, *, limit: int, after: str | N
         stmt = select(Batch).where(Batch.workspace_id == caller.workspace_id)
         if statuses:
             stmt = stmt.where(Batch.status.in_(statuses))
+        anchor = None
         if after:
             anchor = await s.get(Batch, after) if after.startswith("batch_") else None
             if anchor is None or anchor.workspace_id != caller.workspace_id:
                 raise bad_request(f"Unknown cursor 'after': {after!r}.", "after", "invalid_cursor")
-            stmt = stmt.where(or_(Batch.created_at < anchor.created_at,
-                                  and_(Batch.created_at == anchor.created_at, Batch.id < anchor.id)))
-        stmt = stmt.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
+        stmt = paging.keyset(stmt, Batch.created_at, Batch.id, anchor).limit(limit + 1)
         rows = list((await s.execute(stmt)).scalars())
     return rows[:limit], len(rows) > limit
 

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from aistats_gateway.db import paging
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.files.jsonl import BatchFileStats
 from aistats_gateway.files.tables import VISIBLE, StoredFile
@@ -100,20 +101,12 @@ async def list_files(ctx: FilesContext, workspace_id: str, *, limit: int, after:
         stmt = select(StoredFile).where(StoredFile.workspace_id == workspace_id, _visible(now))
         if purpose:
             stmt = stmt.where(StoredFile.purpose == purpose)
+        anchor = None
         if after:
             anchor = await s.get(StoredFile, after) if _possible_id(after) else None
             if anchor is None or anchor.workspace_id != workspace_id:
                 raise bad_request(f"Unknown cursor 'after': {after!r}.", "after", "invalid_cursor")
-            if order == "desc":
-                stmt = stmt.where(or_(StoredFile.created_at < anchor.created_at,
-                                      and_(StoredFile.created_at == anchor.created_at, StoredFile.id < anchor.id)))
-            else:
-                stmt = stmt.where(or_(StoredFile.created_at > anchor.created_at,
-                                      and_(StoredFile.created_at == anchor.created_at, StoredFile.id > anchor.id)))
-        if order == "desc":
-            stmt = stmt.order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
-        else:
-            stmt = stmt.order_by(StoredFile.created_at.asc(), StoredFile.id.asc())
+        stmt = paging.keyset(stmt, StoredFile.created_at, StoredFile.id, anchor, "asc" if order == "asc" else "desc")
         rows = list((await s.execute(stmt.limit(limit + 1))).scalars())
     return rows[:limit], len(rows) > limit
 

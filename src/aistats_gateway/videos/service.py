@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import CursorResult, and_, delete, or_, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from aistats_gateway.billing import service as billing
+from aistats_gateway.db import paging
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http import limits, ssrf
 from aistats_gateway.http.errors import APIError, _param_from_loc, bad_request
@@ -287,21 +288,13 @@ async def list_jobs(rctx: RunnerContext, caller: Caller, *, limit: int, after: s
                 .where(VideoJob.workspace_id == caller.workspace_id, VideoJob.deleted_at.is_(None)))
         if statuses:
             stmt = stmt.where(VideoJob.status.in_(statuses))
+        anchor = None
         if after:
             anchor = (await s.execute(select(VideoJob.id, VideoJob.workspace_id, VideoJob.created_at)
                                       .where(VideoJob.id == after))).first() if _possible_id(after) else None
             if anchor is None or anchor.workspace_id != caller.workspace_id:
                 raise bad_request(f"Unknown cursor 'after': {after!r}.", "after", "invalid_cursor")
-            if order == "desc":
-                stmt = stmt.where(or_(VideoJob.created_at < anchor.created_at,
-                                      and_(VideoJob.created_at == anchor.created_at, VideoJob.id < anchor.id)))
-            else:
-                stmt = stmt.where(or_(VideoJob.created_at > anchor.created_at,
-                                      and_(VideoJob.created_at == anchor.created_at, VideoJob.id > anchor.id)))
-        if order == "desc":
-            stmt = stmt.order_by(VideoJob.created_at.desc(), VideoJob.id.desc())
-        else:
-            stmt = stmt.order_by(VideoJob.created_at.asc(), VideoJob.id.asc())
+        stmt = paging.keyset(stmt, VideoJob.created_at, VideoJob.id, anchor, "asc" if order == "asc" else "desc")
         rows = []
         for job, request_id in (await s.execute(stmt.limit(limit + 1))).all():
             s.expunge(job)
