@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 from sqlalchemy import update
 
-from aistats_gateway.batches.native_drivers import NATIVE_ENDPOINTS
-from aistats_gateway.batches.tables import NATIVE_PROVIDERS, Batch, BatchRow
+from aistats_gateway.batches import native
+from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
@@ -107,10 +107,10 @@ class Planner:
     def native(self, endpoint: str, model: str, routing: Any) -> str:
         """The first candidate provider with a native batch API for ``endpoint`` (400 when none)."""
         for c in self.candidates(endpoint, model, routing):
-            if c.provider_id in NATIVE_PROVIDERS and endpoint in NATIVE_ENDPOINTS.get(c.provider_id, ()):
+            if endpoint in native.native_endpoints(c.provider_id):
                 return c.provider_id
         raise APIError(400, f"No provider of '{model}' runs {endpoint} batches natively here (native mode: "
-                       f"{', '.join(NATIVE_PROVIDERS)}); use mode 'gateway'.", param="mode",
+                       f"{', '.join(native.native_providers())}); use mode 'gateway'.", param="mode",
                        code="native_mode_unavailable")
 
     def native_candidate(self, b: Batch) -> route.Candidate:

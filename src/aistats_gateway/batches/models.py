@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from aistats_gateway.batches.native_drivers import NATIVE_ENDPOINTS
+from aistats_gateway.batches.native import native_endpoints
 from aistats_gateway.batches.service import WINDOWS
 from aistats_gateway.catalogue import queries
 from aistats_gateway.catalogue import service as catalogue
@@ -51,7 +51,7 @@ def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
     for m in body["data"]:
         listed.add(m["model"])
         for p in m["providers"]:
-            p["modes"] = ["native", "gateway"] if p["id"] in NATIVE_ENDPOINTS else ["gateway"]
+            p["modes"] = ["native", "gateway"] if native_endpoints(p["id"]) else ["gateway"]
     for e in snap.models:
         if e.spec.status != "active" or e.spec.model_id in listed:
             continue
@@ -60,7 +60,7 @@ def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
             eps = [ep for kind, group in KINDS.items() if kind in o.spec.endpoints
                    and registry.adapter_for(o.provider_id, kind) is not None for ep in group]
             if eps:
-                native = [ep for ep in eps if ep in NATIVE_ENDPOINTS.get(o.provider_id, ())]
+                native = [ep for ep in eps if ep in native_endpoints(o.provider_id)]
                 providers.append({"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug,
                                   "modes": ["native", "gateway"] if native else ["gateway"],
                                   "endpoints": eps, "native_endpoints": native,

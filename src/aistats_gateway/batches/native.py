@@ -1,11 +1,11 @@
-"""Native mode: the batch handed to the provider's own batch API (``native_drivers``), reconciled
-by polling, its results converted back into the rows.
+"""Native mode: the batch handed to the provider's own batch API (its ``BatchProvider`` adapter,
+``providers/batch_api.py``), reconciled by polling, its results converted back into the rows.
 
 Invariants:
 
 * Never submitted twice: ``native_state = 'submitting'`` (and ``native_since``) is committed
   BEFORE the create call. A step that finds it so (a crash, a timeout, a 5xx: the outcome is
-  unknown) first looks the batch up at the provider (``Driver.find``: by metadata, or by request
+  unknown) first looks the batch up at the provider (``BatchProvider.find``: by metadata, or by request
   count and time where the API has no metadata) and adopts it; only when the provider has none
   does it submit again. A definitive 4xx fails the batch; nothing was created, nothing is charged.
 * Rows are ``submitted`` while the provider has them (the row source never claims them); results
@@ -17,19 +17,60 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
 from sqlalchemy import select, update
 
-from aistats_gateway.batches.native_drivers import DRIVERS, Ambiguous, Rejected, Result
 from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.inference import charge, route
+from aistats_gateway.llm.codecs import chat, messages, responses
+from aistats_gateway.llm.codecs._common import Meta
+from aistats_gateway.llm.ir import IRResponse
+from aistats_gateway.providers import registry
+from aistats_gateway.providers.batch_api import BATCH, Ambiguous, BatchProvider, Rejected, Result, Target
 
 log = logging.getLogger("aistats_gateway.batches")
 POLL_SECONDS = 0.5
 PAGE = 1000
+_CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
+
+
+def adapter(provider_id: str) -> BatchProvider:
+    got = registry.get(provider_id, BATCH)
+    if got is None:
+        raise LookupError(f"provider {provider_id!r} has no native batch API")
+    return got
+
+
+def native_endpoints(provider_id: str) -> tuple[str, ...]:
+    """The batch endpoints ``provider_id`` runs in its own batch API (none when it has no such API)."""
+    got = registry.get(provider_id, BATCH)
+    return got.endpoints if got is not None else ()
+
+
+def native_providers() -> tuple[str, ...]:
+    return tuple(pid for pid, entry in registry.registered().items() if BATCH in entry.adapters)
+
+
+def encode_row(driver: BatchProvider, endpoint: str, body: dict[str, Any], cand: route.Candidate) -> dict[str, Any]:
+    """One row in the provider's protocol: decoded into the IR (cut to what the offer supports)."""
+    codec = _CODEC.get(endpoint)
+    req = route.request_for(codec.decode_request({k: v for k, v in body.items() if k != "provider"}), cand) \
+        if codec is not None else None
+    return driver.encode(endpoint, req, body, Target(cand.model_slug, cand.supports))
+
+
+def decode_answer(driver: BatchProvider, endpoint: str, body: dict[str, Any], client_model: str,
+                  provider: str) -> tuple[dict[str, Any], Any]:
+    """The provider's answer in the batch endpoint's protocol, and its usage."""
+    out, usage = driver.decode(endpoint, body)
+    if isinstance(out, IRResponse):
+        meta = Meta(out.native_id or f"batchreq_{time.time_ns()}", client_model, provider, int(time.time()))
+        return _CODEC[endpoint].encode_response(out, meta), usage
+    return out, usage
 
 
 async def _set(state: Any, batch_id: str, **values: Any) -> None:
@@ -40,7 +81,7 @@ async def _set(state: Any, batch_id: str, **values: Any) -> None:
 async def _encoded(state: Any, b: Batch, cand: route.Candidate) -> tuple[list[tuple[int, dict[str, Any]]],
                                                                         list[tuple[int, str]]]:
     """Every row in the provider's protocol, and the rows that cannot be converted (line, reason)."""
-    driver = DRIVERS[cand.provider_id]
+    driver = adapter(cand.provider_id)
     ok: list[tuple[int, dict[str, Any]]] = []
     bad: list[tuple[int, str]] = []
     after = 0
@@ -52,7 +93,7 @@ async def _encoded(state: Any, b: Batch, cand: route.Candidate) -> tuple[list[tu
             return ok, bad
         for line, raw in rows:
             try:
-                ok.append((line, driver.encode(b.endpoint, orjson.loads(raw), cand)))
+                ok.append((line, encode_row(driver, b.endpoint, orjson.loads(raw), cand)))
             except Exception as e:
                 bad.append((line, getattr(e, "message", str(e))))
         after = rows[-1][0]
@@ -61,7 +102,7 @@ async def _encoded(state: Any, b: Batch, cand: route.Candidate) -> tuple[list[tu
 async def adopt(state: Any, b: Batch) -> bool | None:
     """Look an unknown submission up; True when found (and recorded), False when the provider has
     none, None when we cannot tell (lookup failed, or several batches could be it)."""
-    driver = DRIVERS[b.provider or ""]
+    driver = adapter(b.provider or "")
     try:
         hits = await driver.find(state.http, b.id, b.total, b.native_since or b.created_at)
     except (Ambiguous, Rejected) as e:
@@ -82,7 +123,7 @@ async def adopt(state: Any, b: Batch) -> bool | None:
 
 async def submit(state: Any, b: Batch, cand: route.Candidate) -> float:
     """Submit (or adopt) the provider's batch; seconds until the next step."""
-    driver = DRIVERS[cand.provider_id]
+    driver = adapter(cand.provider_id)
     if b.native_state == "submitting":
         found = await adopt(state, b)
         if found is None:
@@ -132,7 +173,7 @@ async def _fail_rows(state: Any, b: Batch, status: int, error: dict[str, Any]) -
 async def cancel(state: Any, b: Batch) -> None:
     if b.native_id and b.native_state == "submitted":
         try:
-            await DRIVERS[b.provider or ""].cancel(state.http, b.native_id)
+            await adapter(b.provider or "").cancel(state.http, b.native_id)
         except (Ambiguous, Rejected) as e:
             log.warning("native batch cancel failed; polling on", extra={"batch_id": b.id, "error": str(e)})
             return
@@ -142,7 +183,7 @@ async def cancel(state: Any, b: Batch) -> None:
 async def poll(state: Any, b: Batch, cand: route.Candidate) -> bool:
     """Look at the provider's batch; once it ended write its results into the rows. True when every
     row has its result."""
-    driver = DRIVERS[b.provider or ""]
+    driver = adapter(b.provider or "")
     assert b.native_id
     try:
         st = await driver.status(state.http, b.native_id)
@@ -170,7 +211,7 @@ async def _apply(state: Any, b: Batch, cand: route.Candidate, res: Result) -> No
     values: dict[str, Any] = {"updated_at": now, "completed_at": now, "provider": b.provider,
                               "status_code": res.status or None}
     if res.status == 200 and res.body is not None:
-        body, u = DRIVERS[b.provider or ""].decode(b.endpoint, res.body, b.model or "")
+        body, u = decode_answer(adapter(b.provider or ""), b.endpoint, res.body, b.model or "", b.provider or "")
         nanos, lines = charge.cost(batch_rules(cand.rules), u)
         values.update(status="completed", response=orjson.dumps(body), cost_nanos=nanos, request_id=body.get("id"),
                       usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,

@@ -25,7 +25,6 @@ from aistats_gateway.db.base import Base, JSONType, UTCDateTime, utcnow
 BATCH_ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 BATCH_TERMINAL = ("completed", "failed", "expired", "cancelled")
 ROW_DONE = ("completed", "failed", "expired", "cancelled")
-NATIVE_PROVIDERS = ("openai", "anthropic", "google-ai-studio")
 
 
 class Batch(Base):

@@ -6,6 +6,7 @@ with one module per capability (``openai/video.py``, later ``openai/chat.py`` â€
 
 from aistats_gateway.providers import (  # noqa: F401  (each module registers its adapters)
     alibaba,
+    anthropic,
     byteplus,
     fal,
     google,

@@ -1,11 +1,10 @@
-"""The small protocols of the capabilities beyond video and inference — images, audio, batch, files —
-with their typed registry keys. (Video is ``providers/base.py:VIDEO``; chat, embeddings and
-moderation are ``providers/inference.py``'s.)
+"""The small protocols of the media capabilities — images and audio — with their typed registry
+keys. (Video is ``providers/base.py:VIDEO``; chat, embeddings and moderation are
+``providers/inference.py``'s; a provider's own batch API is ``providers/batch_api.py:BATCH``.)
 
 Same rules as every adapter: an adapter turns the unified request into its provider's API and back,
 raises ``ProviderError`` (whose kind decides fallback, see ``base.RETRYABLE_KINDS``) and never touches
-the database, storage or billing. No adapter implements these yet; the images/audio and batches
-work (issues 11 and 12) builds on them and may extend the request and result types.
+the database, storage or billing.
 """
 
 from __future__ import annotations
@@ -98,60 +97,6 @@ class TranscriptionProvider(Protocol):
     async def transcribe(self, request: TranscriptionRequest, ctx: CallContext) -> TranscriptionResult: ...
 
 
-# ---- files and batches at a provider -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProviderFile:
-    native_id: str
-    bytes: int
-    purpose: str
-
-
-class FilesProvider(Protocol):
-    """Files stored at the provider (e.g. a batch's input and output JSONL)."""
-
-    async def upload(self, filename: str, content: bytes, purpose: str, ctx: CallContext) -> ProviderFile: ...
-
-    def download(self, native_id: str, ctx: CallContext) -> AsyncIterator[bytes]: ...
-
-    async def delete(self, native_id: str, ctx: CallContext) -> bool: ...
-
-
-@dataclass(frozen=True)
-class BatchSubmit:
-    input_file_id: str  # the provider's file id (FilesProvider.upload)
-    endpoint: str  # e.g. /v1/chat/completions
-    completion_window: str = "24h"
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BatchState:
-    native_id: str
-    status: str  # validating | in_progress | finalizing | completed | failed | expired | cancelling | cancelled
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-    poll_after: float | None = None
-
-
-class BatchProvider(Protocol):
-    """A provider's own batch API (the gateway runs other batches row by row through the capability)."""
-
-    poll_interval: float
-
-    async def create(self, request: BatchSubmit, ctx: CallContext) -> BatchState: ...
-
-    async def poll(self, native_id: str, ctx: CallContext) -> BatchState: ...
-
-    async def cancel(self, native_id: str, ctx: CallContext) -> BatchState: ...
-
-
 IMAGES: Capability[ImagesProvider] = Capability("images", frozenset({"images.generations"}))
 SPEECH: Capability[SpeechProvider] = Capability("speech", frozenset({"audio.speech"}))
 TRANSCRIPTION: Capability[TranscriptionProvider] = Capability("transcription", frozenset({"audio.transcription"}))
-BATCH: Capability[BatchProvider] = Capability("batch", frozenset({"batch"}))
-FILES: Capability[FilesProvider] = Capability("files", frozenset())  # no catalogue endpoint of its own

@@ -1,3 +1,4 @@
-"""OpenAI: one module per capability (``video.py`` — Sora). Importing the package registers them."""
+"""OpenAI: one module per capability (``video.py`` — Sora, ``batch.py`` — the Batch API). Importing the
+package registers them."""
 
-from aistats_gateway.providers.openai import video  # noqa: F401
+from aistats_gateway.providers.openai import batch, video  # noqa: F401
