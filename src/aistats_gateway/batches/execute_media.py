@@ -100,7 +100,7 @@ def _rules(offer: ProviderOffer) -> list[Any]:
 def _image_context(call: images.ImageCall, usage: dict[str, Any] | None = None) -> dict[str, Any]:
     got = usage or {}
     return {"size": got.get("size") or call.size, "quality": got.get("quality") or call.quality,
-            "resolution": got.get("resolution"), "background": call.background}
+            "resolution": got.get("resolution") or call.resolution, "background": call.background}
 
 
 def row_bound(row: Row, offer: ProviderOffer) -> int:

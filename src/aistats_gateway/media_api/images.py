@@ -59,6 +59,9 @@ class ImageCall:
     input_fidelity: str | None = None
     aspect_ratio: str | None = None  # providers that take a ratio (Imagen, Gemini); else size decides
     person_generation: str | None = None
+    resolution: str | None = None  # providers priced by a resolution tier (Runway: 720p, 1080p)
+    steps: int | None = None  # diffusion steps (Together FLUX)
+    negative_prompt: str | None = None
     images: list[ImageInput] = field(default_factory=list)
     mask: ImageInput | None = None
     prefs: ProviderRouting | None = None
@@ -71,7 +74,8 @@ class ImageCall:
         """What is checked against the catalogue (the other fields are the gateway's own)."""
         return {"size": self.size, "quality": self.quality, "background": self.background,
                 "output_format": self.output_format, "style": self.style, "n": self.n if self.n != 1 else None,
-                "seed": self.seed, "aspect_ratio": self.aspect_ratio, "person_generation": self.person_generation}
+                "seed": self.seed, "aspect_ratio": self.aspect_ratio, "person_generation": self.person_generation,
+                "resolution": self.resolution, "steps": self.steps, "negative_prompt": self.negative_prompt}
 
 
 def _int(v: Any, name: str, lo: int, hi: int) -> int:
@@ -143,6 +147,9 @@ def parse(body: dict[str, Any], *, images: list[ImageInput] | None = None, mask:
         moderation=_str(body, "moderation", ("auto", "low")), input_fidelity=_str(body, "input_fidelity",
                                                                                   ("high", "low")),
         aspect_ratio=_str(body, "aspect_ratio"), person_generation=_str(body, "person_generation"),
+        resolution=_str(body, "resolution"),
+        steps=None if body.get("steps") in (None, "") else _int(body["steps"], "steps", 1, 100),
+        negative_prompt=_str(body, "negative_prompt"),
         images=images or [], mask=mask, prefs=offers.parse_prefs(body))
 
 
@@ -151,7 +158,9 @@ def provider_request(call: ImageCall, offer: ProviderOffer) -> ImageRequest:
                                "seed": call.seed, "user": call.user, "moderation": call.moderation,
                                "input_fidelity": call.input_fidelity, "partial_images": call.partial_images,
                                "stream": call.stream, "aspect_ratio": call.aspect_ratio,
-                               "person_generation": call.person_generation}.items() if v not in (None, False, 0)}
+                               "person_generation": call.person_generation, "resolution": call.resolution,
+                               "steps": call.steps, "negative_prompt": call.negative_prompt}.items()
+             if v not in (None, False, 0)}
     return ImageRequest(model_slug=offer.spec.provider_model_slug, prompt=call.prompt, n=call.n, size=call.size,
                         quality=call.quality, background=call.background, output_format=call.output_format,
                         images=tuple(call.images), mask=call.mask, provider_params=extra)
@@ -160,7 +169,7 @@ def provider_request(call: ImageCall, offer: ProviderOffer) -> ImageRequest:
 def price_context(call: ImageCall, result: ImageResult | None = None) -> dict[str, Any]:
     got = result.usage if result is not None else {}
     return {"size": got.get("size") or call.size, "quality": got.get("quality") or call.quality,
-            "resolution": got.get("resolution"), "background": call.background}
+            "resolution": got.get("resolution") or call.resolution, "background": call.background}
 
 
 async def materialise(result: ImageResult, ctx: CallContext) -> ImageResult:

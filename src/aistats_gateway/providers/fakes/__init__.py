@@ -51,17 +51,26 @@ def _media(factory: Callable[..., Starlette], api_key: str, **state: Any) -> Cal
     return build
 
 
+def _images(provider: str, factory: Callable[..., Starlette], api_key: str) -> Callable[..., Starlette]:
+    """``factory``'s app with ``provider``'s image API in front (``hosted_images``, ``app.state.images``)."""
+    def build(**kwargs: Any) -> Starlette:
+        from .hosted_images import mount
+
+        return mount(provider, factory, api_key)(**kwargs)
+    return build
+
+
 FAKES: dict[str, Callable[..., Starlette]] = {
     "openai": _openai.create_app,
     "kling": _kling.create_app,
-    "luma": _luma.create_app,
+    "luma": _images("luma", _luma.create_app, "luma-test"),
     "google-ai-studio": _google.create_app,
     "google-vertex": _google.create_app,
     "minimax": _minimax.create_app,
-    "byteplus": _byteplus.create_app,
-    "alibaba": _alibaba.create_app,
+    "byteplus": _images("byteplus", _byteplus.create_app, "ark-test"),
+    "alibaba": _images("alibaba", _alibaba.create_app, "sk-dashscope-test"),
     "fal": _fal.create_app,
-    "runway": _runway.create_app,
+    "runway": _images("runway", _runway.create_app, "key_test"),
     "x-ai": _xai.create_app,
     # inference fakes (openai, x-ai, google-* also serve inference: see openai_inference, google_inference)
     "anthropic": _lazy("anthropic"),
@@ -74,7 +83,7 @@ FAKES: dict[str, Callable[..., Starlette]] = {
                    stt_models={"whisper-large-v3": ("json", "text", "verbose_json"),
                                "whisper-large-v3-turbo": ("json", "text", "verbose_json")},
                    translate_models=("whisper-large-v3",)),
-    "together": _compat("together", "together-test", usage_style="final_chunk"),
+    "together": _images("together", _compat("together", "together-test", usage_style="final_chunk"), "together-test"),
     "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
     "eleven-labs": _lazy("elevenlabs"),  # text-to-speech and speech-to-text
     # native batch APIs next to the inference ones (openai_batch, anthropic_batch, gemini_batch)
