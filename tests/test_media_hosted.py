@@ -1,5 +1,5 @@
 """The hosted image providers added after the first media work — Together (FLUX), BytePlus (Seedream),
-Runway (Gen-4 Image), Alibaba (Qwen-Image), Luma (Photon) — through the gateway's /v1/images/generations
+Runway (Gen-4 Image), Alibaba (Qwen-Image), Luma (Photon), Amazon Nova Canvas (Bedrock, SigV4) — through the gateway's /v1/images/generations
 with the openai SDK against their fakes on SQLite and PostgreSQL: what each provider is sent, real images
 back, exact charges (Runway's by resolution tier), and a batch row on one of them."""
 
@@ -21,15 +21,22 @@ from tests.support.gateway import BACKENDS, running_gateway
 
 KEYS = {"together": "together-test", "byteplus": "ark-test", "runway": "key_test", "alibaba": "sk-dashscope-test",
         "luma": "luma-test"}
+BEDROCK_KEY = "AKIDFAKEBEDROCK:fake-secret-access-key"  # SigV4: access key id and secret
 
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, RunningFake]]:
     started = {p: RunningFake(p, api_key=k) for p, k in KEYS.items()}
+    started["amazon-bedrock"] = RunningFake("amazon-bedrock", prefix="")
     for f in started.values():
         f.start()
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_BASE_URL", started["amazon-bedrock"].url)
+        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_API_KEY", BEDROCK_KEY)
+        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_REGION", "us-east-1")
         for pid, f in started.items():
+            if pid not in KEYS:
+                continue
             prefix = "AISTATS_PROVIDER_" + pid.upper() + "_"
             mp.setenv(prefix + "BASE_URL", f.base_url if pid == "together" else f.url)
             mp.setenv(prefix + "API_KEY", KEYS[pid])
@@ -85,6 +92,14 @@ def test_seedream_runway_qwen_luma(oai: openai.OpenAI, fakes: dict[str, RunningF
     lu = oai.images.generate(model="luma/photon-1", prompt="a quiet street", extra_body={"aspect_ratio": "1:1"})
     assert first(lu).size == (1024, 1024) and cost(lu) == 15_000_000
     assert sent(fakes, "luma") == {"prompt": "a quiet street", "model": "photon-1", "aspect_ratio": "1:1"}
+
+
+def test_nova_canvas_on_bedrock_with_sigv4(oai: openai.OpenAI, fakes: dict[str, RunningFake]) -> None:
+    r = oai.images.generate(model="amazon/nova-canvas", prompt="a teapot", n=2, quality="premium", size="512x512",
+                            extra_body={"seed": 7, "negative_prompt": "blur"})
+    assert len(r.data) == 2 and first(r).size == (512, 512) and cost(r) == 2 * 60_000_000
+    req = fakes["amazon-bedrock"].app.state.fake.requests[-1]
+    assert req.path.endswith("/invoke") and req.headers["authorization"].startswith("AWS4-HMAC-SHA256 ")
 
 
 def test_a_batch_row_on_a_hosted_provider(oai: openai.OpenAI, fakes: dict[str, RunningFake]) -> None:
