@@ -1,7 +1,8 @@
 """The hosted image providers added after the first media work — Together (FLUX), BytePlus (Seedream),
-Runway (Gen-4 Image), Alibaba (Qwen-Image), Luma (Photon), Amazon Nova Canvas (Bedrock, SigV4) — through the gateway's /v1/images/generations
-with the openai SDK against their fakes on SQLite and PostgreSQL: what each provider is sent, real images
-back, exact charges (Runway's by resolution tier), and a batch row on one of them."""
+Runway (Gen-4 Image), Alibaba (Qwen-Image), Luma (Photon), Amazon Nova Canvas (Bedrock, SigV4) — through
+the gateway's /v1/images/generations with the openai SDK against their fakes on SQLite and PostgreSQL:
+what each provider is sent, real images back, exact charges (Runway's by resolution tier, Nova's by
+quality), and a batch row on one of them."""
 
 from __future__ import annotations
 

@@ -63,14 +63,14 @@ def _images(provider: str, factory: Callable[..., Starlette], api_key: str) -> C
 FAKES: dict[str, Callable[..., Starlette]] = {
     "openai": _openai.create_app,
     "kling": _kling.create_app,
-    "luma": _images("luma", _luma.create_app, "luma-test"),
+    "luma": _luma.create_app,
     "google-ai-studio": _google.create_app,
     "google-vertex": _google.create_app,
     "minimax": _minimax.create_app,
-    "byteplus": _images("byteplus", _byteplus.create_app, "ark-test"),
-    "alibaba": _images("alibaba", _alibaba.create_app, "sk-dashscope-test"),
+    "byteplus": _byteplus.create_app,
+    "alibaba": _alibaba.create_app,
     "fal": _fal.create_app,
-    "runway": _images("runway", _runway.create_app, "key_test"),
+    "runway": _runway.create_app,
     "x-ai": _xai.create_app,
     # inference fakes (openai, x-ai, google-* also serve inference: see openai_inference, google_inference)
     "anthropic": _lazy("anthropic"),

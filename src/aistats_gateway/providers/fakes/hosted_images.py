@@ -1,4 +1,5 @@
-"""Fake image APIs of hosted providers, mounted on their fakes (``mount``) with state at ``app.state.images``:
+"""Fake image APIs of hosted providers, attached to their fakes (``attach``; Together's compat fake through
+``mount``) with state at ``app.state.images``:
 
 * Together ``POST /v1/images/generations`` (docs.together.ai images): ``model``, ``prompt`` (required),
   ``n`` 1-4, ``width``/``height`` (multiples of 8, 256-1792; default 1024), ``steps`` 1-12 (FLUX.1
@@ -421,15 +422,20 @@ ROUTES: dict[str, tuple[Callable[..., list[Route]], str | None]] = {
 }
 
 
+def attach(app: Starlette, provider: str, api_key: str) -> Starlette:
+    """``provider``'s image routes put in front of ``app``'s (state at ``app.state.images``); the fakes'
+    ``create_app`` call it last."""
+    state = HostedImagesState(api_key=api_key)
+    routes, task_path = ROUTES[provider]
+    fallback = _existing(app, task_path) if task_path else None
+    made = routes(state, fallback) if task_path else routes(state)
+    app.router.routes[:0] = [*made, _files_route(state)]
+    app.state.images = state
+    return app
+
+
 def mount(provider: str, factory: Callable[..., Starlette], api_key: str) -> Callable[..., Starlette]:
-    """``factory``'s app with ``provider``'s image routes in front (state at ``app.state.images``)."""
+    """``factory``'s app with ``provider``'s image routes attached (for factories built elsewhere: Together's)."""
     def build(**kwargs: Any) -> Starlette:
-        app = factory(**kwargs)
-        state = HostedImagesState(api_key=kwargs.get("api_key", api_key))
-        routes, task_path = ROUTES[provider]
-        fallback = _existing(app, task_path) if task_path else None
-        made = routes(state, fallback) if task_path else routes(state)
-        app.router.routes[:0] = [*made, _files_route(state)]
-        app.state.images = state
-        return app
+        return attach(factory(**kwargs), provider, kwargs.get("api_key", api_key))
     return build
