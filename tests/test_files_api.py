@@ -30,7 +30,9 @@ BODIES: dict[str, dict[str, Any]] = {
     "chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
     "messages": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
     "responses": {"input": "hi"}, "embeddings": {"input": ["a", "b"]}, "moderations": {"input": "hi"},
-    "images/generations": {"prompt": "a cat"},
+    "images/generations": {"prompt": "a cat"}, "images/edits": {"prompt": "a hat", "images": ["file-x"]},
+    "audio/speech": {"input": "hi", "voice": "alloy"}, "audio/transcriptions": {"file_id": "file-x"},
+    "audio/translations": {"file": "data:audio/wav;base64,AAAA"},
 }
 
 

@@ -20,7 +20,9 @@ BODIES: dict[str, dict[str, Any]] = {
     "chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
     "messages": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10},
     "responses": {"input": "hi"}, "embeddings": {"input": ["a", "b"]}, "moderations": {"input": "hi"},
-    "images/generations": {"prompt": "a cat"},
+    "images/generations": {"prompt": "a cat"}, "images/edits": {"prompt": "a hat", "images": ["file-x"]},
+    "audio/speech": {"input": "hi", "voice": "alloy"}, "audio/transcriptions": {"file_id": "file-x"},
+    "audio/translations": {"file": "data:audio/wav;base64,AAAA"},
 }
 
 
@@ -155,3 +157,11 @@ def test_validate_rows_for_inline_requests() -> None:
     with pytest.raises(BatchFileError) as e:
         validate_rows([row("a")], endpoint="/v1/nope")
     assert e.value.code == "invalid_endpoint"
+
+
+def test_transcription_rows_need_file_or_file_id() -> None:
+    url = "/v1/audio/transcriptions"
+    with pytest.raises(BatchFileError) as e:
+        check(jsonl(row("a", url=url, body={"model": "openai/whisper-1"})))
+    assert "'body.file' (or 'body.file_id') is missing" in str(e.value)
+    assert check(jsonl(row("a", url=url, body={"file": "data:audio/wav;base64,AAAA"}))).lines == 1

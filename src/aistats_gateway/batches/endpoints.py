@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from aistats_gateway.auth.dependencies import Principal, require_key
-from aistats_gateway.batches import execute, models, service
+from aistats_gateway.batches import execute, execute_media, models, service
 from aistats_gateway.batches.schemas import (
     BatchCreate,
     BatchList,
@@ -97,7 +97,7 @@ def build_router(prefix: str, *, include_in_schema: bool) -> APIRouter:
         data = []
         for pid in sorted(snap.providers):
             endpoints = [ep for kind, eps in _KINDS.items() if registry.adapter_for(pid, kind) is not None
-                         for ep in eps]
+                         for ep in eps] + execute_media.provider_endpoints(pid)
             if not endpoints:
                 continue
             data.append({"id": pid, "name": snap.providers[pid].get("name", pid), "status": "active",

@@ -28,6 +28,7 @@ import orjson
 from sqlalchemy import update
 
 from aistats_gateway.batches import native
+from aistats_gateway.batches.media_rows import ENDPOINTS as MEDIA_ENDPOINTS
 from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
@@ -166,6 +167,10 @@ def _error(status: int, message: str, code: str | None, type_: str = "invalid_re
 
 async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcome:
     """Execute one row; never raises for a provider's or the request's fault."""
+    if batch.endpoint in MEDIA_ENDPOINTS:  # images and audio rows: batches/execute_media.py
+        from aistats_gateway.batches import execute_media
+
+        return await execute_media.run(state, limits, batch, row)
     body: dict[str, Any] = orjson.loads(row.body)
     endpoint = batch.endpoint
     try:

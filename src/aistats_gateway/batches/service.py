@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aistats_gateway.batches import events
+from aistats_gateway.batches import events, execute_media
 from aistats_gateway.batches.schemas import BatchCreate
 from aistats_gateway.batches.tables import BATCH_ACTIVE, Batch, BatchRow
 from aistats_gateway.billing import service as billing
@@ -30,6 +30,7 @@ from aistats_gateway.db import paging
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.files import service as files
 from aistats_gateway.files.jsonl import (
+    ENDPOINTS,
     BatchFileError,
     JsonlValidator,
     normalize_endpoint,
@@ -137,10 +138,8 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
     """Validate, copy the rows, hold the upper bound and queue ``batch.created``; (batch, new secret)."""
     endpoint = normalize_endpoint(req.endpoint)
     if endpoint is None:
-        raise bad_request(f"endpoint {req.endpoint!r} is not supported; use /v1/chat/completions, /v1/responses, "
-                          "/v1/messages, /v1/embeddings or /v1/moderations.", "endpoint", "invalid_endpoint")
-    if endpoint == "/v1/images/generations":
-        raise bad_request("Image batches are not available yet.", "endpoint", "unsupported_endpoint")
+        raise bad_request(f"endpoint {req.endpoint!r} is not supported; use one of {', '.join(ENDPOINTS)}.",
+                          "endpoint", "invalid_endpoint")
     if req.completion_window not in WINDOWS:
         raise bad_request(f"completion_window {req.completion_window!r} is not supported; use 24h.",
                           "completion_window", "invalid_completion_window")
@@ -159,6 +158,8 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
                                                       list(req.webhook.events) if req.webhook.events else None,
                                                       _webhook_cfg(state))
     routing = req.provider if isinstance(req.provider, dict) else ({"only": [req.provider]} if req.provider else None)
+    media = (execute_media.MediaPlanner(state, caller.workspace_id, endpoint, mode, routing)
+             if endpoint in execute_media.ENDPOINTS else None)  # images and audio rows
     batch_id = new_id()
     now = utcnow()
     source = (_iter_file_rows(state, caller, req.input_file_id, endpoint, max_rows) if req.input_file_id
@@ -193,7 +194,7 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
                     raise BatchFileError(line, "'body.model' is missing (or give the batch a top-level model).")
                 models.add(body["model"])
                 try:
-                    hold += plan.bound(endpoint, body, routing)
+                    hold += await media.bound(body) if media is not None else plan.bound(endpoint, body, routing)
                 except APIError as e:
                     raise APIError(e.status, f"Line {line}: {e.message}", param=param, code=e.code) from None
                 total += 1

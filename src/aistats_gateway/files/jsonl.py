@@ -10,8 +10,9 @@ service for inline ``requests[]`` (:func:`validate_rows`). Invariants:
 * Rules: each line is a JSON object with a non-empty string ``custom_id`` of at most 512 UTF-8
   bytes, unique in the file; ``method`` ``"POST"``; ``url`` one of :data:`ENDPOINTS` (written with
   or without ``/v1``); a JSON object ``body`` without ``stream: true`` holding what its endpoint
-  cannot do without (``messages`` for chat and messages, ``input`` for responses, embeddings and
-  moderations, ``prompt`` for images; ``model``, when given, a string); one endpoint per file.
+  cannot do without (``messages`` for chat and messages, ``input`` for responses, embeddings,
+  moderations and speech, ``prompt`` for image generations and edits, ``file`` or ``file_id`` for
+  transcriptions and translations; ``model``, when given, a string); one endpoint per file.
   Blank lines are allowed only at the end; a UTF-8 byte order mark at the start is ignored;
   ``\\r\\n`` line ends are accepted. Unknown keys on a line are ignored, as OpenAI does.
 """
@@ -42,6 +43,10 @@ ENDPOINTS = (
     "/v1/embeddings",
     "/v1/moderations",
     "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
 )
 MAX_CUSTOM_ID_BYTES = 512
 DEFAULT_MAX_LINES = 50_000
@@ -242,14 +247,22 @@ _REQUIRED: dict[str, tuple[str, str]] = {
     "/v1/embeddings": ("input", "any"),
     "/v1/moderations": ("input", "any"),
     "/v1/images/generations": ("prompt", "str"),
+    "/v1/images/edits": ("prompt", "str"),
+    "/v1/audio/speech": ("input", "str"),
+    "/v1/audio/transcriptions": ("file", "any"),
+    "/v1/audio/translations": ("file", "any"),
 }
+_ALTERNATIVE = {"file": "file_id"}  # the audio as a data URL / base64 (``file``) or an uploaded file's id
 
 
 def _check_body(endpoint: str, body: dict[str, Any], line: int) -> None:
     name, kind = _REQUIRED[endpoint]
     value = body.get(name)
+    if value is None and name in _ALTERNATIVE:
+        value = body.get(_ALTERNATIVE[name])
     if value is None:
-        raise BatchFileError(line, f"'body.{name}' is missing; a {endpoint} request needs it.")
+        alt = f" (or 'body.{_ALTERNATIVE[name]}')" if name in _ALTERNATIVE else ""
+        raise BatchFileError(line, f"'body.{name}'{alt} is missing; a {endpoint} request needs it.")
     if kind == "list" and (not isinstance(value, list) or not value):
         raise BatchFileError(line, f"'body.{name}' must be a non-empty array.")
     if kind == "str" and (not isinstance(value, str) or not value):

@@ -127,7 +127,7 @@ def _pcm_seconds(path: Path) -> float:
     return round(path.stat().st_size / 2 / audio_codec.RATE, 3)
 
 
-async def _measure(path: Path, fmt: str) -> float:
+async def measure_seconds(path: Path, fmt: str) -> float:
     if fmt == "pcm":
         return await asyncio.to_thread(_pcm_seconds, path)
     try:
@@ -173,7 +173,7 @@ async def open_speech(gw: Any, caller: calls.Caller, call: SpeechCall) -> Speech
     stream = SpeechStream(c.gen_id, audio_codec.MIME[call.response_format], _drain(queue), done.offer.provider_id)
 
     async def pump() -> None:
-        scratch = await asyncio.to_thread(_scratch, gw)
+        scratch = await asyncio.to_thread(scratch_dir, gw)
         fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="speech-", suffix="." + call.response_format,
                                            dir=scratch)
         tmp = Path(name)
@@ -196,7 +196,7 @@ async def open_speech(gw: Any, caller: calls.Caller, call: SpeechCall) -> Speech
                 return
             finally:
                 await asyncio.to_thread(os.close, fd)
-            seconds = await _measure(tmp, call.response_format)
+            seconds = await measure_seconds(tmp, call.response_format)
             size = (await asyncio.to_thread(tmp.stat)).st_size
             charged = await calls.close_call(gw, c, calls.Outcome(
                 "completed", done.offer.provider_id, None, _speech_lines(call, done.offer, seconds),
@@ -213,7 +213,7 @@ async def open_speech(gw: Any, caller: calls.Caller, call: SpeechCall) -> Speech
     return stream
 
 
-def _scratch(gw: Any) -> str:
+def scratch_dir(gw: Any) -> str:
     path = Path(gw.settings.data_dir) / "scratch" / "media"
     path.mkdir(parents=True, exist_ok=True)
     return str(path)

@@ -59,6 +59,9 @@ class ImageCall:
     input_fidelity: str | None = None
     aspect_ratio: str | None = None  # providers that take a ratio (Imagen, Gemini); else size decides
     person_generation: str | None = None
+    resolution: str | None = None  # providers priced by a resolution tier (Runway: 720p, 1080p)
+    steps: int | None = None  # diffusion steps (Together FLUX)
+    negative_prompt: str | None = None
     images: list[ImageInput] = field(default_factory=list)
     mask: ImageInput | None = None
     prefs: ProviderRouting | None = None
@@ -71,7 +74,8 @@ class ImageCall:
         """What is checked against the catalogue (the other fields are the gateway's own)."""
         return {"size": self.size, "quality": self.quality, "background": self.background,
                 "output_format": self.output_format, "style": self.style, "n": self.n if self.n != 1 else None,
-                "seed": self.seed, "aspect_ratio": self.aspect_ratio, "person_generation": self.person_generation}
+                "seed": self.seed, "aspect_ratio": self.aspect_ratio, "person_generation": self.person_generation,
+                "resolution": self.resolution, "steps": self.steps, "negative_prompt": self.negative_prompt}
 
 
 def _int(v: Any, name: str, lo: int, hi: int) -> int:
@@ -143,27 +147,32 @@ def parse(body: dict[str, Any], *, images: list[ImageInput] | None = None, mask:
         moderation=_str(body, "moderation", ("auto", "low")), input_fidelity=_str(body, "input_fidelity",
                                                                                   ("high", "low")),
         aspect_ratio=_str(body, "aspect_ratio"), person_generation=_str(body, "person_generation"),
+        resolution=_str(body, "resolution"),
+        steps=None if body.get("steps") in (None, "") else _int(body["steps"], "steps", 1, 100),
+        negative_prompt=_str(body, "negative_prompt"),
         images=images or [], mask=mask, prefs=offers.parse_prefs(body))
 
 
-def _request(call: ImageCall, offer: ProviderOffer) -> ImageRequest:
+def provider_request(call: ImageCall, offer: ProviderOffer) -> ImageRequest:
     extra = {k: v for k, v in {"style": call.style, "output_compression": call.output_compression,
                                "seed": call.seed, "user": call.user, "moderation": call.moderation,
                                "input_fidelity": call.input_fidelity, "partial_images": call.partial_images,
                                "stream": call.stream, "aspect_ratio": call.aspect_ratio,
-                               "person_generation": call.person_generation}.items() if v not in (None, False, 0)}
+                               "person_generation": call.person_generation, "resolution": call.resolution,
+                               "steps": call.steps, "negative_prompt": call.negative_prompt}.items()
+             if v not in (None, False, 0)}
     return ImageRequest(model_slug=offer.spec.provider_model_slug, prompt=call.prompt, n=call.n, size=call.size,
                         quality=call.quality, background=call.background, output_format=call.output_format,
                         images=tuple(call.images), mask=call.mask, provider_params=extra)
 
 
-def _context(call: ImageCall, result: ImageResult | None = None) -> dict[str, Any]:
+def price_context(call: ImageCall, result: ImageResult | None = None) -> dict[str, Any]:
     got = result.usage if result is not None else {}
     return {"size": got.get("size") or call.size, "quality": got.get("quality") or call.quality,
-            "resolution": got.get("resolution"), "background": call.background}
+            "resolution": got.get("resolution") or call.resolution, "background": call.background}
 
 
-async def _materialise(result: ImageResult, ctx: CallContext) -> ImageResult:
+async def materialise(result: ImageResult, ctx: CallContext) -> ImageResult:
     """Every image as bytes: a provider URL is downloaded now (failures are the provider's)."""
     out = []
     for img in result.images:
@@ -185,7 +194,7 @@ async def _materialise(result: ImageResult, ctx: CallContext) -> ImageResult:
     return replace(result, images=tuple(out))
 
 
-def _need(call: ImageCall) -> Any:
+def need_for(call: ImageCall) -> Any:
     def ok(adapter: Any) -> bool:
         return adapter is not None and (not call.edit or bool(getattr(adapter, "supports_edits", False)))
     return ok
@@ -193,9 +202,9 @@ def _need(call: ImageCall) -> Any:
 
 async def _prepare(gw: Any, caller: calls.Caller, call: ImageCall, endpoint: str) -> tuple[calls.Call,
                                                                                             list[ProviderOffer]]:
-    model_id, found = await offers.plan(gw, call.model, ENDPOINT, call.prefs, call.values(), _need(call),
+    model_id, found = await offers.plan(gw, call.model, ENDPOINT, call.prefs, call.values(), need_for(call),
                               "image edits" if call.edit else "image generation")
-    hold = max(pricing.total(pricing.image_lines(o.spec.pricing, count=call.n, context=_context(call)))
+    hold = max(pricing.total(pricing.image_lines(o.spec.pricing, count=call.n, context=price_context(call)))
                for o in found)
     c = calls.Call(calls.new_generation_id(), caller, endpoint, model_id, hold, stream=call.stream)
     await calls.open_call(gw, c)
@@ -219,7 +228,7 @@ def _item(gw: Any, call: ImageCall, gen_id: str, i: int, img: GeneratedImage, ba
     return item
 
 
-def _meta(call: ImageCall, result: ImageResult) -> dict[str, Any]:
+def response_meta(call: ImageCall, result: ImageResult) -> dict[str, Any]:
     u = result.usage
     fmt = call.output_format or {"image/jpeg": "jpeg", "image/webp": "webp"}.get(result.images[0].mime_type, "png")
     out = {"background": u.get("background") or call.background, "output_format": fmt,
@@ -238,13 +247,13 @@ def _body(gw: Any, call: ImageCall, c: calls.Call, done: calls.Done[ImageResult]
     result = done.result
     return {"created": int(time.time()), "data": [_item(gw, call, c.gen_id, i, img, base_url)
                                                   for i, img in enumerate(result.images)],
-            **_meta(call, result), "model": c.model, "usage": _usage(result, lines, charged),
+            **response_meta(call, result), "model": c.model, "usage": _usage(result, lines, charged),
             "requestId": c.gen_id, "provider": done.offer.provider_id, "cost_nanos": charged,
             "cost_cents": charged // 10_000_000, "currency": "USD", "pricing_lines": [ln.as_dict() for ln in lines]}
 
 
 async def _generate(adapter: Any, req: ImageRequest, ctx: CallContext) -> ImageResult:
-    return await _materialise(await adapter.generate(req, ctx), ctx)
+    return await materialise(await adapter.generate(req, ctx), ctx)
 
 
 async def execute(gw: Any, caller: calls.Caller, call: ImageCall, *, base_url: str) -> dict[str, Any]:
@@ -256,7 +265,7 @@ async def execute(gw: Any, caller: calls.Caller, call: ImageCall, *, base_url: s
         adapter = registry.get(offer.provider_id, IMAGES)
         if adapter is None:
             raise ProviderError("unavailable", f"{offer.provider_id} has no images adapter", code="no_adapter")
-        return await _generate(adapter, _request(call, offer), ctx)
+        return await _generate(adapter, provider_request(call, offer), ctx)
 
     done = await calls.run(gw, c, found, attempt)
     return await _finish(gw, call, c, done, base_url)
@@ -265,7 +274,7 @@ async def execute(gw: Any, caller: calls.Caller, call: ImageCall, *, base_url: s
 async def _finish(gw: Any, call: ImageCall, c: calls.Call, done: calls.Done[ImageResult],
                   base_url: str) -> dict[str, Any]:
     result = done.result
-    lines = pricing.image_lines(done.offer.spec.pricing, count=len(result.images), context=_context(call, result),
+    lines = pricing.image_lines(done.offer.spec.pricing, count=len(result.images), context=price_context(call, result),
                                 usage=result.usage)
     try:
         if call.response_format == "url":
@@ -298,7 +307,7 @@ async def stream(gw: Any, caller: calls.Caller, call: ImageCall, *, base_url: st
         adapter = registry.get(offer.provider_id, IMAGES)
         if adapter is None:
             raise ProviderError("unavailable", f"{offer.provider_id} has no images adapter", code="no_adapter")
-        req = _request(call, offer)
+        req = provider_request(call, offer)
         streamer = getattr(adapter, "stream", None)
         if streamer is None:  # no partials: the final images are the only events
             result = await _generate(adapter, req, ctx)
@@ -320,7 +329,7 @@ async def stream(gw: Any, caller: calls.Caller, call: ImageCall, *, base_url: st
             event = first
             while True:
                 if isinstance(event, ImageResult):
-                    event = await _materialise(event, calls.context(gw, done.offer))
+                    event = await materialise(event, calls.context(gw, done.offer))
                     body = await _finish(gw, call, c, calls.Done(event, done.offer, done.attempts), base_url)
                     created = body["created"]
                     keys = ("size", "quality", "background", "output_format")

@@ -51,6 +51,15 @@ def _media(factory: Callable[..., Starlette], api_key: str, **state: Any) -> Cal
     return build
 
 
+def _images(provider: str, factory: Callable[..., Starlette], api_key: str) -> Callable[..., Starlette]:
+    """``factory``'s app with ``provider``'s image API in front (``hosted_images``, ``app.state.images``)."""
+    def build(**kwargs: Any) -> Starlette:
+        from .hosted_images import mount
+
+        return mount(provider, factory, api_key)(**kwargs)
+    return build
+
+
 FAKES: dict[str, Callable[..., Starlette]] = {
     "openai": _openai.create_app,
     "kling": _kling.create_app,
@@ -74,7 +83,7 @@ FAKES: dict[str, Callable[..., Starlette]] = {
                    stt_models={"whisper-large-v3": ("json", "text", "verbose_json"),
                                "whisper-large-v3-turbo": ("json", "text", "verbose_json")},
                    translate_models=("whisper-large-v3",)),
-    "together": _compat("together", "together-test", usage_style="final_chunk"),
+    "together": _images("together", _compat("together", "together-test", usage_style="final_chunk"), "together-test"),
     "openai-compatible": _compat("openai-compatible", "sk-test"),  # api_key="" accepts any key (Ollama)
     "eleven-labs": _lazy("elevenlabs"),  # text-to-speech and speech-to-text
     # native batch APIs next to the inference ones (openai_batch, anthropic_batch, gemini_batch)

@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .hosted_images import attach
 from .openai import render_media
 
 CREATE = "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -398,4 +399,4 @@ def create_app(api_key: str = "sk-dashscope-test", *, clock: Callable[[], float]
         Route("/oss/{token}.mp4", endpoint(video, auth=False), methods=["GET"]),
     ], exception_handlers={HTTPException: http_error})
     app.state.fake = state
-    return app
+    return attach(app, "alibaba", api_key)  # the image API next to the video one

@@ -1,7 +1,8 @@
 """Fake Amazon Bedrock Runtime Converse API (AWS docs: Converse, ConverseStream, SigV4, event stream encoding)
 for tests and manual runs.
 
-Routes: ``POST /model/{modelId}/converse`` and ``POST /model/{modelId}/converse-stream`` (``modelId``
+Routes: ``POST /model/{modelId}/converse``, ``POST /model/{modelId}/converse-stream`` and, for Nova Canvas
+images, ``POST /model/{modelId}/invoke`` (:func:`nova_canvas`) (``modelId``
 URL-encoded: ``anthropic.claude-…-v1:0``, inference profiles, ARNs).
 Auth: **SigV4** — ``Authorization: AWS4-HMAC-SHA256 Credential=AKID/yyyymmdd/region/bedrock/aws4_request,
 SignedHeaders=…, Signature=…`` with ``X-Amz-Date``; the fake recomputes the signature (canonical request with
@@ -337,6 +338,48 @@ def stream_frames(resp: dict[str, Any]) -> list[bytes]:
     return frames
 
 
+NOVA_CANVAS = "amazon.nova-canvas-v1:0"
+
+
+async def nova_canvas(model: str, body: Any) -> dict[str, Any]:
+    """InvokeModel for Nova Canvas ``TEXT_IMAGE`` (Nova's user guide): ``textToImageParams.text`` 1-1024,
+    ``negativeText``; ``imageGenerationConfig`` ``numberOfImages`` 1-5, ``quality`` standard|premium,
+    ``width``/``height`` 320-4096 in multiples of 16 (at most 4 194 304 pixels), ``seed`` 0-858993459 →
+    ``{images: [base64 PNG], error: null}``."""
+    import base64
+
+    from starlette.concurrency import run_in_threadpool
+
+    from aistats_gateway.media import procedural
+
+    if model != NOVA_CANVAS:
+        raise AwsError(400, "ValidationException", f"The provided model identifier is invalid: {model}")
+    if not isinstance(body, dict) or body.get("taskType") != "TEXT_IMAGE":
+        raise invalid("Malformed input request: taskType must be TEXT_IMAGE here.")
+    text = (body.get("textToImageParams") or {}).get("text")
+    if not isinstance(text, str) or not 1 <= len(text) <= 1024:
+        raise constraint("textToImageParams.text", text, "have length between 1 and 1024")
+    cfg = body.get("imageGenerationConfig") or {}
+    n, q = cfg.get("numberOfImages", 1), cfg.get("quality", "standard")
+    w, h, seed = cfg.get("width", 1024), cfg.get("height", 1024), cfg.get("seed", 12)
+    if not isinstance(n, int) or not 1 <= n <= 5:
+        raise constraint("imageGenerationConfig.numberOfImages", n, "be between 1 and 5")
+    if q not in ("standard", "premium"):
+        raise constraint("imageGenerationConfig.quality", q, "be one of standard, premium")
+    for name, v in (("width", w), ("height", h)):
+        if not isinstance(v, int) or not 320 <= v <= 4096 or v % 16:
+            raise constraint(f"imageGenerationConfig.{name}", v, "be a multiple of 16 between 320 and 4096")
+    if w * h > 4_194_304:
+        raise invalid("Malformed input request: the image is larger than 4194304 pixels.")
+    if not isinstance(seed, int) or not 0 <= seed <= 858_993_459:
+        raise constraint("imageGenerationConfig.seed", seed, "be between 0 and 858993459")
+    out = []
+    for i in range(n):
+        png = await run_in_threadpool(procedural.generate, procedural.ImageSpec(text, w, h, seed + i, "png"))
+        out.append(base64.b64encode(png).decode())
+    return {"images": out, "error": None}
+
+
 def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette:
     """Build the fake; ``knobs`` are :class:`BedrockState` fields (``access_key_id``, ``secret_access_key``,
     ``region``, the :class:`InferenceState` knobs). The state is ``app.state.fake``."""
@@ -375,6 +418,10 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
         await first_byte_wait(state)
         return stream(state, stream_frames(resp), _exception_frame, media_type=EVENTSTREAM)
 
+    @endpoint
+    async def invoke(request: Request, model: str, body: Any) -> Response:
+        return JSONResponse(await nova_canvas(model, body))
+
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         return AwsError(status, "UnknownOperationException" if status in (404, 405) else "ValidationException",
@@ -383,6 +430,7 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
     app = Starlette(routes=[
         Route("/model/{model_id}/converse", converse, methods=["POST"]),
         Route("/model/{model_id}/converse-stream", converse_stream, methods=["POST"]),
+        Route("/model/{model_id}/invoke", invoke, methods=["POST"]),  # Nova Canvas images
         # Bedrock's OpenAI-compatible endpoint (chat completions with a Bedrock API key as Bearer)
         *inference_routes(state, flavor="compat", prefix="/openai/v1"),
     ], exception_handlers={HTTPException: http_error})

@@ -52,6 +52,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .hosted_images import attach
 from .openai import FPS, render_media
 
 TASKS = "/api/v3/contents/generations/tasks"
@@ -454,4 +455,4 @@ def create_app(api_key: str = "ark-test", *, clock: Callable[[], float] = time.m
         Route("/tos/{token}.mp4", endpoint(video, auth=False), methods=["GET"]),
     ], exception_handlers={HTTPException: http_error})
     app.state.fake = state
-    return app
+    return attach(app, "byteplus", api_key)  # the image API next to the video one

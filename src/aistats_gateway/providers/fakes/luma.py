@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._common import FakeState, RecordedRequest, bearer, mentions, recorded, stage
+from .hosted_images import attach
 from .openai import render_media
 
 PREFIX = "/dream-machine/v1"
@@ -318,4 +319,4 @@ def create_app(api_key: str = "luma-test", *, clock: Callable[[], float] = time.
         Route("/luma-cdn/{gen_id}/{asset}", endpoint(cdn, auth=False), methods=["GET"]),
     ], exception_handlers={HTTPException: http_error})
     app.state.fake = state
-    return app
+    return attach(app, "luma", api_key)  # the image API next to the video one

@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._common import FakeState, RecordedRequest, bearer, mentions, recorded
+from .hosted_images import attach
 from .openai import render_media
 
 API_VERSION = "2024-11-06"
@@ -401,4 +402,4 @@ def create_app(api_key: str = "key_test", *, clock: Callable[[], float] = time.m
         Route("/cdn/{task_id}/{index}.mp4", endpoint(cdn, api=False), methods=["GET"]),
     ], exception_handlers={HTTPException: http_error})
     app.state.fake = state
-    return app
+    return attach(app, "runway", api_key)  # the image API next to the video one
