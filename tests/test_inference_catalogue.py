@@ -118,6 +118,7 @@ def contexts() -> Iterator[dict[str, CallContext]]:
             f.state.register_service_account(SA_EMAIL, SA_KEY_ID, public, PROJECT)
             sa = json.dumps(_service_account(private, f.url + "/token"))
             out["google-vertex"] = CallContext(http=None, api_key=sa, base_url=f.url)
+    out["local"] = CallContext(http=None, api_key=None, base_url=None)  # the built-in local models: no key, no network
     yield out
     for f in running:
         f.stop()

@@ -12,6 +12,8 @@ from aistats_gateway.providers.anthropic.messages import AnthropicChat
 from aistats_gateway.providers.bedrock import BedrockChat
 from aistats_gateway.providers.cohere import CohereChat, CohereEmbeddings
 from aistats_gateway.providers.google.chat import GeminiChat, GeminiEmbeddings
+from aistats_gateway.providers.local_text.chat import LocalChat
+from aistats_gateway.providers.local_text.embeddings import LocalEmbeddings, LocalModerations
 from aistats_gateway.providers.openai_compat.chat import (
     FAMILIES,
     Family,
@@ -45,3 +47,7 @@ registry.register("google-vertex", "chat.completions", GeminiChat("google-vertex
 registry.register("cohere", "chat.completions", CohereChat())
 registry.register("amazon-bedrock", "chat.completions", BedrockChat())
 registry.register("cohere", "embeddings", CohereEmbeddings())
+# The built-in local models: no credentials (like the local video and image renderers).
+registry.register("local", "chat.completions", LocalChat(), needs_credentials=False)
+registry.register("local", "embeddings", LocalEmbeddings(), needs_credentials=False)
+registry.register("local", "moderations", LocalModerations(), needs_credentials=False)
