@@ -55,6 +55,8 @@ FAKES: dict[str, tuple[str, str, str]] = {
     "anthropic": ("anthropic", "sk-ant-test", "/v1"), "cohere": ("cohere", "co-test", ""),
     "amazon-bedrock": ("amazon-bedrock", "AKIDFAKEBEDROCK:fake-secret-access-key", ""),  # SigV4-signed
     "google-ai-studio": ("google-vertex", "AIza-truth", ""),
+    "alibaba": ("alibaba", "sk-dashscope-test", ""),  # the API host: chat is under /compatible-mode/v1
+    "minimax": ("minimax", "mm-test", ""),  # the API host: chat is /v1/text/chatcompletion_v2
 }
 
 
