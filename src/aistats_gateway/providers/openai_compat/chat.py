@@ -40,6 +40,7 @@ class Family:
     renames: tuple[tuple[str, str], ...] = ()  # (IR field, the provider's name)
     chat_path: str = "/chat/completions"  # below the base URL
     root_suffix: str = ""  # appended to a configured AISTATS_PROVIDER_<ID>_BASE_URL (see the module docstring)
+    embed_batch: int | None = None  # most inputs per /embeddings call (more are sent in several calls)
 
 
 FAMILIES: dict[str, Family] = {f.provider_id: f for f in (
@@ -53,7 +54,7 @@ FAMILIES: dict[str, Family] = {f.provider_id: f for f in (
     # DashScope's OpenAI-compatible mode; AISTATS_PROVIDER_ALIBABA_BASE_URL is the host (shared with video).
     Family("alibaba", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
            ALL - {"reasoning_effort", "user", "frequency_penalty"}, False, "max_tokens",
-           root_suffix="/compatible-mode/v1"),
+           root_suffix="/compatible-mode/v1", embed_batch=10),
 )}
 
 
