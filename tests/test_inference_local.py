@@ -237,3 +237,18 @@ def test_local_chat_fails_cleanly_on_bad_input(gateway: Gateway, poor: str) -> N
     api: httpx.Client = gateway.client(poor)
     r = api.post("/v1/chat/completions", json={"model": ECHO, "messages": []})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+def test_the_readme_local_models_example_runs_as_written(gateway: Gateway, poor: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if 'model="local/echo"' in b]
+    code = block.replace('"aistats_v1_sk_..."', repr(poor)).replace('"http://127.0.0.1:8080/v1"',
+                                                                      repr(gateway.base_url + "/v1"))
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example, against this gateway
+    out = capsys.readouterr().out
+    assert out.startswith("Hello, gateway!") and "one two three" in out and '{"city":"Paris"}' in out
+    assert "Hi from Responses" in out and out.rstrip().endswith("True")
