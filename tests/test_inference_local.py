@@ -248,7 +248,34 @@ def test_the_readme_local_models_example_runs_as_written(gateway: Gateway, poor:
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if 'model="local/echo"' in b]
     code = block.replace('"aistats_v1_sk_..."', repr(poor)).replace('"http://127.0.0.1:8080/v1"',
                                                                       repr(gateway.base_url + "/v1"))
-    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own example, against this gateway
+    exec(compile(code, "README.md", "exec"), {})  # the README's own example, against this gateway
     out = capsys.readouterr().out
     assert out.startswith("Hello, gateway!") and "one two three" in out and '{"city":"Paris"}' in out
     assert "Hi from Responses" in out and out.rstrip().endswith("True")
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 3, "multipleOf": 5}},
+     "required": ["n"]},
+    {"type": "object", "properties": {"x": {"anyOf": [{"type": "null"}, {"type": "number", "minimum": 2.5}]},
+                                      "when": {"type": "string", "format": "date-time"},
+                                      "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 3,
+                                               "maxItems": 3}}},
+    {"$defs": {"pt": {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}},
+     "type": "object", "properties": {"a": {"$ref": "#/$defs/pt"}, "b": {"allOf": [{"$ref": "#/$defs/pt"},
+                                                                                  {"required": ["x"]}]}}},
+    {"type": ["null", "string"], "minLength": 40, "maxLength": 50},
+])
+def test_schema_values_validate(schema: dict[str, Any]) -> None:
+    from aistats_gateway.providers.local_text.schema_value import value_for
+
+    jsonschema.validate(value_for(schema, "the user's words"), schema)
+
+
+def test_schema_values_are_bounded_whatever_the_schema() -> None:
+    from aistats_gateway.providers.local_text.schema_value import MAX_ITEMS, value_for
+
+    fan = {"properties": {k: {"$ref": "#/$defs/n"} for k in "abcdefghij"}}
+    assert len(json.dumps(value_for({"$defs": {"n": fan}, **fan}, "x"))) < 200_000
+    huge = value_for({"type": "array", "minItems": 10**12, "items": {"type": "string", "minLength": 10**12}}, "x")
+    assert len(huge) == MAX_ITEMS and all(len(x) <= 4096 for x in huge)

@@ -13,6 +13,8 @@ Invariants:
   ``maximum`` / ``exclusiveMinimum`` / ``exclusiveMaximum`` / ``multipleOf``.
 * Not honoured: ``pattern`` (a string is still given; it may not match), ``not``, ``if``/``then``;
   a schema nested deeper than :data:`MAX_DEPTH` gives ``null`` there.
+* Bounded work whatever the schema (a client's input): at most :data:`MAX_NODES` values are made (the
+  rest are ``null``), strings at most :data:`MAX_STRING` characters, arrays at most :data:`MAX_ITEMS` items.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import math
 from typing import Any
 
 MAX_DEPTH = 16
+MAX_NODES = 2000
+MAX_STRING = 4096
+MAX_ITEMS = 64
 _FORMATS = {"date": "2026-01-01", "date-time": "2026-01-01T00:00:00Z", "time": "00:00:00Z",
             "email": "user@example.com", "uri": "https://example.com/", "url": "https://example.com/",
             "uuid": "00000000-0000-4000-8000-000000000000", "ipv4": "127.0.0.1", "hostname": "example.com"}
@@ -34,7 +39,8 @@ def value_for(schema: Any, seed: str) -> Any:
 class _Gen:
     def __init__(self, root: dict[str, Any], seed: str) -> None:
         self.root = root
-        self.seed = " ".join(seed.split())
+        self.seed = " ".join(seed.split())[:MAX_STRING]
+        self.budget = MAX_NODES
 
     def _resolve(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
         ref = schema.get("$ref")
@@ -59,8 +65,11 @@ class _Gen:
         return schema
 
     def value(self, schema: Any, depth: int) -> Any:
-        if not isinstance(schema, dict) or depth > MAX_DEPTH:
-            return None if depth > MAX_DEPTH else self.seed
+        self.budget -= 1
+        if self.budget < 0 or depth > MAX_DEPTH:
+            return None
+        if not isinstance(schema, dict):
+            return self.seed
         schema = self._resolve(schema, depth)
         if "const" in schema:
             return schema["const"]
@@ -98,7 +107,8 @@ class _Gen:
                 extra = schema.get("additionalProperties")
                 out[name] = self.value(extra if isinstance(extra, dict) else {"type": "string"}, depth + 1)
         i = 0
-        while len(out) < int(schema.get("minProperties") or 0) and schema.get("additionalProperties") is not False:
+        while len(out) < _int(schema.get("minProperties")) and schema.get("additionalProperties") is not False \
+                and self.budget > 0:
             extra = schema.get("additionalProperties")
             out[f"key{i}"] = self.value(extra if isinstance(extra, dict) else {"type": "string"}, depth + 1)
             i += 1
@@ -108,9 +118,10 @@ class _Gen:
         raw = schema.get("prefixItems")
         prefix: list[Any] = raw if isinstance(raw, list) else []
         items = schema.get("items")
-        count = max(int(schema.get("minItems") or 0), len(prefix), 1 if items is not False else 0)
+        count = max(_int(schema.get("minItems")), len(prefix), 1 if items is not False else 0)
         if schema.get("maxItems") is not None:
-            count = min(count, int(schema["maxItems"]))
+            count = min(count, _int(schema["maxItems"]))
+        count = min(count, MAX_ITEMS)
         out = []
         for i in range(count):
             sub = prefix[i] if i < len(prefix) else (items if isinstance(items, dict) else {})
@@ -120,13 +131,20 @@ class _Gen:
     def _string(self, schema: dict[str, Any]) -> str:
         fmt = schema.get("format")
         text = _FORMATS.get(fmt, self.seed) if isinstance(fmt, str) else self.seed
-        low = int(schema.get("minLength") or 0)
+        low = min(_int(schema.get("minLength")), MAX_STRING)
         high = schema.get("maxLength")
         if len(text) < low:
             text = (text + " " + "x" * low)[:low] if text else "x" * low
         if high is not None:
-            text = text[:int(high)]
+            text = text[:_int(high)]
         return text
+
+
+def _int(value: Any) -> int:
+    """A non-negative count from a schema keyword (0 when it is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
 
 
 def _type(schema: dict[str, Any]) -> str | None:
