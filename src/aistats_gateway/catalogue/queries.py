@@ -8,7 +8,8 @@ filtering and the JSON encoding. Those parts are shared between responses: never
 
 The operator's offers (``catalogue.service.operator_offers``: the providers file) are rendered after
 each model's catalogue offers, with ``is_active_gateway`` false once their file is gone; the ``provider``
-filter matches their ids; cached responses are keyed by the offers' token, so a changed file shows at once.
+and endpoint filters match their ids and endpoints; cached responses are keyed by the offers' token, so
+a changed file shows at once.
 """
 
 from __future__ import annotations
@@ -104,9 +105,12 @@ def _matches(e: ModelEntry, q: ModelQuery, ops: OperatorOffers | None = None) ->
         return False
     if q.organisations and e.spec.organisation not in q.organisations:
         return False
-    if q.include_endpoints and not (e.endpoint_set & q.include_endpoints):
+    endpoint_set = e.endpoint_set
+    if ops is not None and (q.include_endpoints or q.exclude_endpoints):
+        endpoint_set = endpoint_set | {ep for o in _extra(e, ops) for ep in o.spec.endpoints}
+    if q.include_endpoints and not (endpoint_set & q.include_endpoints):
         return False
-    if q.exclude_endpoints and (e.endpoint_set & q.exclude_endpoints):
+    if q.exclude_endpoints and (endpoint_set & q.exclude_endpoints):
         return False
     if q.input_types and not (e.input_set & q.input_types):
         return False
@@ -262,7 +266,7 @@ def _matching(snap: Snapshot, q: ModelQuery, ops: OperatorOffers | None = None) 
         return snap.models
     key = ("matches", q.providers, q.organisations, q.include_endpoints, q.exclude_endpoints, q.input_types,
            q.output_types, q.include_rumoured, q.include_deprecated, q.include_retired,
-           ops.token if ops is not None and q.providers else None)
+           ops.token if ops is not None and (q.providers or q.include_endpoints or q.exclude_endpoints) else None)
     matches: list[ModelEntry] | None = snap.memo.get(key)
     if matches is None:
         if len(snap.memo) >= _MATCHES_LIMIT:
