@@ -55,6 +55,8 @@ FAKES: dict[str, tuple[str, str, str]] = {
     "anthropic": ("anthropic", "sk-ant-test", "/v1"), "cohere": ("cohere", "co-test", ""),
     "amazon-bedrock": ("amazon-bedrock", "AKIDFAKEBEDROCK:fake-secret-access-key", ""),  # SigV4-signed
     "google-ai-studio": ("google-vertex", "AIza-truth", ""),
+    "alibaba": ("alibaba", "sk-dashscope-test", ""),  # the API host: chat is under /compatible-mode/v1
+    "minimax": ("minimax", "mm-test", ""),  # the API host: chat is /v1/text/chatcompletion_v2
 }
 
 
@@ -118,6 +120,7 @@ def contexts() -> Iterator[dict[str, CallContext]]:
             f.state.register_service_account(SA_EMAIL, SA_KEY_ID, public, PROJECT)
             sa = json.dumps(_service_account(private, f.url + "/token"))
             out["google-vertex"] = CallContext(http=None, api_key=sa, base_url=f.url)
+    out["local"] = CallContext(http=None, api_key=None, base_url=None)  # the built-in local models: no key, no network
     yield out
     for f in running:
         f.stop()

@@ -82,3 +82,58 @@ def test_invalid_files_are_rejected_naming_the_entry(text: str, where: str) -> N
     with pytest.raises(providers_file.ProvidersFileError) as e:
         providers_file.parse(text, "providers.yaml", ids)
     assert where in str(e.value)
+
+
+def _ollama_rows(api: httpx.Client, *, by_filter: bool = False) -> list[dict[str, Any]]:
+    if by_filter:
+        page = api.get("/v1/models", params={"provider": "local-ollama", "limit": 250}).json()
+        (model,) = page["models"]
+        assert model["model_id"] == MODEL
+    else:
+        model = api.get(f"/v1/models/{MODEL}").json()
+    return [p for p in model["providers"] if p["api_provider_id"] == "local-ollama"]
+
+
+def test_models_lists_operator_offers_truthfully(api: httpx.Client, gateway: Gateway,
+                                                 ollama: tuple[RunningFake, Path]) -> None:
+    _, path = ollama
+    for by_filter in (False, True):
+        (row,) = _ollama_rows(api, by_filter=by_filter)
+        assert row["is_active_gateway"] is True and row["endpoint"] == "chat.completions"
+        assert row["provider_model_slug"] == "llama3.3" and row["api_provider_name"] == "Ollama on this machine"
+        assert [p["price"] for p in row["pricing"]] == ["0"]
+    hidden = path.with_name("providers.hidden")
+    path.rename(hidden)
+    try:
+        for by_filter in (False, True):
+            (row,) = _ollama_rows(api, by_filter=by_filter)
+            assert row["is_active_gateway"] is False
+        r = api.post("/v1/chat/completions", json={"model": f"local-ollama:{MODEL}",
+                                                   "messages": [{"role": "user", "content": "gone"}]})
+        assert 400 <= r.status_code < 500, r.text
+    finally:
+        hidden.rename(path)
+    (row,) = _ollama_rows(api)
+    assert row["is_active_gateway"] is True
+    r = api.post("/v1/chat/completions", json={"model": f"local-ollama:{MODEL}",
+                                               "messages": [{"role": "user", "content": "back"}]})
+    assert r.status_code == 200 and r.json()["provider"] == "local-ollama"
+
+
+def test_an_invalid_edit_keeps_the_last_valid_file(api: httpx.Client, gateway: Gateway,
+                                                   ollama: tuple[RunningFake, Path]) -> None:
+    import os
+
+    _, path = ollama
+    good = path.read_text()
+    stat = path.stat()
+    try:
+        path.write_text("providers: [{id: Bad}]")
+        os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+        (row,) = _ollama_rows(api)
+        assert row["is_active_gateway"] is True
+        r = api.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 200 and r.json()["provider"] == "local-ollama"
+    finally:
+        path.write_text(good)
+        os.utime(path, (stat.st_atime, stat.st_mtime + 10))

@@ -5,6 +5,11 @@ snapshot, so a repeated query costs a dictionary lookup. A query not in that cac
 from parts made once per snapshot and kept in the entries' ``memo`` (everything but
 ``is_active_gateway``, which is evaluated at render time), so it costs little more than the
 filtering and the JSON encoding. Those parts are shared between responses: never mutate them.
+
+The operator's offers (``catalogue.service.operator_offers``: the providers file) are rendered after
+each model's catalogue offers, with ``is_active_gateway`` false once their file is gone; the ``provider``
+and endpoint filters match their ids and endpoints; cached responses are keyed by the offers' token, so
+a changed file shows at once.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import orjson
 from aistats_gateway.catalogue.schema import ENDPOINTS, ORGANISATIONS
 from aistats_gateway.catalogue.service import (
     ModelEntry,
+    OperatorOffers,
     ProviderOffer,
     Snapshot,
     is_active,
     offer_params,
     offer_pricing,
     offer_supports,
+    operator_offers,
 )
 from aistats_gateway.http.errors import bad_request
 
@@ -88,24 +95,33 @@ class ModelQuery:
     offset: int = 0
 
 
-def _matches(e: ModelEntry, q: ModelQuery) -> bool:
+def _matches(e: ModelEntry, q: ModelQuery, ops: OperatorOffers | None = None) -> bool:
     status = e.spec.status
     if (status == "rumoured" and not q.include_rumoured) or (status == "deprecated" and not q.include_deprecated) \
             or (status == "retired" and not q.include_retired):
         return False
-    if q.providers and not (e.provider_ids & q.providers):
+    if q.providers and not (e.provider_ids & q.providers) and not any(
+            o.provider_id in q.providers for o in _extra(e, ops)):
         return False
     if q.organisations and e.spec.organisation not in q.organisations:
         return False
-    if q.include_endpoints and not (e.endpoint_set & q.include_endpoints):
+    endpoint_set = e.endpoint_set
+    if ops is not None and (q.include_endpoints or q.exclude_endpoints):
+        endpoint_set = endpoint_set | {ep for o in _extra(e, ops) for ep in o.spec.endpoints}
+    if q.include_endpoints and not (endpoint_set & q.include_endpoints):
         return False
-    if q.exclude_endpoints and (e.endpoint_set & q.exclude_endpoints):
+    if q.exclude_endpoints and (endpoint_set & q.exclude_endpoints):
         return False
     if q.input_types and not (e.input_set & q.input_types):
         return False
     if q.output_types and not (e.output_set & q.output_types):
         return False
     return True
+
+
+def _extra(e: ModelEntry, ops: OperatorOffers | None) -> list[ProviderOffer]:
+    """The operator's offers of this model (none without a providers file)."""
+    return list(ops.offers.get(e.spec.model_id, ())) if ops is not None else []
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -180,15 +196,24 @@ def _row_parts(o: ProviderOffer, ep: str) -> tuple[dict[str, Any], dict[str, Any
     return parts
 
 
-def _render_model(e: ModelEntry, q: ModelQuery, active: _Activity) -> dict[str, Any]:
+def _render_model(e: ModelEntry, q: ModelQuery, active: _Activity,
+                  ops: OperatorOffers | None = None) -> dict[str, Any]:
     out = dict(_model_head(e))
     if q.include_gateway:
-        out["endpoints"] = e.endpoints
+        extra = _extra(e, ops)
+        endpoints = list(e.endpoints)
+        endpoints += [ep for ep in dict.fromkeys(ep for o in extra for ep in o.spec.endpoints) if ep not in endpoints]
+        out["endpoints"] = endpoints
         rows = []
         for o in e.offers:
             for ep in o.spec.endpoints:
                 head, tail = _row_parts(o, ep)
                 rows.append({**head, "is_active_gateway": active(o, ep), **tail})
+        for o in extra:
+            for ep in o.spec.endpoints:
+                head, tail = _row_parts(o, ep)
+                on = ops is not None and ops.active and active(o, ep)
+                rows.append({**head, "is_active_gateway": on, **tail})
         out["providers"] = rows
     if q.include_data:
         out["input_types"] = e.spec.input_types
@@ -197,14 +222,15 @@ def _render_model(e: ModelEntry, q: ModelQuery, active: _Activity) -> dict[str, 
 
 
 def list_models(snap: Snapshot, q: ModelQuery) -> bytes:
-    key = ("models", q)
+    ops = operator_offers()
+    key = ("models", q, ops.token if ops is not None else None)
     cached = snap.cache.get(key)
     if cached is not None:
         return cached
-    matches = _matching(snap, q)
+    matches = _matching(snap, q, ops)
     active = _Activity()
     entries = matches[q.offset:q.offset + q.limit]
-    page = [_render_model(e, q, active) for e in entries]
+    page = [_render_model(e, q, active, ops) for e in entries]
     # The seed's page, then the same page as an OpenAI model list (openai SDK, Open WebUI, LangChain …).
     body = orjson.dumps({"ok": True, "limit": q.limit, "offset": q.offset, "models": page, "total": len(matches),
                          "object": "list", "data": [openai_model(e) for e in entries]})
@@ -229,23 +255,24 @@ def get_model(snap: Snapshot, model_id: str) -> bytes | None:
     e = snap.resolve(model_id)
     if e is None:
         return None
-    return orjson.dumps({**openai_model(e), **_render_model(e, ModelQuery(), _Activity())})
+    return orjson.dumps({**openai_model(e), **_render_model(e, ModelQuery(), _Activity(), operator_offers())})
 
 
-def _matching(snap: Snapshot, q: ModelQuery) -> list[ModelEntry]:
+def _matching(snap: Snapshot, q: ModelQuery, ops: OperatorOffers | None = None) -> list[ModelEntry]:
     """The models matching the query's filters (paging and rendering options aside), kept per
-    snapshot so that paging through one filter filters once."""
+    snapshot (and operator offers) so that paging through one filter filters once."""
     if not (q.providers or q.organisations or q.include_endpoints or q.exclude_endpoints or q.input_types
             or q.output_types) and q.include_rumoured and q.include_deprecated and q.include_retired:
         return snap.models
     key = ("matches", q.providers, q.organisations, q.include_endpoints, q.exclude_endpoints, q.input_types,
-           q.output_types, q.include_rumoured, q.include_deprecated, q.include_retired)
+           q.output_types, q.include_rumoured, q.include_deprecated, q.include_retired,
+           ops.token if ops is not None and (q.providers or q.include_endpoints or q.exclude_endpoints) else None)
     matches: list[ModelEntry] | None = snap.memo.get(key)
     if matches is None:
         if len(snap.memo) >= _MATCHES_LIMIT:
             for k in [k for k in snap.memo if isinstance(k, tuple) and k[:1] == ("matches",)]:
                 del snap.memo[k]
-        matches = snap.memo[key] = [e for e in snap.models if _matches(e, q)]
+        matches = snap.memo[key] = [e for e in snap.models if _matches(e, q, ops)]
     return matches
 
 

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,6 +297,35 @@ def offer_supports(offer: ProviderOffer, endpoint: str, name: str) -> bool:
 
 def is_active(offer: ProviderOffer, endpoint: str) -> bool:
     return registry.is_routable(offer.provider_id, endpoint, builtin=offer.builtin)
+
+
+# ---- offers from outside the catalogue (the operator's providers file) ----------------------
+
+
+@dataclass(frozen=True)
+class OperatorOffers:
+    """Offers the operator adds to catalogue models at run time (``AISTATS_PROVIDERS_FILE``).
+
+    ``token`` changes whenever ``offers`` or ``active`` do (rendered responses are cached under it);
+    ``active`` is false when the file they came from is gone (they are listed, but not callable)."""
+
+    token: Hashable
+    offers: Mapping[str, Sequence[ProviderOffer]]  # model id → offers
+    active: bool = True
+
+
+_OPERATOR: Callable[[], OperatorOffers | None] | None = None
+
+
+def set_operator_offers(source: Callable[[], OperatorOffers | None] | None) -> None:
+    """Install the function that reports the operator's offers (``inference.providers_file`` does)."""
+    global _OPERATOR
+    _OPERATOR = source
+
+
+def operator_offers() -> OperatorOffers | None:
+    """The operator's offers now, or None when there are none (no providers file)."""
+    return _OPERATOR() if _OPERATOR is not None else None
 
 
 def price_rules(offer: ProviderOffer) -> list[dict[str, Any]]:

@@ -20,13 +20,20 @@ Invariants: the file is validated on load (every error names the entry, e.g.
 registered with ``providers.registry`` as OpenAI-compatible adapters and their offers are added to
 the model's candidates by :mod:`inference.route`. The file is read once per process (and again
 when its modification time changes).
+
+While serving (:func:`current`, :func:`offers_for`): a file that disappears makes its offers
+unroutable (they stay listed by ``GET /v1/models`` with ``is_active_gateway: false``, and come back
+when it does); a file edited into an invalid one is logged once and the last valid version keeps
+being served. Only :func:`load` (at start) raises. ``GET /v1/models`` lists the offers through
+``catalogue.service.set_operator_offers``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,7 @@ from aistats_gateway.catalogue.schema import ModelProvider, PriceRule
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.openai_compat.chat import Family
 
+log = logging.getLogger("aistats_gateway.inference")
 ENV = "AISTATS_PROVIDERS_FILE"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 FREE = [PriceRule(meter="request", unit="request", price="0")]
@@ -106,11 +114,12 @@ class OperatorOffer:
         return self.provider.api_key
 
 
-@dataclass
+@dataclass(frozen=True)
 class Loaded:
     path: str
     mtime: float
     offers: dict[str, list[OperatorOffer]]  # model id → offers
+    present: bool = True  # False: the file is gone since (its offers are not routed to)
 
 
 _CACHE: Loaded | None = None
@@ -207,5 +216,49 @@ def load(path: str | None = None) -> dict[str, list[OperatorOffer]]:
     return offers
 
 
+_LOGGED: set[tuple[str, float | None]] = set()
+
+
+def _once(path: str, mtime: float | None, message: str) -> None:
+    if (path, mtime) not in _LOGGED:
+        _LOGGED.add((path, mtime))
+        log.warning("%s", message)
+
+
+def current() -> Loaded | None:
+    """The providers file as it is being served now (never raises): None without one."""
+    path = os.environ.get(ENV) or None
+    if not path:
+        return None
+    last = _CACHE if _CACHE is not None and _CACHE.path == path else None
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError as e:
+        _once(path, None, f"{path}: the providers file is gone ({e.strerror or e}): its providers are not routed to")
+        return replace(last, present=False) if last is not None else None
+    if last is not None and last.mtime == mtime:
+        return last
+    try:
+        load(path)
+    except ProvidersFileError as e:
+        _once(path, mtime, f"{e}; still serving the last valid version" if last else str(e))
+        return last
+    return _CACHE
+
+
 def offers_for(model_id: str) -> list[OperatorOffer]:
-    return load().get(model_id, [])
+    """The operator's offers of a model that can be routed to now."""
+    got = current()
+    return got.offers.get(model_id, []) if got is not None and got.present else []
+
+
+def _listing() -> catalogue.OperatorOffers | None:
+    got = current()
+    if got is None or not got.offers:
+        return None
+    return catalogue.OperatorOffers((got.path, got.mtime, got.present),
+                                    {m: [o.offer for o in entries] for m, entries in got.offers.items()},
+                                    got.present)
+
+
+catalogue.set_operator_offers(_listing)

@@ -10,8 +10,12 @@ from __future__ import annotations
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.anthropic.messages import AnthropicChat
 from aistats_gateway.providers.bedrock import BedrockChat
+from aistats_gateway.providers.bedrock_embeddings import BedrockEmbeddings
 from aistats_gateway.providers.cohere import CohereChat, CohereEmbeddings
 from aistats_gateway.providers.google.chat import GeminiChat, GeminiEmbeddings
+from aistats_gateway.providers.local_text.chat import LocalChat
+from aistats_gateway.providers.local_text.embeddings import LocalEmbeddings, LocalModerations
+from aistats_gateway.providers.minimax_chat import MiniMaxChat
 from aistats_gateway.providers.openai_compat.chat import (
     FAMILIES,
     Family,
@@ -22,7 +26,7 @@ from aistats_gateway.providers.openai_compat.embeddings import (
     OpenAICompatModerations,
 )
 
-EMBEDDINGS = ("openai", "mistral", "together")
+EMBEDDINGS = ("openai", "mistral", "together", "alibaba")
 MODERATIONS = ("openai",)
 
 
@@ -44,4 +48,10 @@ registry.register("google-ai-studio", "embeddings", GeminiEmbeddings("google-ai-
 registry.register("google-vertex", "chat.completions", GeminiChat("google-vertex"))
 registry.register("cohere", "chat.completions", CohereChat())
 registry.register("amazon-bedrock", "chat.completions", BedrockChat())
+registry.register("amazon-bedrock", "embeddings", BedrockEmbeddings())
 registry.register("cohere", "embeddings", CohereEmbeddings())
+registry.register("minimax", "chat.completions", MiniMaxChat())
+# The built-in local models: no credentials (like the local video and image renderers).
+registry.register("local", "chat.completions", LocalChat(), needs_credentials=False)
+registry.register("local", "embeddings", LocalEmbeddings(), needs_credentials=False)
+registry.register("local", "moderations", LocalModerations(), needs_credentials=False)

@@ -228,7 +228,8 @@ def encode_response(resp: IRResponse, meta: Meta) -> dict[str, Any]:
     for c in resp.tool_calls:
         content.append({"type": "tool_use", "id": c.id, "name": c.name, "input": json_args(c.arguments)})
     return {"id": meta.id, "type": "message", "role": "assistant", "model": meta.model, "content": content,
-            "stop_reason": TO_ANTHROPIC.get(resp.finish_reason, "end_turn"),
+            "stop_reason": "stop_sequence" if resp.stop_sequence and resp.finish_reason == "stop"
+            else TO_ANTHROPIC.get(resp.finish_reason, "end_turn"),
             "stop_sequence": resp.stop_sequence, "usage": _usage(resp.usage, meta),
             "provider": meta.provider, "cost_nanos": meta.cost_nanos}
 

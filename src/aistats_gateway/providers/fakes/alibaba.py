@@ -26,6 +26,9 @@ tier's table; image-to-video validates ``resolution``; the fake (``strict_params
 image-to-video and ``resolution`` on text-to-video so that an adapter mixing them up is caught. Images are
 http(s) URLs or base64 data URLs (decoded: sides 360–2000 px). Output: a real H.264 MP4 (8 fps) of the
 requested size; image-to-video keeps a decodable first frame's aspect ratio at about the tier's pixel count.
+
+Chat and embeddings in DashScope's OpenAI-compatible mode are under ``/compatible-mode/v1``
+(:mod:`.dashscope_compat`; their state is ``app.state.inference``).
 """
 from __future__ import annotations
 
@@ -392,11 +395,17 @@ def create_app(api_key: str = "sk-dashscope-test", *, clock: Callable[[], float]
         return DashScopeError(status, "InvalidURL" if status == 404 else "UnsupportedOperation",
                               f"{request.method} {request.url.path} is not supported.").response(str(uuid.uuid4()))
 
+    from .dashscope_compat import routes as compat_routes
+    from .inference_common import InferenceState
+
+    inference = InferenceState(api_key=api_key, provider="alibaba", reject_unknown_params=False)
     app = Starlette(routes=[
+        *compat_routes(inference),  # chat and embeddings in the OpenAI-compatible mode
         Route(CREATE, endpoint(create), methods=["POST"]),
         Route("/api/v1/tasks/{task_id}", endpoint(get_task), methods=["GET"]),
         Route("/api/v1/tasks/{task_id}/cancel", endpoint(cancel), methods=["POST"]),
         Route("/oss/{token}.mp4", endpoint(video, auth=False), methods=["GET"]),
     ], exception_handlers={HTTPException: http_error})
     app.state.fake = state
-    return attach(app, "alibaba", api_key)  # the image API next to the video one
+    app.state.inference = inference
+    return attach(app, "alibaba", api_key)  # the image API next to the video and compatible-mode ones

@@ -30,7 +30,8 @@ fragments, ``reasoningContent.text``/``signature``), ``contentBlockStop``, ``mes
 (usage, metrics). A mid-stream failure is an exception message (``:message-type: exception``,
 ``:exception-type: internalServerException``). Bedrock's OpenAI-compatible endpoint is served too:
 ``POST /openai/v1/chat/completions`` and ``/openai/v1/embeddings`` (:mod:`.openai_inference`, Bearer = ``api_key``,
-same state). Not faked: guardrails, prompt management, InvokeModel, citations.
+same state). ``POST /model/{modelId}/invoke`` for the embedding models (Titan, Cohere) is :mod:`.bedrock_invoke`.
+Not faked: guardrails, prompt management, text-generation InvokeModel, citations.
 """
 from __future__ import annotations
 
@@ -419,8 +420,15 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
         return stream(state, stream_frames(resp), _exception_frame, media_type=EVENTSTREAM)
 
     @endpoint
-    async def invoke(request: Request, model: str, body: Any) -> Response:
-        return JSONResponse(await nova_canvas(model, body))
+    async def invoke_model(request: Request, model: str, body: Any) -> Response:
+        """InvokeModel: Nova Canvas images here, the embedding models in ``bedrock_invoke``."""
+        if model.startswith("amazon.nova-canvas"):
+            return JSONResponse(await nova_canvas(model, body))
+        from .bedrock_invoke import invoke
+
+        response = invoke(state, model, body)
+        await first_byte_wait(state)
+        return response
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
@@ -430,7 +438,7 @@ def create_app(api_key: str = "bedrock-api-key-test", **knobs: Any) -> Starlette
     app = Starlette(routes=[
         Route("/model/{model_id}/converse", converse, methods=["POST"]),
         Route("/model/{model_id}/converse-stream", converse_stream, methods=["POST"]),
-        Route("/model/{model_id}/invoke", invoke, methods=["POST"]),  # Nova Canvas images
+        Route("/model/{model_id}/invoke", invoke_model, methods=["POST"]),  # Nova Canvas, embeddings
         # Bedrock's OpenAI-compatible endpoint (chat completions with a Bedrock API key as Bearer)
         *inference_routes(state, flavor="compat", prefix="/openai/v1"),
     ], exception_handlers={HTTPException: http_error})

@@ -355,11 +355,18 @@ def create_app(api_key: str = "mm-test", *, clock: Callable[[], float] = time.mo
                                                          f"{getattr(exc, 'detail', 'error')}"}},
                             status_code=status)
 
+    from .inference_common import InferenceState
+    from .minimax_chat import routes as chat_routes
+
+    inference = InferenceState(api_key=api_key, provider="minimax", reject_unknown_params=False,
+                               usage_style="final_chunk")
     app = Starlette(routes=[
+        *chat_routes(inference),  # POST /v1/text/chatcompletion_v2 (minimax_chat)
         Route("/v1/video_generation", endpoint(create), methods=["POST"]),
         Route("/v1/query/video_generation", endpoint(query), methods=["GET"]),
         Route("/v1/files/retrieve", endpoint(retrieve), methods=["GET"]),
         Route("/download/{token}.mp4", endpoint(download, auth=False), methods=["GET"]),
     ], exception_handlers={HTTPException: not_found})
     app.state.fake = state
+    app.state.inference = inference
     return app

@@ -1,7 +1,9 @@
 """Chat Completions against any OpenAI-compatible API; the per-provider differences are data.
 
 Settings per provider: ``AISTATS_PROVIDER_<ID>_API_KEY`` (sent as ``Authorization: Bearer``) and
-``AISTATS_PROVIDER_<ID>_BASE_URL`` (replaces :attr:`Family.base_url`, which includes ``/v1``).
+``AISTATS_PROVIDER_<ID>_BASE_URL`` (replaces :attr:`Family.base_url`, which includes ``/v1``; for a provider
+whose base URL is its API host shared with other capabilities, :attr:`Family.root_suffix` is appended to it:
+Alibaba's ``/compatible-mode/v1``).
 Streams always ask for usage (``stream_options.include_usage``) so they can be charged.
 """
 
@@ -36,6 +38,9 @@ class Family:
     developer_role: bool = True  # False: send "developer" messages as "system"
     max_tokens_key: str = "max_completion_tokens"
     renames: tuple[tuple[str, str], ...] = ()  # (IR field, the provider's name)
+    chat_path: str = "/chat/completions"  # below the base URL
+    root_suffix: str = ""  # appended to a configured AISTATS_PROVIDER_<ID>_BASE_URL (see the module docstring)
+    embed_batch: int | None = None  # most inputs per /embeddings call (more are sent in several calls)
 
 
 FAMILIES: dict[str, Family] = {f.provider_id: f for f in (
@@ -46,11 +51,17 @@ FAMILIES: dict[str, Family] = {f.provider_id: f for f in (
     Family("x-ai", "https://api.x.ai/v1", ALL, False, "max_tokens"),
     Family("groq", "https://api.groq.com/openai/v1", ALL - {"reasoning_effort"}, False, "max_tokens"),
     Family("together", "https://api.together.xyz/v1", ALL - {"reasoning_effort"}, False, "max_tokens"),
+    # DashScope's OpenAI-compatible mode; AISTATS_PROVIDER_ALIBABA_BASE_URL is the host (shared with video).
+    Family("alibaba", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+           ALL - {"reasoning_effort", "user", "frequency_penalty"}, False, "max_tokens",
+           root_suffix="/compatible-mode/v1", embed_batch=10),
 )}
 
 
 def base_url(family: Family, ctx: CallContext) -> str:
-    return (ctx.base_url or family.base_url).rstrip("/")
+    if ctx.base_url:
+        return ctx.base_url.rstrip("/") + family.root_suffix
+    return family.base_url.rstrip("/")
 
 
 def headers(ctx: CallContext) -> dict[str, str]:
@@ -71,7 +82,7 @@ class OpenAICompatChat:
         body = self.body(req)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        doc = await post_json(ctx, base_url(self.family, ctx) + "/chat/completions", body, headers(ctx),
+        doc = await post_json(ctx, base_url(self.family, ctx) + self.family.chat_path, body, headers(ctx),
                               self.provider_id)
         if not isinstance(doc.get("choices"), list):
             raise ProviderError("upstream", f"{self.provider_id} returned no choices", code="invalid_upstream_response")
@@ -81,7 +92,7 @@ class OpenAICompatChat:
         body = self.body(req)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        async with open_stream(ctx, base_url(self.family, ctx) + "/chat/completions", body, headers(ctx),
+        async with open_stream(ctx, base_url(self.family, ctx) + self.family.chat_path, body, headers(ctx),
                                self.provider_id) as resp:
             async for ev in sse_events(resp):
                 doc = event_json(ev, self.provider_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aistats_gateway.providers.base import CallContext, ProviderError
@@ -20,6 +21,20 @@ class OpenAICompatEmbeddings:
         self.provider_id = family.provider_id
 
     async def embed(self, req: EmbeddingsRequest, ctx: CallContext) -> EmbeddingsResult:
+        size = self.family.embed_batch
+        if size is None or len(req.inputs) <= size:
+            return await self._embed(req, ctx)
+        vectors: list[Any] = []
+        tokens = 0
+        model: str | None = None
+        for start in range(0, len(req.inputs), size):  # the provider's batch limit, in order
+            part = await self._embed(replace(req, inputs=req.inputs[start:start + size]), ctx)
+            vectors.extend(part.vectors)
+            tokens += part.input_tokens
+            model = model or part.model
+        return EmbeddingsResult(vectors, tokens, model)
+
+    async def _embed(self, req: EmbeddingsRequest, ctx: CallContext) -> EmbeddingsResult:
         body: dict[str, Any] = {"model": req.model, "input": req.inputs}
         if req.dimensions is not None:
             body["dimensions"] = req.dimensions
