@@ -19,10 +19,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import update
@@ -41,6 +42,7 @@ from aistats_gateway.providers.inference import EmbeddingsRequest
 
 MAX_ATTEMPTS = 4
 PROVIDER_CONCURRENCY = 64
+LANE = 4  # runner workers sharing one upstream connection pool (see ``Limits.client``)
 _KIND = {"/v1/chat/completions": "chat.completions", "/v1/responses": "chat.completions",
          "/v1/messages": "chat.completions", "/v1/embeddings": "embeddings", "/v1/moderations": "moderations"}
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
@@ -124,11 +126,30 @@ async def planner(state: Any) -> Planner:
 
 @dataclass
 class Limits:
-    """Process-local: calls in flight and 429 holds per provider."""
+    """Process-local: calls in flight and 429 holds per provider, and the upstream client lanes."""
 
     concurrency: int = PROVIDER_CONCURRENCY
     sems: dict[str, asyncio.Semaphore] | None = None
     held_until: dict[str, float] | None = None
+    timeout: float = 60.0
+    lanes: dict[int, Any] | None = None  # lane number → its own small httpx client (``LANE`` rows each)
+
+    def client(self, worker: int) -> Any:
+        """The upstream client of the lane of runner worker ``worker``: ``LANE`` workers share one."""
+        from aistats_gateway.http.client import create_client
+
+        if self.lanes is None:
+            self.lanes = {}
+        lane = worker // LANE
+        got = self.lanes.get(lane)
+        if got is None:
+            got = self.lanes[lane] = create_client(self.timeout, max_connections=LANE * 2, max_keepalive=LANE * 2)
+        return got
+
+    async def aclose(self) -> None:
+        lanes, self.lanes = self.lanes or {}, None
+        for c in lanes.values():
+            await c.aclose()
 
     def sem(self, provider: str) -> asyncio.Semaphore:
         if self.sems is None:
@@ -164,16 +185,46 @@ def _error(status: int, message: str, code: str | None, type_: str = "invalid_re
     return {"message": message, "type": type_, "param": None, "code": code}
 
 
-async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcome:
+class Routes:
+    """One batch's routing, computed once per (model, request features) on one catalogue snapshot:
+    a row does not re-plan its route (the batch's ``provider`` object is the same for every row)."""
+
+    def __init__(self) -> None:
+        self._snap: Any = None
+        self._got: dict[tuple[str, str, frozenset[str]], tuple[str, list[route.Candidate]]] = {}
+
+    async def candidates(self, state: Any, endpoint: str, model: str, routing: Any,
+                         params: frozenset[str] | None) -> tuple[str, list[route.Candidate]]:
+        snap = await state.catalogue.get()
+        if snap is not self._snap:
+            self._snap, self._got = snap, {}
+        key = (endpoint, model, frozenset(params or ()))
+        got = self._got.get(key)
+        if got is None:
+            got = self._got[key] = route.candidates(snap, model, _KIND[endpoint],
+                                                    route.parse_routing(_routing_body({}, routing)),
+                                                    set(params) if params else None)
+        return got
+
+
+class BatchLike(Protocol):
+    endpoint: str
+    routing: Any
+
+
+class RowLike(Protocol):
+    body: bytes
+
+
+async def run(state: Any, limits: Limits, batch: BatchLike, row: RowLike, routes: Routes | None = None,
+              http: Any = None) -> Outcome:
     """Execute one row; never raises for a provider's or the request's fault."""
     body: dict[str, Any] = orjson.loads(row.body)
     endpoint = batch.endpoint
     try:
         req = _decode(endpoint, body)
-        snap = await state.catalogue.get()
-        model_id, cands = route.candidates(snap, body["model"], _KIND[endpoint],
-                                           route.parse_routing(_routing_body({}, batch.routing)),
-                                           req.params if req else None)
+        model_id, cands = await (routes or Routes()).candidates(state, endpoint, body["model"], batch.routing,
+                                                                frozenset(req.params) if req else None)
     except APIError as e:
         return Outcome("failed", status_code=e.status, error=_error(e.status, e.message, e.code))
     waits = [limits.wait_for(c.provider_id) for c in cands]
@@ -187,7 +238,7 @@ async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcom
             continue
         try:
             async with limits.sem(cand.provider_id):
-                body_out, usage = await _call(state, endpoint, cand, req, body, model_id)
+                body_out, usage = await _call(state, endpoint, cand, req, body, model_id, http)
         except ProviderError as e:
             last = e
             if e.kind == "rate_limit":
@@ -211,8 +262,8 @@ async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcom
 
 
 async def _call(state: Any, endpoint: str, cand: route.Candidate, req: IRRequest | None, body: dict[str, Any],
-                model_id: str) -> tuple[dict[str, Any], Usage]:
-    ctx = cand.context(state.http)
+                model_id: str, http: Any = None) -> tuple[dict[str, Any], Usage]:
+    ctx = cand.context(http or state.http)
     meta = Meta("batchreq_" + str(time.time_ns()), body["model"], cand.provider_id, int(time.time()))
     if req is not None:
         resp = await cand.adapter.complete(route.request_for(req, cand), ctx)
@@ -232,18 +283,21 @@ async def _call(state: Any, endpoint: str, cand: route.Candidate, req: IRRequest
             Usage(result.input_tokens, 0))
 
 
+def result_values(out: Outcome, attempts: int, now: dt.datetime) -> dict[str, Any]:
+    """The columns of a finished row (completed / failed) after its attempt number ``attempts + 1``."""
+    return {"status": out.status, "provider": out.provider, "status_code": out.status_code,
+            "usage": out.usage, "cost_nanos": out.cost_nanos, "error": out.error,
+            "response": orjson.dumps(out.body) if out.body is not None else None,
+            "attempts": attempts + 1, "updated_at": now, "completed_at": now}
+
+
 async def record(state: Any, row: BatchRow, owner: str, out: Outcome) -> bool:
     """Write a finished row (completed / failed) under our lease; False if we no longer hold it."""
-    now = utcnow()
-    values: dict[str, Any] = {"status": out.status, "provider": out.provider, "status_code": out.status_code,
-                              "usage": out.usage, "cost_nanos": out.cost_nanos, "error": out.error,
-                              "response": orjson.dumps(out.body) if out.body is not None else None,
-                              "attempts": row.attempts + 1, "updated_at": now, "completed_at": now,
-                              "lease_owner": None, "lease_until": None}
+    values = {**result_values(out, row.attempts, utcnow()), "lease_owner": None, "lease_until": None}
     async with state.sessions() as s, s.begin():
         res = await s.execute(update(BatchRow).where(BatchRow.id == row.id, BatchRow.status == "queued",
                                                      BatchRow.lease_owner == owner).values(**values))
     return bool(res.rowcount)
 
 
-Runner = Callable[[Any, Limits, Batch, BatchRow], Awaitable[Outcome]]
+Runner = Callable[..., Awaitable[Outcome]]  # run's signature

@@ -132,6 +132,8 @@ class JobEngine(Protocol):
 
 
 class LocalEngine:
+    distributed = False  # every item runs in this process
+
     def __init__(self, sources: list[Source], *, concurrency: int = 4, tick: float = 0.25,
                  max_idle: float = 5.0, min_gap: float = 0.005, batch: float = 0.05) -> None:
         self.sources = {s.name: s for s in sources}
