@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--batch-concurrency", type=int, default=None,
                     help="AISTATS_BATCHES_CONCURRENCY (rows of the batch in a call at once, per process)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes on PostgreSQL")
-    ap.add_argument("--profile", metavar="FILE", help="record the serve process with py-spy (collapsed stacks)")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy (raw stacks) of serve (PostgreSQL: of the last worker)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="aistats-bench-batches-"))
@@ -124,10 +124,10 @@ def main() -> None:
         spy = None
         if args.profile:
             spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
-                                    "-r", "100", "-o", args.profile, "--pid", str(server.pid)],
+                                    "-r", "100", "-o", args.profile, "--pid", str(procs[-1].pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"# before: {load_line()}", file=sys.stderr)
-        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        cpu0s = [cpu_seconds(p.pid) for p in procs]
         t0 = time.monotonic()
         r = c.post("/v1/batches", json={"input_file_id": f.json()["id"], "endpoint": "/v1/chat/completions",
                                         "completion_window": "24h"})
@@ -142,7 +142,9 @@ def main() -> None:
                 raise SystemExit(f"not finished after {args.timeout} s: {b['request_counts']}")
             time.sleep(0.2)
         wall = time.monotonic() - t0
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        cpus = [cpu_seconds(p.pid) - c0 for p, c0 in zip(procs, cpu0s, strict=True)]
+        cpu = sum(cpus)
+        print("# CPU seconds per process (serve first): " + ", ".join(f"{c:.1f}" for c in cpus), file=sys.stderr)
         print(f"# after: {load_line()}", file=sys.stderr)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -172,7 +174,8 @@ def main() -> None:
         mock.wait()
         if args.backend == "postgres":
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
-                            f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=False)
+                            f"SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE"],
+                           check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
 import orjson
 from sqlalchemy import update
 
@@ -42,7 +43,7 @@ from aistats_gateway.providers.inference import EmbeddingsRequest
 
 MAX_ATTEMPTS = 4
 PROVIDER_CONCURRENCY = 64
-LANE = 4  # runner workers sharing one upstream connection pool (see ``Limits.client``)
+LANE = 16  # runner workers sharing one upstream client (see ``Limits.client``)
 _KIND = {"/v1/chat/completions": "chat.completions", "/v1/responses": "chat.completions",
          "/v1/messages": "chat.completions", "/v1/embeddings": "embeddings", "/v1/moderations": "moderations"}
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
@@ -133,17 +134,21 @@ class Limits:
     held_until: dict[str, float] | None = None
     timeout: float = 60.0
     lanes: dict[int, Any] | None = None  # lane number → its own small httpx client (``LANE`` rows each)
+    _tls: Any = None  # one SSLContext for every lane
 
-    def client(self, worker: int) -> Any:
-        """The upstream client of the lane of runner worker ``worker``: ``LANE`` workers share one."""
-        from aistats_gateway.http.client import create_client
+    def client(self, worker: int, fallback: Any) -> Any:
+        """The upstream client of runner worker ``worker``: a ``FastClient`` (aiohttp for plain
+        requests, ``fallback`` for streams and forms), one per lane of ``LANE`` workers."""
+        from aistats_gateway.http.fast import FastClient
 
         if self.lanes is None:
             self.lanes = {}
         lane = worker // LANE
         got = self.lanes.get(lane)
         if got is None:
-            got = self.lanes[lane] = create_client(self.timeout, max_connections=LANE * 2, max_keepalive=LANE * 2)
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context()
+            got = self.lanes[lane] = FastClient(fallback, self.timeout, tls=self._tls)
         return got
 
     async def aclose(self) -> None:

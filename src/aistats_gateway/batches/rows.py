@@ -178,7 +178,7 @@ class RowRun:
         event.clear()
 
     async def _worker(self, i: int) -> None:
-        http = self.limits.client(i) if self.limits.lanes is not None else None
+        http = self.limits.client(i, self.state.http) if self.limits.lanes is not None else None
         while True:
             row = await self._queue.get()
             try:
