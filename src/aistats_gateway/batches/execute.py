@@ -29,11 +29,13 @@ import httpx
 import orjson
 from sqlalchemy import update
 
+from aistats_gateway.batches import windows
 from aistats_gateway.batches.native_drivers import NATIVE_ENDPOINTS
 from aistats_gateway.batches.tables import NATIVE_PROVIDERS, Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
+from aistats_gateway.http.fast import FastClient
 from aistats_gateway.inference import charge, route
 from aistats_gateway.llm.codecs import chat, messages, responses
 from aistats_gateway.llm.codecs._common import Meta
@@ -83,8 +85,9 @@ def input_bound(body: dict[str, Any]) -> int:
 class Planner:
     """Prices rows (upper bound) and picks native providers on one catalogue snapshot."""
 
-    def __init__(self, snap: Any) -> None:
+    def __init__(self, snap: Any, gateway_windows: tuple[str, ...] = windows.DEFAULT) -> None:
         self.snap = snap
+        self.gateway_windows = gateway_windows
         self._cache: dict[tuple[str, str, bytes], list[route.Candidate]] = {}
 
     def candidates(self, endpoint: str, model: str, routing: Any,
@@ -116,13 +119,17 @@ class Planner:
                        f"{', '.join(NATIVE_PROVIDERS)}); use mode 'gateway'.", param="mode",
                        code="native_mode_unavailable")
 
+    def windows(self, model: str, native_provider: str | None) -> list[str]:
+        """The completion windows a batch of ``model`` accepts (``batches.windows``)."""
+        return windows.for_model(self.snap, model, self.gateway_windows, native_provider)
+
     def native_candidate(self, b: Batch) -> route.Candidate:
         assert b.model and b.provider
         return self.candidates(b.endpoint, b.model, {"only": [b.provider]})[0]
 
 
 async def planner(state: Any) -> Planner:
-    return Planner(await state.catalogue.get())
+    return Planner(await state.catalogue.get(), windows.gateway_windows(state.settings))
 
 
 @dataclass
@@ -134,20 +141,21 @@ class Limits:
     held_until: dict[str, float] | None = None
     timeout: float = 60.0
     lanes: dict[int, Any] | None = None  # lane number → its own small httpx client (``LANE`` rows each)
-    _tls: Any = None  # one SSLContext for every lane
+    _tls: Any = None  # one SSLContext for every lane (``warm``)
+
+    def warm(self) -> None:
+        """Build the TLS context now (at start-up), not in the first batch's calls."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
 
     def client(self, worker: int, fallback: Any) -> Any:
         """The upstream client of runner worker ``worker``: a ``FastClient`` (aiohttp for plain
         requests, ``fallback`` for streams and forms), one per lane of ``LANE`` workers."""
-        from aistats_gateway.http.fast import FastClient
-
         if self.lanes is None:
             self.lanes = {}
         lane = worker // LANE
         got = self.lanes.get(lane)
         if got is None:
-            if self._tls is None:
-                self._tls = httpx.create_ssl_context()
             got = self.lanes[lane] = FastClient(fallback, self.timeout, tls=self._tls)
         return got
 

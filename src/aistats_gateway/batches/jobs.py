@@ -40,6 +40,7 @@ def row_settings(state: Any) -> rows.RowSettings:
 def sources(state: Any) -> list[Source]:
     limits = execute.Limits(state.settings.batches_provider_concurrency,
                             timeout=state.settings.upstream_timeout_seconds, lanes={})
+    limits.warm()
     ctx = runner.BatchContext(state, limits, rows=row_settings(state))
     state.batches = ctx
     owner = _owner()

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from aistats_gateway.batches import windows
 from aistats_gateway.batches.native_drivers import NATIVE_ENDPOINTS
-from aistats_gateway.batches.service import WINDOWS
 from aistats_gateway.catalogue import queries
 from aistats_gateway.catalogue import service as catalogue
 
@@ -25,10 +25,10 @@ KINDS = {"chat.completions": ("/v1/chat/completions", "/v1/responses", "/v1/mess
 
 def _gateway_entry(e: Any, providers: list[dict[str, Any]]) -> dict[str, Any]:
     endpoints = list(dict.fromkeys(ep for p in providers for ep in p["endpoints"]))
-    windows = list(WINDOWS)
+    accepted = list(dict.fromkeys(w for p in providers for w in p["completion_windows"]))
     ids = [p["id"] for p in providers]
     detail = {"endpoint": {"supported": True, "values": endpoints, "providers": ids},
-              "completion_window": {"supported": True, "values": windows, "providers": ids}}
+              "completion_window": {"supported": True, "values": accepted, "providers": ids}}
     names = ["endpoint", "completion_window"]
     return {"model": e.spec.model_id, "name": e.spec.name, "status": e.spec.status,
             "input_types": e.spec.input_types, "output_types": e.spec.output_types,
@@ -37,8 +37,8 @@ def _gateway_entry(e: Any, providers: list[dict[str, Any]]) -> dict[str, Any]:
             "providers": providers, "pricing": {}, "modes": ["gateway"]}
 
 
-def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
-    key = ("batches-models", tuple(params))
+def render(snap: catalogue.Snapshot, params: list[str], gateway: tuple[str, ...] = windows.DEFAULT) -> bytes:
+    key = ("batches-models", tuple(params), gateway)
     cached = snap.cache.get(key)
     if cached is not None:
         return cached
@@ -64,7 +64,7 @@ def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
                 providers.append({"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug,
                                   "modes": ["native", "gateway"] if native else ["gateway"],
                                   "endpoints": eps, "native_endpoints": native,
-                                  "completion_windows": list(WINDOWS), "is_active_gateway":
+                                  "completion_windows": windows.advertised(o, gateway), "is_active_gateway":
                                   any(catalogue.is_active(o, k) for k in KINDS if k in o.spec.endpoints)})
         if providers:
             body["data"].append(_gateway_entry(e, providers))
