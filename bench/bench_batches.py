@@ -111,6 +111,17 @@ def main() -> None:
             for _ in range(args.workers):
                 procs.append(subprocess.Popen([sys.executable, "-m", "aistats_gateway.cli", "worker"], env=env,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if args.backend == "postgres":  # the workers' start-up is not the batch's work: wait for it
+            q = f"SELECT count(*) FROM {schema}.procrastinate_workers"
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                got = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", q],
+                                     capture_output=True, text=True).stdout.strip()
+                if got.isdigit() and int(got) >= args.workers:
+                    break
+                time.sleep(0.3)
+            else:
+                raise SystemExit("the workers did not start")
         out = subprocess.run([sys.executable, "-m", "aistats_gateway.cli", "keys", "create", "--name", "bench",
                               "--credits", "100000", "--json"], env=env, capture_output=True, text=True, check=True)
         key = json.loads(out.stdout)["key"]

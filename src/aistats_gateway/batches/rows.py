@@ -17,6 +17,8 @@ Invariants:
   ``flush_seconds``), each conditional on the row still being queued and ours (``chunks.write``):
   a finished row is never written (or run) again. A kill -9 loses only unwritten results: those
   rows are still queued and run again once their lease lapses.
+* A run lasts at most ``slice_seconds`` of claiming (then drains and returns), so a long batch
+  does not keep a job-engine slot from other work; the engine starts it again at once.
 * The batch's status is re-read every second (and with every heartbeat): once it is cancelling or past its window,
   no new row starts; rows not started are released (the batch step then cancels or expires them)
   and rows in a call finish and are written (a cancelled batch pays for them).
@@ -55,6 +57,7 @@ class RowSettings:
     flush_rows: int = 64
     flush_seconds: float = 0.1
     beat_every: float | None = None  # default lease / 3
+    slice_seconds: float = 10.0  # a run stops claiming after this long and hands its job slot back
     clock: Callable[[], dt.datetime] = utcnow
 
 
@@ -102,6 +105,7 @@ class RowRun:
     sent: int = 0
     written: int = 0
     stopping: bool = False
+    sliced: bool = False  # the run ended at its time slice with rows left: run it again soon
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -150,7 +154,12 @@ class RowRun:
 
     async def _feed(self) -> None:
         s = self.settings
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + s.slice_seconds
         while not self.stopping:
+            if loop.time() >= ends:
+                self.sliced = True  # let other work have this job slot; the engine starts the batch again
+                return
             room = s.concurrency + s.chunk - len(self.held)
             if room < max(1, s.chunk // 2) and self.held:
                 await self._wait(self._freed, 1.0)

@@ -66,6 +66,9 @@ async def run_rows(ctx: BatchContext, batch_id: str, owner: str) -> float | None
         await run.run()
     finally:
         ctx.running.discard(batch_id)
+    if run.sliced:
+        _wake(state, "batch_rows", batch_id)
+        return 0.0
     _wake(state, "batches", batch_id)
     return None
 
