@@ -11,6 +11,11 @@ Invariants:
   failed retryably the row is retried later (backoff, at most ``MAX_ATTEMPTS``), else it fails
   with the error in the error file. A client error (400) fails the row at once.
 * Per-provider concurrency: at most ``PROVIDER_CONCURRENCY`` calls per provider in this process.
+* ``Routes`` plans a batch's route once per (model, request features) and catalogue snapshot;
+  ``Limits.client`` hands the row runner's workers ``http.fast.FastClient`` lanes (aiohttp for
+  plain requests, the shared httpx client for the rest).
+* The endpoint → kind / codec tables (``_KIND``, ``_CODEC``) and ``_call``'s per-endpoint branches
+  are the one place a new row kind plugs in.
 * Prices: the catalogue's ``batch`` plan rules where a meter has one, else the standard ones.
   The hold placed at create is an upper bound of every row (input bytes + 16 tokens, the row's
   max output tokens or :data:`charge.DEFAULT_MAX_OUTPUT`), at the dearest candidate.

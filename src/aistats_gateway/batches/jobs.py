@@ -59,5 +59,5 @@ def sources(state: Any) -> list[Source]:
     return [
         leased_source("batches", LeasedWork(db=state.sessions, table=BATCH_LEASE, step=batch_step, owner=owner,
                                             seconds=seconds, limiter=GroupLimiter(), error_delay=5.0)),
-        Source("batch_rows", due, run_rows, sweep_every=0.25),
+        Source("batch_rows", due, run_rows, sweep_every=1.0)  # and at once when woken,
     ]
