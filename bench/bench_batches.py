@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_batches.py                       # 10,000 rows, SQLite, one process
     .venv/bin/python bench/bench_batches.py --rows 2000 --concurrency 32
-    .venv/bin/python bench/bench_batches.py --backend postgres    # serve + one worker (procrastinate)
+    .venv/bin/python bench/bench_batches.py --backend postgres --workers 2   # serve + two workers (procrastinate)
+    .venv/bin/python bench/bench_batches.py --rows 3000 --profile /tmp/serve.txt   # py-spy on the serve process
 
 A real ``aistats-gateway serve`` process (and, on PostgreSQL, a ``worker``) runs the batch against
 ``bench/mock_upstream.py`` (its own process, fixed replies) standing in for OpenAI. The batch is
@@ -18,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,12 +50,27 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--concurrency", type=int, default=64, help="AISTATS_JOB_CONCURRENCY of each process")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--batch-concurrency", type=int, default=None,
+                    help="AISTATS_BATCHES_CONCURRENCY (rows of the batch in a call at once, per process)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes on PostgreSQL")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy (raw stacks) of serve (PostgreSQL: of the last worker)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="aistats-bench-batches-"))
@@ -67,6 +84,8 @@ def main() -> None:
                 "AISTATS_JOB_CONCURRENCY": str(args.concurrency), "AISTATS_JOB_WORKSPACE_CONCURRENCY": "0",
                 "AISTATS_PROVIDER_OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
                 "AISTATS_PROVIDER_OPENAI_API_KEY": "sk-bench", "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"})
+    if args.batch_concurrency:
+        env["AISTATS_BATCHES_CONCURRENCY"] = str(args.batch_concurrency)
     procs: list[subprocess.Popen[bytes]] = []
     if args.backend == "postgres":
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
@@ -89,8 +108,20 @@ def main() -> None:
                 raise SystemExit("the gateway did not start")
             time.sleep(0.2)
         if args.backend == "postgres":
-            procs.append(subprocess.Popen([sys.executable, "-m", "aistats_gateway.cli", "worker"], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for _ in range(args.workers):
+                procs.append(subprocess.Popen([sys.executable, "-m", "aistats_gateway.cli", "worker"], env=env,
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if args.backend == "postgres":  # the workers' start-up is not the batch's work: wait for it
+            q = f"SELECT count(*) FROM {schema}.procrastinate_workers"
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                got = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", q],
+                                     capture_output=True, text=True).stdout.strip()
+                if got.isdigit() and int(got) >= args.workers:
+                    break
+                time.sleep(0.3)
+            else:
+                raise SystemExit("the workers did not start")
         out = subprocess.run([sys.executable, "-m", "aistats_gateway.cli", "keys", "create", "--name", "bench",
                               "--credits", "100000", "--json"], env=env, capture_output=True, text=True, check=True)
         key = json.loads(out.stdout)["key"]
@@ -101,6 +132,13 @@ def main() -> None:
                          for i in range(args.rows))
         f = c.post("/v1/files", files={"file": ("rows.jsonl", lines)}, data={"purpose": "batch"})
         f.raise_for_status()
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw",
+                                    "-r", "100", "-o", args.profile, "--pid", str(procs[-1].pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"# before: {load_line()}", file=sys.stderr)
+        cpu0s = [cpu_seconds(p.pid) for p in procs]
         t0 = time.monotonic()
         r = c.post("/v1/batches", json={"input_file_id": f.json()["id"], "endpoint": "/v1/chat/completions",
                                         "completion_window": "24h"})
@@ -115,6 +153,13 @@ def main() -> None:
                 raise SystemExit(f"not finished after {args.timeout} s: {b['request_counts']}")
             time.sleep(0.2)
         wall = time.monotonic() - t0
+        cpus = [cpu_seconds(p.pid) - c0 for p, c0 in zip(procs, cpu0s, strict=True)]
+        cpu = sum(cpus)
+        print("# CPU seconds per process (serve first): " + ", ".join(f"{c:.1f}" for c in cpus), file=sys.stderr)
+        print(f"# after: {load_line()}", file=sys.stderr)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         rss = sum(peak_rss_mb(p.pid) for p in procs)
         if args.backend == "sqlite":
             db_bytes = sum(p.stat().st_size for p in tmp.glob("gateway.db*"))
@@ -123,9 +168,11 @@ def main() -> None:
                  f"FROM pg_tables WHERE schemaname='{schema}'")
             db_bytes = int(subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", q],
                                           capture_output=True, text=True, check=True).stdout.strip() or 0)
-        print(f"| {args.backend} | {args.rows:,} | {args.concurrency} | {b['status']} "
+        procs_label = args.backend if args.backend == "sqlite" else f"postgres (serve + {args.workers} workers)"
+        print(f"| {procs_label} | {args.rows:,} | {args.batch_concurrency or 'default'} | {b['status']} "
               f"({b['request_counts']['completed']:,} ok) | {created_s:.2f} s | {wall:.1f} s | "
-              f"{args.rows / wall:,.0f} | {rss:.0f} MB | {db_bytes / args.rows:,.0f} B |")
+              f"{args.rows / wall:,.0f} | {cpu * 1000 / args.rows:.2f} ms | {rss:.0f} MB | "
+              f"{db_bytes / args.rows:,.0f} B |")
     finally:
         for p in procs:
             p.terminate()
@@ -138,7 +185,8 @@ def main() -> None:
         mock.wait()
         if args.backend == "postgres":
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
-                            f"DROP SCHEMA IF EXISTS {schema} CASCADE"], check=False)
+                            f"SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE"],
+                           check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

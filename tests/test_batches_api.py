@@ -419,3 +419,32 @@ def test_batches_in_flight_per_workspace_are_limited(gw: Gateway, fakes: dict[st
         wait(c, again.json()["id"])
     finally:
         gw.settings.batches_max_in_flight = old
+
+
+def test_completion_windows_are_exactly_the_advertised_ones(gw: Gateway, fakes: dict[str, RunningFake]) -> None:
+    _, c, _ = fresh(gw)
+    base = {"endpoint": "/v1/chat/completions", "requests": [line("a", "x")]}
+    for window in ("1h", "banana", "0h", "48h"):
+        r = c.post("/v1/batches", json={**base, "completion_window": window})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "completion_window", (window, r.text)
+    old = gw.settings.batches_completion_windows
+    gw.settings.batches_completion_windows = "1h,24h"  # the operator lets gateway-mode batches run in an hour
+    try:
+        models = c.get("/v1/batches/models").json()["data"]
+        mini = next(p for m in models if m["model"] == MINI for p in m["providers"] if p["id"] == "openai")
+        assert mini["completion_windows"] == ["1h", "24h"]
+        caps = next(x for x in c.get("/v1/batches/capabilities").json()["data"] if x["id"] == "openai")
+        assert caps["completion_windows"] == ["1h", "24h"]
+        r = c.post("/v1/batches", json={**base, "completion_window": "1h"})
+        assert r.status_code == 200, r.text
+        b = r.json()
+        assert b["completion_window"] == "1h" and b["expires_at"] - b["created_at"] == 3600
+        assert wait(c, b["id"])["status"] == "completed"
+        r = c.post("/v1/batches", json={**base, "completion_window": "48h"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "completion_window"
+        # native mode takes what the catalogue lists for the provider's batch API (24h for OpenAI)
+        r = c.post("/v1/batches", json={**base, "mode": "native", "completion_window": "1h"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "completion_window", r.text
+        assert "24h" in r.json()["error"]["message"]
+    finally:
+        gw.settings.batches_completion_windows = old

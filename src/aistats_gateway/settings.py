@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     batches_max_in_flight: int = Field(default=100, ge=1, description="Unfinished batches per workspace (429 above)")
     batches_provider_concurrency: int = Field(default=64, ge=1,
                                               description="Batch rows calling one provider at once, per process")
+    batches_concurrency: int = Field(default=32, ge=1, le=1024,
+                                     description="Rows of one batch in a provider call at once, per process")
+    batches_completion_windows: str = Field(
+        default="24h", description="Completion windows of gateway-mode batches, comma-separated (1h … 30d); "
+                                   "native batches take the windows the catalogue lists for the provider")
+    batches_chunk_rows: int = Field(default=64, ge=1, le=1000,
+                                    description="Batch rows leased by one claim (one conditional UPDATE)")
     # Hardening limits (docs/configuration.md, "Limits").
     max_jobs_in_flight_per_key: int = Field(default=32, ge=1, le=100_000,
                                             description="Video jobs queued or in progress per API key")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from aistats_gateway.auth.dependencies import Principal, require_key
-from aistats_gateway.batches import execute, execute_media, models, service
+from aistats_gateway.batches import execute, execute_media, models, service, windows
 from aistats_gateway.batches.schemas import (
     BatchCreate,
     BatchList,
@@ -87,23 +87,28 @@ def build_router(prefix: str, *, include_in_schema: bool) -> APIRouter:
                         "Without it, every model that can be batched (gateway mode included).")] = None,
     ) -> Response:
         snap = await _state(request).catalogue.get()
-        return JSONBytes(models.render(snap, queries.split_values(params)))
+        gateway = windows.gateway_windows(_state(request).settings)
+        return JSONBytes(models.render(snap, queries.split_values(params), gateway))
 
     @router.get("/capabilities", summary="Batch capabilities per provider")
     async def capabilities(request: Request, principal: Caller) -> Response:
         from aistats_gateway.providers import registry
 
         snap = await _state(request).catalogue.get()
+        gateway = windows.gateway_windows(_state(request).settings)
         data = []
         for pid in sorted(snap.providers):
             endpoints = [ep for kind, eps in _KINDS.items() if registry.adapter_for(pid, kind) is not None
                          for ep in eps] + execute_media.provider_endpoints(pid)
             if not endpoints:
                 continue
+            offered = [o for e in snap.models for o in e.offers if o.provider_id == pid]
+            accepted = sorted(set(gateway).union(*(windows.offer_windows(o) for o in offered)),
+                              key=lambda w: windows.seconds(w) or 0)
             data.append({"id": pid, "name": snap.providers[pid].get("name", pid), "status": "active",
                          "default_mode": "gateway", "modes": ["gateway"],
                          "endpoints": [{"endpoint": ep, "mode": "gateway"} for ep in endpoints],
-                         "completion_windows": list(service.WINDOWS), "gateway_input_modes": ["file", "requests"],
+                         "completion_windows": accepted, "gateway_input_modes": ["file", "requests"],
                          "native_input_modes": [], "reconciliation_mode": "job_engine"})
         return JSONBytes({"object": "list", "data": data})
 

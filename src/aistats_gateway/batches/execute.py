@@ -11,6 +11,11 @@ Invariants:
   failed retryably the row is retried later (backoff, at most ``MAX_ATTEMPTS``), else it fails
   with the error in the error file. A client error (400) fails the row at once.
 * Per-provider concurrency: at most ``PROVIDER_CONCURRENCY`` calls per provider in this process.
+* ``Routes`` plans a batch's route once per (model, request features) and catalogue snapshot;
+  ``Limits.client`` hands the row runner's workers ``http.fast.FastClient`` lanes (aiohttp for
+  plain requests, the shared httpx client for the rest).
+* The endpoint → kind / codec tables (``_KIND``, ``_CODEC``) and ``_call``'s per-endpoint branches
+  are the one place a new row kind plugs in.
 * Prices: the catalogue's ``batch`` plan rules where a meter has one, else the standard ones.
   The hold placed at create is an upper bound of every row (input bytes + 16 tokens, the row's
   max output tokens or :data:`charge.DEFAULT_MAX_OUTPUT`), at the dearest candidate.
@@ -19,20 +24,23 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import httpx
 import orjson
 from sqlalchemy import update
 
-from aistats_gateway.batches import native
+from aistats_gateway.batches import native, windows
 from aistats_gateway.batches.media_rows import ENDPOINTS as MEDIA_ENDPOINTS
 from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
+from aistats_gateway.http.fast import FastClient
 from aistats_gateway.inference import charge, route
 from aistats_gateway.llm.codecs import chat, messages, responses
 from aistats_gateway.llm.codecs._common import Meta
@@ -42,6 +50,7 @@ from aistats_gateway.providers.inference import EmbeddingsRequest
 
 MAX_ATTEMPTS = 4
 PROVIDER_CONCURRENCY = 64
+LANE = 16  # runner workers sharing one upstream client (see ``Limits.client``)
 _KIND = {"/v1/chat/completions": "chat.completions", "/v1/responses": "chat.completions",
          "/v1/messages": "chat.completions", "/v1/embeddings": "embeddings", "/v1/moderations": "moderations"}
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
@@ -81,8 +90,9 @@ def input_bound(body: dict[str, Any]) -> int:
 class Planner:
     """Prices rows (upper bound) and picks native providers on one catalogue snapshot."""
 
-    def __init__(self, snap: Any) -> None:
+    def __init__(self, snap: Any, gateway_windows: tuple[str, ...] = windows.DEFAULT) -> None:
         self.snap = snap
+        self.gateway_windows = gateway_windows
         self._cache: dict[tuple[str, str, bytes], list[route.Candidate]] = {}
 
     def candidates(self, endpoint: str, model: str, routing: Any,
@@ -114,22 +124,50 @@ class Planner:
                        f"{', '.join(native.native_providers())}); use mode 'gateway'.", param="mode",
                        code="native_mode_unavailable")
 
+    def windows(self, model: str, native_provider: str | None) -> list[str]:
+        """The completion windows a batch of ``model`` accepts (``batches.windows``)."""
+        return windows.for_model(self.snap, model, self.gateway_windows, native_provider)
+
     def native_candidate(self, b: Batch) -> route.Candidate:
         assert b.model and b.provider
         return self.candidates(b.endpoint, b.model, {"only": [b.provider]})[0]
 
 
 async def planner(state: Any) -> Planner:
-    return Planner(await state.catalogue.get())
+    return Planner(await state.catalogue.get(), windows.gateway_windows(state.settings))
 
 
 @dataclass
 class Limits:
-    """Process-local: calls in flight and 429 holds per provider."""
+    """Process-local: calls in flight and 429 holds per provider, and the upstream client lanes."""
 
     concurrency: int = PROVIDER_CONCURRENCY
     sems: dict[str, asyncio.Semaphore] | None = None
     held_until: dict[str, float] | None = None
+    timeout: float = 60.0
+    lanes: dict[int, Any] | None = None  # lane number → its own small httpx client (``LANE`` rows each)
+    _tls: Any = None  # one SSLContext for every lane (``warm``)
+
+    def warm(self) -> None:
+        """Build the TLS context now (at start-up), not in the first batch's calls."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+
+    def client(self, worker: int, fallback: Any) -> Any:
+        """The upstream client of runner worker ``worker``: a ``FastClient`` (aiohttp for plain
+        requests, ``fallback`` for streams and forms), one per lane of ``LANE`` workers."""
+        if self.lanes is None:
+            self.lanes = {}
+        lane = worker // LANE
+        got = self.lanes.get(lane)
+        if got is None:
+            got = self.lanes[lane] = FastClient(fallback, self.timeout, tls=self._tls)
+        return got
+
+    async def aclose(self) -> None:
+        lanes, self.lanes = self.lanes or {}, None
+        for c in lanes.values():
+            await c.aclose()
 
     def sem(self, provider: str) -> asyncio.Semaphore:
         if self.sems is None:
@@ -165,7 +203,40 @@ def _error(status: int, message: str, code: str | None, type_: str = "invalid_re
     return {"message": message, "type": type_, "param": None, "code": code}
 
 
-async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcome:
+class Routes:
+    """One batch's routing, computed once per (model, request features) on one catalogue snapshot:
+    a row does not re-plan its route (the batch's ``provider`` object is the same for every row)."""
+
+    def __init__(self) -> None:
+        self._snap: Any = None
+        self._got: dict[tuple[str, str, frozenset[str]], tuple[str, list[route.Candidate]]] = {}
+
+    async def candidates(self, state: Any, endpoint: str, model: str, routing: Any,
+                         params: frozenset[str] | None) -> tuple[str, list[route.Candidate]]:
+        snap = await state.catalogue.get()
+        if snap is not self._snap:
+            self._snap, self._got = snap, {}
+        key = (endpoint, model, frozenset(params or ()))
+        got = self._got.get(key)
+        if got is None:
+            got = self._got[key] = route.candidates(snap, model, _KIND[endpoint],
+                                                    route.parse_routing(_routing_body({}, routing)),
+                                                    set(params) if params else None)
+        return got
+
+
+class BatchLike(Protocol):
+    workspace_id: str
+    endpoint: str
+    routing: Any
+
+
+class RowLike(Protocol):
+    body: bytes
+
+
+async def run(state: Any, limits: Limits, batch: BatchLike, row: RowLike, routes: Routes | None = None,
+              http: Any = None) -> Outcome:
     """Execute one row; never raises for a provider's or the request's fault."""
     if batch.endpoint in MEDIA_ENDPOINTS:  # images and audio rows: batches/execute_media.py
         from aistats_gateway.batches import execute_media
@@ -175,10 +246,8 @@ async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcom
     endpoint = batch.endpoint
     try:
         req = _decode(endpoint, body)
-        snap = await state.catalogue.get()
-        model_id, cands = route.candidates(snap, body["model"], _KIND[endpoint],
-                                           route.parse_routing(_routing_body({}, batch.routing)),
-                                           req.params if req else None)
+        model_id, cands = await (routes or Routes()).candidates(state, endpoint, body["model"], batch.routing,
+                                                                frozenset(req.params) if req else None)
     except APIError as e:
         return Outcome("failed", status_code=e.status, error=_error(e.status, e.message, e.code))
     waits = [limits.wait_for(c.provider_id) for c in cands]
@@ -192,7 +261,7 @@ async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcom
             continue
         try:
             async with limits.sem(cand.provider_id):
-                body_out, usage = await _call(state, endpoint, cand, req, body, model_id)
+                body_out, usage = await _call(state, endpoint, cand, req, body, model_id, http)
         except ProviderError as e:
             last = e
             if e.kind == "rate_limit":
@@ -216,8 +285,8 @@ async def run(state: Any, limits: Limits, batch: Batch, row: BatchRow) -> Outcom
 
 
 async def _call(state: Any, endpoint: str, cand: route.Candidate, req: IRRequest | None, body: dict[str, Any],
-                model_id: str) -> tuple[dict[str, Any], Usage]:
-    ctx = cand.context(state.http)
+                model_id: str, http: Any = None) -> tuple[dict[str, Any], Usage]:
+    ctx = cand.context(http or state.http)
     meta = Meta("batchreq_" + str(time.time_ns()), body["model"], cand.provider_id, int(time.time()))
     if req is not None:
         resp = await cand.adapter.complete(route.request_for(req, cand), ctx)
@@ -237,18 +306,21 @@ async def _call(state: Any, endpoint: str, cand: route.Candidate, req: IRRequest
             Usage(result.input_tokens, 0))
 
 
+def result_values(out: Outcome, attempts: int, now: dt.datetime) -> dict[str, Any]:
+    """The columns of a finished row (completed / failed) after its attempt number ``attempts + 1``."""
+    return {"status": out.status, "provider": out.provider, "status_code": out.status_code,
+            "usage": out.usage, "cost_nanos": out.cost_nanos, "error": out.error,
+            "response": orjson.dumps(out.body) if out.body is not None else None,
+            "attempts": attempts + 1, "updated_at": now, "completed_at": now}
+
+
 async def record(state: Any, row: BatchRow, owner: str, out: Outcome) -> bool:
     """Write a finished row (completed / failed) under our lease; False if we no longer hold it."""
-    now = utcnow()
-    values: dict[str, Any] = {"status": out.status, "provider": out.provider, "status_code": out.status_code,
-                              "usage": out.usage, "cost_nanos": out.cost_nanos, "error": out.error,
-                              "response": orjson.dumps(out.body) if out.body is not None else None,
-                              "attempts": row.attempts + 1, "updated_at": now, "completed_at": now,
-                              "lease_owner": None, "lease_until": None}
+    values = {**result_values(out, row.attempts, utcnow()), "lease_owner": None, "lease_until": None}
     async with state.sessions() as s, s.begin():
         res = await s.execute(update(BatchRow).where(BatchRow.id == row.id, BatchRow.status == "queued",
                                                      BatchRow.lease_owner == owner).values(**values))
     return bool(res.rowcount)
 
 
-Runner = Callable[[Any, Limits, Batch, BatchRow], Awaitable[Outcome]]
+Runner = Callable[..., Awaitable[Outcome]]  # run's signature

@@ -39,7 +39,6 @@ import orjson
 
 from aistats_gateway.batches import execute, media_rows
 from aistats_gateway.batches.media_rows import ENDPOINTS, Row
-from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.billing.pricing import Line
 from aistats_gateway.catalogue.service import ProviderOffer
 from aistats_gateway.http.errors import APIError
@@ -156,7 +155,7 @@ def _failed(e: APIError) -> execute.Outcome:
                            "invalid_request_error", "param": e.param, "code": e.code})
 
 
-async def run(state: Any, limits: execute.Limits, batch: Batch, row: BatchRow) -> execute.Outcome:
+async def run(state: Any, limits: execute.Limits, batch: execute.BatchLike, row: execute.RowLike) -> execute.Outcome:
     """Execute one media row; never raises for a provider's or the request's fault."""
     body: dict[str, Any] = orjson.loads(row.body)
     try:

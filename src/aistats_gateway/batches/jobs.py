@@ -1,9 +1,13 @@
-"""The batches sources for the job engines: ``batch_rows`` (one request each) and ``batches``.
+"""The batches sources for the job engines: ``batch_rows`` (a batch's rows) and ``batches``.
 
-Both are leased tables (``jobs.lease``): the engine claims due rows in batches, fairly across
-workspaces (at most ``job_workspace_cap`` of this process's slots per workspace), and runs the
-step under a heartbeat. A crashed worker's leases lapse and another process picks the rows up;
-a finished row is never claimed again (only ``queued`` rows are workable).
+* ``batches`` is a leased table (``jobs.lease``): one step per batch (progress, cancel, expiry,
+  finalisation, native polling) under the batch's own lease.
+* ``batch_rows`` items are batch ids: a gateway batch with a due, workable row is due. Its run is
+  a ``rows.RowRun``: chunk leases on the rows, calls in parallel, results written in groups. At
+  most one runs per batch in a process (a second start for the same batch returns at once);
+  several processes share a batch through the rows' chunk leases. With a shared queue
+  (procrastinate) a runner that claimed a full chunk asks for another task, so a second worker
+  joins in; a crashed worker's leases lapse and the reconciler starts the batch again.
 """
 
 from __future__ import annotations
@@ -13,19 +17,12 @@ import secrets
 import socket
 from typing import Any
 
-from aistats_gateway.batches import execute, runner
-from aistats_gateway.batches.tables import (
-    BATCH_ACTIVE,
-    BATCH_TERMINAL,
-    ROW_DONE,
-    Batch,
-    BatchRow,
-)
+from aistats_gateway.batches import chunks, execute, rows, runner
+from aistats_gateway.batches.tables import BATCH_ACTIVE, BATCH_TERMINAL, Batch
+from aistats_gateway.db.base import utcnow
 from aistats_gateway.jobs.engine import GroupLimiter, LeasedWork, Source, leased_source
-from aistats_gateway.jobs.lease import Lease, LeaseTable
+from aistats_gateway.jobs.lease import Lease, LeaseTable, engine_of
 
-ROW_LEASE = LeaseTable("batch_row", BatchRow.__table__, active=("queued",), terminal=ROW_DONE,  # type: ignore[arg-type]
-                       group_col="workspace_id")
 BATCH_LEASE = LeaseTable("batch", Batch.__table__, active=BATCH_ACTIVE, terminal=BATCH_TERMINAL,  # type: ignore[arg-type]
                          group_col="workspace_id")
 
@@ -34,22 +31,33 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:batches:{secrets.token_hex(4)}"
 
 
+def row_settings(state: Any) -> rows.RowSettings:
+    s = state.settings
+    return rows.RowSettings(concurrency=s.batches_concurrency, chunk=s.batches_chunk_rows,
+                            lease_seconds=float(s.job_lease_seconds))
+
+
 def sources(state: Any) -> list[Source]:
-    ctx = runner.BatchContext(state, execute.Limits(state.settings.batches_provider_concurrency))
+    limits = execute.Limits(state.settings.batches_provider_concurrency,
+                            timeout=state.settings.upstream_timeout_seconds, lanes={})
+    limits.warm()
+    ctx = runner.BatchContext(state, limits, rows=row_settings(state))
     state.batches = ctx
     owner = _owner()
     seconds = float(state.settings.job_lease_seconds)
-    cap = state.settings.job_workspace_cap()
-
-    async def row_step(lease: Lease) -> float | None:
-        return await runner.run_row(ctx, lease)
+    engine = engine_of(state.sessions)
 
     async def batch_step(lease: Lease) -> float | None:
         return await runner.advance(ctx, lease.item_id)
 
+    async def due(limit: int) -> list[str]:
+        return await chunks.batches_with_due_rows(engine, utcnow(), limit)
+
+    async def run_rows(batch_id: str) -> float | None:
+        return await runner.run_rows(ctx, batch_id, owner)
+
     return [
         leased_source("batches", LeasedWork(db=state.sessions, table=BATCH_LEASE, step=batch_step, owner=owner,
                                             seconds=seconds, limiter=GroupLimiter(), error_delay=5.0)),
-        leased_source("batch_rows", LeasedWork(db=state.sessions, table=ROW_LEASE, step=row_step, owner=owner,
-                                               seconds=seconds, limiter=GroupLimiter(cap=cap), error_delay=5.0)),
+        Source("batch_rows", due, run_rows, sweep_every=1.0)  # and at once when woken,
     ]

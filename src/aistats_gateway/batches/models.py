@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
-from aistats_gateway.batches import execute_media
+from aistats_gateway.batches import execute_media, windows
 from aistats_gateway.batches.native import native_endpoints
-from aistats_gateway.batches.service import WINDOWS
 from aistats_gateway.catalogue import queries
 from aistats_gateway.catalogue import service as catalogue
 
@@ -28,10 +27,10 @@ MEDIA_KINDS = ("images.generations", "audio.speech", "audio.transcription")  # e
 
 def _gateway_entry(e: Any, providers: list[dict[str, Any]]) -> dict[str, Any]:
     endpoints = list(dict.fromkeys(ep for p in providers for ep in p["endpoints"]))
-    windows = list(WINDOWS)
+    accepted = list(dict.fromkeys(w for p in providers for w in p["completion_windows"]))
     ids = [p["id"] for p in providers]
     detail = {"endpoint": {"supported": True, "values": endpoints, "providers": ids},
-              "completion_window": {"supported": True, "values": windows, "providers": ids}}
+              "completion_window": {"supported": True, "values": accepted, "providers": ids}}
     names = ["endpoint", "completion_window"]
     return {"model": e.spec.model_id, "name": e.spec.name, "status": e.spec.status,
             "input_types": e.spec.input_types, "output_types": e.spec.output_types,
@@ -40,8 +39,8 @@ def _gateway_entry(e: Any, providers: list[dict[str, Any]]) -> dict[str, Any]:
             "providers": providers, "pricing": {}, "modes": ["gateway"]}
 
 
-def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
-    key = ("batches-models", tuple(params))
+def render(snap: catalogue.Snapshot, params: list[str], gateway: tuple[str, ...] = windows.DEFAULT) -> bytes:
+    key = ("batches-models", tuple(params), gateway)
     cached = snap.cache.get(key)
     if cached is not None:
         return cached
@@ -71,7 +70,7 @@ def render(snap: catalogue.Snapshot, params: list[str]) -> bytes:
                 providers.append({"id": o.provider_id, "provider_model_slug": o.spec.provider_model_slug,
                                   "modes": ["native", "gateway"] if native else ["gateway"],
                                   "endpoints": eps, "native_endpoints": native,
-                                  "completion_windows": list(WINDOWS), "is_active_gateway":
+                                  "completion_windows": windows.advertised(o, gateway), "is_active_gateway":
                                   any(catalogue.is_active(o, k) for k in (*KINDS, *MEDIA_KINDS)
                                       if k in o.spec.endpoints)})
         if providers:

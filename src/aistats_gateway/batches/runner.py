@@ -1,9 +1,10 @@
-"""The two steps the job engine runs for batches: one row (``run_row``) and one batch (``advance``).
+"""The two steps the job engine runs for batches: a batch's rows (``run_rows``) and one batch (``advance``).
 
 Invariants:
 
-* ``run_row`` executes a ``queued`` row under its lease (``execute``); a row of a batch that is
-  not running any more (cancelling, expired, finished) is left for ``advance``.
+* ``run_rows`` executes ``queued`` rows under chunk leases (``rows.RowRun``), at most one runner
+  per batch per process; rows of a batch that is not running any more (cancelling, expired,
+  finished) are left for ``advance``.
 * ``advance`` never touches a row somebody is running: rows are cancelled or expired only while
   unleased (conditional UPDATE), and the batch waits for leased rows to finish first.
 * Finalisation writes the output and error files (streamed from the rows, never all in memory),
@@ -24,18 +25,17 @@ import orjson
 from sqlalchemy import func, or_, select, update
 
 from aistats_gateway.batches import events, execute, native
+from aistats_gateway.batches import rows as rowrun
 from aistats_gateway.batches import service as batches
 from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.billing import service as billing
 from aistats_gateway.billing.pricing import Line
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.files import service as files
-from aistats_gateway.jobs import lease as leases
 
 log = logging.getLogger("aistats_gateway.batches")
 POLL_SECONDS = 0.5
 WAIT_SECONDS = 1.0
-BACKOFF_BASE = 2.0
 PAGE = 500
 
 
@@ -44,6 +44,8 @@ class BatchContext:
     state: Any
     limits: execute.Limits = field(default_factory=execute.Limits)
     runner: execute.Runner = execute.run
+    rows: rowrun.RowSettings = field(default_factory=rowrun.RowSettings)
+    running: set[str] = field(default_factory=set)  # batches whose rows run in this process now
 
 
 def _wake(state: Any, source: str, item_id: str) -> None:
@@ -51,26 +53,23 @@ def _wake(state: Any, source: str, item_id: str) -> None:
         state.jobs.wake(source, item_id)
 
 
-async def run_row(ctx: BatchContext, lease: leases.Lease) -> float | None:
+async def run_rows(ctx: BatchContext, batch_id: str, owner: str) -> float | None:
+    """Run the batch's rows in this process (``rows.RowRun``) unless they already run here."""
+    if batch_id in ctx.running:
+        return None
     state = ctx.state
-    async with state.sessions() as s:
-        row = await s.get(BatchRow, lease.item_id)
-        batch = await s.get(Batch, row.batch_id) if row is not None else None
-    if row is None or batch is None or row.status != "queued":
-        return None
-    if batch.status not in ("validating", "in_progress") or batch.expires_at <= utcnow():
-        _wake(state, "batches", batch.id)
-        return WAIT_SECONDS  # the batch step cancels or expires it
-    out = await ctx.runner(state, ctx.limits, batch, row)
-    if out.status == "retry" and row.attempts + 1 < execute.MAX_ATTEMPTS:
-        leases.on_release(row.id, attempts=row.attempts + 1, error=out.error, updated_at=utcnow())
-        return max(out.retry_in, float(BACKOFF_BASE ** row.attempts))
-    if out.status == "retry":
-        out.status = "failed"
-    if not await execute.record(state, row, lease.owner, out):
-        log.warning("batch row lost its lease before its result was written", extra={"row": row.id})
-        return None
-    _wake(state, "batches", batch.id)
+    ctx.running.add(batch_id)
+    shared = bool(getattr(state.jobs, "distributed", False))
+    try:
+        run = rowrun.RowRun(state, ctx.limits, ctx.rows, batch_id, owner, ctx.runner,
+                            on_fanout=(lambda: _wake(state, "batch_rows", batch_id)) if shared else None)
+        await run.run()
+    finally:
+        ctx.running.discard(batch_id)
+    if run.sliced:
+        _wake(state, "batch_rows", batch_id)
+        return 0.0
+    _wake(state, "batches", batch_id)
     return None
 
 

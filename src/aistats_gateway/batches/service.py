@@ -6,6 +6,7 @@ Invariants:
   event: either everything exists or nothing does (402 before anything runs when the upper bound
   cannot be held). Rows are copied from the input file, so deleting the file later changes nothing.
 * A batch is visible only to its workspace; another workspace's or an unknown id gets 404.
+* ``completion_window`` is one the batch's models advertise (``windows``), else 400.
 * Cancel is a conditional UPDATE ``validating | in_progress → cancelling``; the batch step
   (``runner``) then cancels the rows nobody is running and finalises.
 """
@@ -22,7 +23,7 @@ import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aistats_gateway.batches import events, execute_media
+from aistats_gateway.batches import events, execute_media, windows
 from aistats_gateway.batches.schemas import BatchCreate
 from aistats_gateway.batches.tables import BATCH_ACTIVE, Batch, BatchRow
 from aistats_gateway.billing import service as billing
@@ -39,7 +40,6 @@ from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.webhooks import service as webhooks
 
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-WINDOWS = {"24h": 24 * 3600}
 INSERT_CHUNK = 1000
 STATUS_ALIASES: dict[str, tuple[str, ...]] = {
     "pending": ("validating",), "queued": ("validating",),
@@ -62,6 +62,8 @@ class Planner(Protocol):
     def bound(self, endpoint: str, body: dict[str, Any], routing: Any) -> int: ...
 
     def native(self, endpoint: str, model: str, routing: Any) -> str: ...
+
+    def windows(self, model: str, native_provider: str | None) -> list[str]: ...
 
 
 def new_id() -> str:
@@ -130,6 +132,14 @@ async def _iter_inline(rows: list[dict[str, Any]], endpoint: str,
         raise BatchFileError(0, "The batch has no requests.", "batch_file_empty")
 
 
+def _check_window(window: str, accepted: list[list[str]]) -> None:
+    """400 naming ``completion_window`` unless every model of the batch accepts ``window``."""
+    common = [w for w in (accepted[0] if accepted else []) if all(w in a for a in accepted)]
+    if window not in common:
+        raise bad_request(f"completion_window {window!r} is not available for this batch; use "
+                          f"{' or '.join(common) or '24h'}.", "completion_window", "invalid_completion_window")
+
+
 def _webhook_cfg(state: Any) -> Any:
     return state.webhooks
 
@@ -140,9 +150,11 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
     if endpoint is None:
         raise bad_request(f"endpoint {req.endpoint!r} is not supported; use one of {', '.join(ENDPOINTS)}.",
                           "endpoint", "invalid_endpoint")
-    if req.completion_window not in WINDOWS:
-        raise bad_request(f"completion_window {req.completion_window!r} is not supported; use 24h.",
-                          "completion_window", "invalid_completion_window")
+    window_seconds = windows.seconds(req.completion_window)
+    if window_seconds is None:
+        raise bad_request(f"completion_window {req.completion_window!r} is not a window; use e.g. 24h (the "
+                          "windows each model accepts: GET /v1/batches/models).", "completion_window",
+                          "invalid_completion_window")
     if (req.input_file_id is None) == (req.requests is None):
         raise bad_request("Give exactly one of input_file_id and requests.",
                           "input_file_id" if req.input_file_id is None else "requests",
@@ -178,7 +190,7 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
                     mode=mode, endpoint=endpoint, completion_window=req.completion_window,
                     input_file_id=req.input_file_id, model=req.model, routing=routing, meta=req.metadata,
                     webhook=webhook, created_at=now, updated_at=now, in_progress_at=now,
-                    expires_at=now + dt.timedelta(seconds=WINDOWS[req.completion_window]), next_run_at=now))
+                    expires_at=now + dt.timedelta(seconds=window_seconds), next_run_at=now))
         await s.flush()
         chunk: list[dict[str, Any]] = []
         row_status = "submitted" if mode == "native" else "queued"
@@ -218,6 +230,7 @@ async def create(state: Any, caller: Caller, req: BatchCreate, plan: Planner) ->
                 raise bad_request("A native batch runs one model; its rows name several.", param,
                                   "batch_model_conflict")
             native_provider = plan.native(endpoint, model, routing)
+        _check_window(req.completion_window, [plan.windows(m, native_provider) for m in sorted(models)])
         await s.execute(update(Batch).where(Batch.id == batch_id).values(total=total, hold_nanos=hold, model=model,
                                                                          provider=native_provider))
         if hold > 0:

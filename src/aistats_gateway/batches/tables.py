@@ -5,9 +5,10 @@
   ``… → cancelling → cancelled``. The lease columns (``lease_owner``, ``lease_until``,
   ``next_run_at``) let the generic job lease drive the batch step (progress, expiry, finalisation).
 * ``batch_rows``: one row per request, copied at create (so a deleted input file changes nothing).
-  ``queued`` → ``completed | failed`` (by the row's own leased step) or ``expired | cancelled`` (by
-  the batch step, only while not leased). Rows of a native batch are ``submitted`` (never claimed
-  by the row source) until the provider's results are reconciled into them. A row's result is
+  ``queued`` → ``completed | failed`` (by the row runner holding the row's chunk lease, see
+  ``batches.rows``) or ``expired | cancelled`` (by the batch step, only while not leased). Rows of
+  a native batch are ``submitted`` (never claimed by the row runner) until the provider's results
+  are reconciled into them. A row's result is
   written only by the holder of its lease and only while it is ``queued``, so a finished row is
   never run or written again.
 """

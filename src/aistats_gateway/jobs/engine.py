@@ -132,6 +132,8 @@ class JobEngine(Protocol):
 
 
 class LocalEngine:
+    distributed = False  # every item runs in this process
+
     def __init__(self, sources: list[Source], *, concurrency: int = 4, tick: float = 0.25,
                  max_idle: float = 5.0, min_gap: float = 0.005, batch: float = 0.05) -> None:
         self.sources = {s.name: s for s in sources}
@@ -147,6 +149,7 @@ class LocalEngine:
         self._wake_at = utcnow()
         self._blocked = False
         self._swept: dict[str, dt.datetime] = {}
+        self._woken: set[str] = set()  # plain sources woken since their last sweep: swept at the next fill
         self.fills = 0  # how often the loop looked for work (for benchmarks)
 
     async def start(self) -> None:
@@ -166,6 +169,7 @@ class LocalEngine:
                 await t
 
     def wake(self, source: str, item_id: str) -> None:
+        self._woken.add(source)
         self._event.set()
 
     async def _loop(self) -> None:
@@ -221,8 +225,9 @@ class LocalEngine:
     async def _fill_plain(self, source: Source, now: dt.datetime) -> dt.datetime:
         last = self._swept.get(source.name)
         every = dt.timedelta(seconds=source.sweep_every)
-        if last is not None and now - last < every:
+        if last is not None and now - last < every and source.name not in self._woken:
             return last + every
+        self._woken.discard(source.name)
         self._swept[source.name] = now
         free = self._free()
         if free > 0:

@@ -28,6 +28,8 @@ def conninfo(sqlalchemy_url: str) -> str:
 
 
 class ProcrastinateEngine:
+    distributed = True  # a deferred task may run in any worker process
+
     def __init__(self, url: str, sources: list[Source], *, run_worker: bool, concurrency: int = 4,
                  reconcile_every: float = 2.0) -> None:
         self.sources = {s.name: s for s in sources}
