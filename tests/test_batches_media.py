@@ -321,5 +321,7 @@ def test_listings_name_the_media_endpoints(gw: Gateway) -> None:
     gpt15 = by_model["openai/gpt-image-1.5"]["providers"][0]
     assert gpt15["modes"] == ["gateway"]  # the catalogue's batch entry; no native image batches here
     caps = {p["id"]: p for p in c.get("/v1/batches/capabilities").json()["data"]}
-    assert [e["endpoint"] for e in caps["local"]["endpoints"]] == ["/v1/images/generations", "/v1/images/edits"]
+    local_eps = [e["endpoint"] for e in caps["local"]["endpoints"]]  # the local text models' endpoints too
+    assert {"/v1/images/generations", "/v1/images/edits", "/v1/chat/completions"} <= set(local_eps)
+    assert not {"/v1/audio/speech", "/v1/audio/transcriptions"} & set(local_eps)
     assert "/v1/audio/speech" in [e["endpoint"] for e in caps["openai"]["endpoints"]]
