@@ -215,3 +215,47 @@ def test_results_are_written_in_groups(database: Database) -> None:
             await eng.dispose()
 
     asyncio.run(main())
+
+
+def test_due_batches_are_round_robin_across_workspaces(database: Database) -> None:
+    """One workspace's backlog of batches never hides another workspace's batch: the due list takes
+    each workspace's oldest batch before any workspace's second, and a process runs at most its
+    per-workspace share of batch runners at once."""
+    async def main() -> None:
+        eng = create_engine(database.url, pool_size=4)
+        now = T0 - dt.timedelta(seconds=60)
+        try:
+            async with eng.begin() as conn:
+                for ws in ("ws_a", "ws_b"):
+                    await conn.execute(insert(Workspace.__table__).values(id=ws, name=ws, created_at=now))
+                # ws_a created five batches before ws_b's only one
+                plan = [("ws_a", i) for i in range(5)] + [("ws_b", 5)]
+                for ws, i in plan:
+                    bid = f"batch_{i}"
+                    at = now + dt.timedelta(seconds=i)
+                    await conn.execute(insert(Batch.__table__).values(
+                        id=bid, workspace_id=ws, key_id="k", status="in_progress", mode="gateway",
+                        endpoint="/v1/chat/completions", completion_window="24h", total=1, completed=0, failed=0,
+                        progress_bucket=0, hold_nanos=0, cost_nanos=0, created_at=at, updated_at=at,
+                        expires_at=T0 + dt.timedelta(days=1), next_run_at=at))
+                    await conn.execute(insert(BatchRow.__table__).values(
+                        id=f"{bid}:1", batch_id=bid, workspace_id=ws, line=1, custom_id="c", body=b"{}",
+                        status="queued", attempts=0, cost_nanos=0, created_at=at, updated_at=at, next_run_at=at))
+            seen: dict[str, str] = {}
+            assert await chunks.batches_with_due_rows(eng, T0, 2, seen) == ["batch_0", "batch_5"]
+            assert await chunks.batches_with_due_rows(eng, T0, 4) == ["batch_0", "batch_5", "batch_1", "batch_2"]
+            assert seen == {f"batch_{i}": ("ws_b" if i == 5 else "ws_a") for i in range(6)}
+        finally:
+            await eng.dispose()
+
+        from aistats_gateway.batches import runner
+
+        ctx = runner.BatchContext(SimpleNamespace(), workspace_cap=2, workspace_of=dict(seen))
+        assert ctx.admit("batch_0") and ctx.admit("batch_1")
+        assert not ctx.admit("batch_2")  # ws_a has its share of this process's slots
+        assert ctx.admit("batch_5")  # ws_b still gets one
+        ctx.leave("batch_0")
+        assert ctx.admit("batch_2")
+        assert ctx.per_workspace == {"ws_a": 2, "ws_b": 1}
+
+    asyncio.run(main())

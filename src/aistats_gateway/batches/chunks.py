@@ -105,13 +105,34 @@ async def write(engine: AsyncEngine, owner: str, finished: list[dict[str, Any]],
     return done
 
 
-async def batches_with_due_rows(engine: AsyncEngine, now: dt.datetime, limit: int) -> list[str]:
-    """Gateway batches still running whose rows include a due, workable one (an EXISTS per batch)."""
+async def batches_with_due_rows(engine: AsyncEngine, now: dt.datetime, limit: int,
+                                workspaces: dict[str, str] | None = None) -> list[str]:
+    """Gateway batches still running whose rows include a due, workable one (an EXISTS per batch),
+    fair across workspaces: each workspace's oldest batch comes before any workspace's second one
+    (round robin over a window of the oldest ``4 × limit``). ``workspaces`` is filled with each
+    returned batch's workspace id."""
     from aistats_gateway.batches.tables import Batch
 
     B: Table = Batch.__table__  # type: ignore[assignment]
     due = select(T.c.id).where(T.c.batch_id == B.c.id, _workable(now), T.c.next_run_at <= now).exists()
-    stmt = (select(B.c.id).where(B.c.status.in_(("validating", "in_progress")), B.c.mode == "gateway",
-                                 B.c.expires_at > now, due).order_by(B.c.created_at).limit(limit))
+    stmt = (select(B.c.id, B.c.workspace_id).where(B.c.status.in_(("validating", "in_progress")),
+                                                   B.c.mode == "gateway", B.c.expires_at > now, due)
+            .order_by(B.c.created_at, B.c.id).limit(4 * limit))
     async with engine.connect() as conn:
-        return [str(r[0]) for r in await conn.execute(stmt)]
+        found = [(str(r[0]), str(r[1])) for r in await conn.execute(stmt)]
+    return round_robin(found, limit, workspaces)
+
+
+def round_robin(found: Sequence[tuple[str, str]], limit: int, workspaces: dict[str, str] | None = None) -> list[str]:
+    """Up to ``limit`` ids of ``(id, group)`` pairs (oldest first), one per group per round."""
+    queues: dict[str, list[str]] = {}
+    for item, group in found:
+        queues.setdefault(group, []).append(item)
+        if workspaces is not None:
+            workspaces[item] = group
+    out: list[str] = []
+    depth = 0
+    while len(out) < limit and any(len(q) > depth for q in queues.values()):
+        out += [q[depth] for q in queues.values() if len(q) > depth][: limit - len(out)]
+        depth += 1
+    return out

@@ -41,7 +41,8 @@ def sources(state: Any) -> list[Source]:
     limits = execute.Limits(state.settings.batches_provider_concurrency,
                             timeout=state.settings.upstream_timeout_seconds, lanes={})
     limits.warm()
-    ctx = runner.BatchContext(state, limits, rows=row_settings(state))
+    ctx = runner.BatchContext(state, limits, rows=row_settings(state),
+                              workspace_cap=state.settings.job_workspace_cap())
     state.batches = ctx
     owner = _owner()
     seconds = float(state.settings.job_lease_seconds)
@@ -51,7 +52,7 @@ def sources(state: Any) -> list[Source]:
         return await runner.advance(ctx, lease.item_id)
 
     async def due(limit: int) -> list[str]:
-        return await chunks.batches_with_due_rows(engine, utcnow(), limit)
+        return await chunks.batches_with_due_rows(engine, utcnow(), limit, ctx.workspace_of)
 
     async def run_rows(batch_id: str) -> float | None:
         return await runner.run_rows(ctx, batch_id, owner)

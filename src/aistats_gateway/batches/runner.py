@@ -3,8 +3,10 @@
 Invariants:
 
 * ``run_rows`` executes ``queued`` rows under chunk leases (``rows.RowRun``), at most one runner
-  per batch per process; rows of a batch that is not running any more (cancelling, expired,
-  finished) are left for ``advance``.
+  per batch per process, and at most ``workspace_cap`` batch runners per workspace per process
+  (the job engine's per-workspace share, so one workspace's batches never take every slot; the
+  due list is round robin across workspaces, ``chunks.batches_with_due_rows``); rows of a batch
+  that is not running any more (cancelling, expired, finished) are left for ``advance``.
 * ``advance`` never touches a row somebody is running: rows are cancelled or expired only while
   unleased (conditional UPDATE), and the batch waits for leased rows to finish first.
 * Finalisation writes the output and error files (streamed from the rows, never all in memory),
@@ -37,6 +39,7 @@ log = logging.getLogger("aistats_gateway.batches")
 POLL_SECONDS = 0.5
 WAIT_SECONDS = 1.0
 PAGE = 500
+WORKSPACE_BUSY_SECONDS = 1.0
 
 
 @dataclass
@@ -46,6 +49,32 @@ class BatchContext:
     runner: execute.Runner = execute.run
     rows: rowrun.RowSettings = field(default_factory=rowrun.RowSettings)
     running: set[str] = field(default_factory=set)  # batches whose rows run in this process now
+    workspace_cap: int | None = None  # batch runs one workspace may have in this process at once
+    workspace_of: dict[str, str] = field(default_factory=dict)  # batch id → workspace (filled by ``due``)
+    per_workspace: dict[str, int] = field(default_factory=dict)  # workspace → batch runs here now
+    admitted: dict[str, str] = field(default_factory=dict)  # running batch id → the workspace it counts for
+
+    def admit(self, batch_id: str) -> bool:
+        """Take a run slot for ``batch_id``'s workspace (False when it has its share already)."""
+        ws = self.workspace_of.get(batch_id)
+        if len(self.workspace_of) > 10_000:
+            self.workspace_of.clear()
+        if ws is None:
+            return True
+        if self.workspace_cap is not None and self.per_workspace.get(ws, 0) >= self.workspace_cap:
+            return False
+        self.per_workspace[ws] = self.per_workspace.get(ws, 0) + 1
+        self.admitted[batch_id] = ws
+        return True
+
+    def leave(self, batch_id: str) -> None:
+        ws = self.admitted.pop(batch_id, None)
+        if ws is not None:
+            left = self.per_workspace.get(ws, 0) - 1
+            if left > 0:
+                self.per_workspace[ws] = left
+            else:
+                self.per_workspace.pop(ws, None)
 
 
 def _wake(state: Any, source: str, item_id: str) -> None:
@@ -57,6 +86,8 @@ async def run_rows(ctx: BatchContext, batch_id: str, owner: str) -> float | None
     """Run the batch's rows in this process (``rows.RowRun``) unless they already run here."""
     if batch_id in ctx.running:
         return None
+    if not ctx.admit(batch_id):
+        return WORKSPACE_BUSY_SECONDS  # its workspace has its share of this process's slots: later
     state = ctx.state
     ctx.running.add(batch_id)
     shared = bool(getattr(state.jobs, "distributed", False))
@@ -66,6 +97,7 @@ async def run_rows(ctx: BatchContext, batch_id: str, owner: str) -> float | None
         await run.run()
     finally:
         ctx.running.discard(batch_id)
+        ctx.leave(batch_id)
     if run.sliced:
         _wake(state, "batch_rows", batch_id)
         return 0.0
