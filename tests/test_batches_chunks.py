@@ -256,6 +256,6 @@ def test_due_batches_are_round_robin_across_workspaces(database: Database) -> No
         assert ctx.admit("batch_5")  # ws_b still gets one
         ctx.leave("batch_0")
         assert ctx.admit("batch_2")
-        assert ctx.per_workspace == {"ws_a": 2, "ws_b": 1}
+        assert ctx.limiter.running == {"ws_a": 2, "ws_b": 1}
 
     asyncio.run(main())

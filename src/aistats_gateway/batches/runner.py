@@ -34,6 +34,7 @@ from aistats_gateway.billing import service as billing
 from aistats_gateway.billing.pricing import Line
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.files import service as files
+from aistats_gateway.jobs.engine import GroupLimiter
 
 log = logging.getLogger("aistats_gateway.batches")
 POLL_SECONDS = 0.5
@@ -51,8 +52,11 @@ class BatchContext:
     running: set[str] = field(default_factory=set)  # batches whose rows run in this process now
     workspace_cap: int | None = None  # batch runs one workspace may have in this process at once
     workspace_of: dict[str, str] = field(default_factory=dict)  # batch id → workspace (filled by ``due``)
-    per_workspace: dict[str, int] = field(default_factory=dict)  # workspace → batch runs here now
     admitted: dict[str, str] = field(default_factory=dict)  # running batch id → the workspace it counts for
+    limiter: GroupLimiter = field(default_factory=GroupLimiter)  # batch runs per workspace here now
+
+    def __post_init__(self) -> None:
+        self.limiter.cap = self.workspace_cap
 
     def admit(self, batch_id: str) -> bool:
         """Take a run slot for ``batch_id``'s workspace (False when it has its share already)."""
@@ -61,20 +65,14 @@ class BatchContext:
             self.workspace_of.clear()
         if ws is None:
             return True
-        if self.workspace_cap is not None and self.per_workspace.get(ws, 0) >= self.workspace_cap:
+        if self.limiter.full(ws):
             return False
-        self.per_workspace[ws] = self.per_workspace.get(ws, 0) + 1
+        self.limiter.enter(ws)
         self.admitted[batch_id] = ws
         return True
 
     def leave(self, batch_id: str) -> None:
-        ws = self.admitted.pop(batch_id, None)
-        if ws is not None:
-            left = self.per_workspace.get(ws, 0) - 1
-            if left > 0:
-                self.per_workspace[ws] = left
-            else:
-                self.per_workspace.pop(ws, None)
+        self.limiter.leave(self.admitted.pop(batch_id, None))
 
 
 def _wake(state: Any, source: str, item_id: str) -> None:
