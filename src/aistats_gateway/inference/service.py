@@ -61,6 +61,7 @@ class Encoder(Protocol):
 class Principal:
     key_id: str
     workspace_id: str
+    limits: charge.KeyLimits | None = None  # as read with the key on this request; None: read in open_call
 
 
 @dataclass
@@ -117,7 +118,7 @@ async def plan(state: Any, principal: Principal, endpoint: str, client_model: st
     hold = charge.estimate([c.rules for c in cands], input_tokens, output_tokens)
     gen_id = new_generation_id()
     call = charge.Call(gen_id, principal.workspace_id, principal.key_id, record_endpoint or endpoint, model_id,
-                       stream, hold, input_tokens + output_tokens)
+                       stream, hold, input_tokens + output_tokens, limits=principal.limits)
     await charge.open_call(state.sessions, call, tpm_tokens=input_tokens)
     return Plan(state, call, cands, Meta(gen_id, client_model, "", int(time.time())))
 
