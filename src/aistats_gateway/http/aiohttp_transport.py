@@ -7,7 +7,7 @@ HTTP parser do the same for ~0.1 ms. Every provider adapter keeps httpx's API (`
 ``Response``, its exceptions): only the wire under it changes.
 
 Invariants:
-* Requests go out as httpx built them (method, URL, headers, body: bytes, or the request's stream
+* Requests go out as httpx built them (method, URL with httpx's encoding, headers, body: bytes, or the request's stream
   sent chunked); aiohttp adds no headers of its own and decompresses nothing (httpx decodes
   ``content-encoding`` as usual), and follows no redirects (the client decides, as before).
 * httpx's per-request timeouts apply: ``connect`` to opening a connection, ``read`` to each read
@@ -30,6 +30,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 
 _SKIP = frozenset(("host", "content-length", "transfer-encoding"))
 _AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -54,6 +55,12 @@ def _map(exc: BaseException, request: httpx.Request, phase: str) -> httpx.Transp
                         aiohttp.ClientResponseError)):
         return httpx.RemoteProtocolError(str(exc) or exc.__class__.__name__, request=request)
     return httpx.ReadError(str(exc) or exc.__class__.__name__, request=request)
+
+
+def _url(url: httpx.URL) -> yarl.URL:
+    """The URL exactly as httpx encodes it (aiohttp would re-quote it otherwise: a signed request's
+    canonical path, e.g. SigV4's, must be the one sent)."""
+    return yarl.URL(str(url), encoded=True)
 
 
 def _stale(exc: BaseException) -> bool:
@@ -104,7 +111,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         data: Any = request.content if isinstance(stream, httpx.ByteStream) else _chunks(stream)
         for attempt in (1, 2):
             try:
-                resp = await session.request(request.method, str(request.url), headers=headers, data=data,
+                resp = await session.request(request.method, _url(request.url), headers=headers, data=data,
                                              allow_redirects=False, timeout=_timeouts(request), compress=None,
                                              auto_decompress=False)
                 break
@@ -130,7 +137,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
         for attempt in (1, 2):
             try:
-                async with session.post(url, data=content, headers=hdrs, allow_redirects=False, timeout=timeout,
+                async with session.post(_url(httpx.URL(url)), data=content, headers=hdrs, allow_redirects=False, timeout=timeout,
                                         auto_decompress=False) as resp:
                     body = await resp.read()
                     return resp.status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers], body

@@ -26,7 +26,9 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
+from decimal import Decimal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aistats_gateway.billing import lean, ledger, pricing
 from aistats_gateway.billing import service as billing
-from aistats_gateway.catalogue.schema import PriceRule
+from aistats_gateway.catalogue.schema import NANOS_PER_USD, PriceRule
 from aistats_gateway.db import writer
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.db.writer import Tx
@@ -84,8 +86,14 @@ def _line(rules: list[PriceRule], meter: str, qty: int, fallback: str | None = N
     rule = pricing.pick(rules, meter, {}) or (pricing.pick(rules, fallback, {}) if fallback else None)
     if rule is None:
         return None
-    nanos = -(-qty * rule.price_nanos // rule.unit_size)
-    return pricing.Line(meter, qty, qty, rule.price_nanos, nanos, rule)
+    unit = _price_nanos(rule.price)
+    return pricing.Line(meter, qty, qty, unit, -(-qty * unit // rule.unit_size), rule)
+
+
+@functools.lru_cache(maxsize=4096)
+def _price_nanos(price: str) -> int:
+    """``PriceRule.price_nanos`` (a Decimal parse), memoised by the price text."""
+    return int(Decimal(price) * NANOS_PER_USD)
 
 
 KIND = "generation"
@@ -110,7 +118,8 @@ def cost(rules: list[PriceRule], usage: Usage) -> tuple[int, list[dict[str, Any]
 
 def estimate(rules_list: list[list[PriceRule]], input_tokens: int, output_tokens: int) -> int:
     """The most any candidate would cost for these token counts (fallback may land on any)."""
-    return max((cost(r, Usage(input_tokens, output_tokens))[0] for r in rules_list), default=0)
+    usage = Usage(input_tokens, output_tokens)
+    return max((sum(ln.nanos for ln in cost_lines(r, usage)) for r in rules_list), default=0)
 
 
 @dataclass(frozen=True)

@@ -272,11 +272,15 @@ class Pump:
     async def body(self) -> AsyncIterator[bytes]:
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
+                if self.queue.empty():
+                    try:
+                        async with asyncio.timeout(KEEPALIVE_SECONDS):  # no extra task per frame, unlike wait_for
+                            item = await self.queue.get()
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                else:
+                    item = self.queue.get_nowait()
                 if item is None:
                     return
                 yield item
