@@ -137,8 +137,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
         for attempt in (1, 2):
             try:
-                async with session.post(_url(httpx.URL(url)), data=content, headers=hdrs, allow_redirects=False, timeout=timeout,
-                                        auto_decompress=False) as resp:
+                async with session.post(_url(httpx.URL(url)), data=content, headers=hdrs, allow_redirects=False,
+                                        timeout=timeout, auto_decompress=False) as resp:
                     body = await resp.read()
                     return resp.status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers], body
             except (TimeoutError, aiohttp.ClientError, OSError) as e:

@@ -28,8 +28,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import time
-from decimal import Decimal
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
