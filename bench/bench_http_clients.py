@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "src"))  # this checkout's gateway code
 
 from _common import HOST, cpu_pressure, free_port, table
 
