@@ -115,3 +115,45 @@ def test_silent_upstream_is_a_read_timeout_and_a_cut_answer_a_transport_error() 
             s2.close()
 
     asyncio.run(main())
+
+
+def test_open_stream_streams_events_and_raises_http_errors_before_yielding() -> None:
+    async def sse(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")
+        length = int(next(ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:"))[15:])
+        body = await r.readexactly(length)
+        if b"fail" in body:
+            err = b'{"error": {"message": "slow down", "code": "rate_limit_exceeded"}}'
+            w.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 7\r\n"
+                    b"connection: close\r\ncontent-length: " + str(len(err)).encode() + b"\r\n\r\n" + err)
+        else:
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                    b"connection: close\r\n\r\n")
+            for data in (b'data: {"n": 1}\n\n', b'data: {"n": 2}\n\n', b"data: [DONE]\n\n"):
+                w.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                await w.drain()
+                await asyncio.sleep(0.01)
+            w.write(b"0\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    async def main() -> tuple[list[Any], ProviderError]:
+        server, port = await _server(sse)
+        client = create_client(5.0, upstream=True)
+        ctx = CallContext(http=client, api_key="k", base_url="")
+        try:
+            got = []
+            async with inference.open_stream(ctx, f"http://127.0.0.1:{port}/s", {"x": 1}, {}, "p") as resp:
+                async for ev in inference.sse_events(resp):
+                    got.append(inference.event_json(ev, "p"))
+            with pytest.raises(ProviderError) as e:
+                async with inference.open_stream(ctx, f"http://127.0.0.1:{port}/s", {"fail": 1}, {}, "p"):
+                    raise AssertionError("an error status must raise before the body is yielded")
+            return got, e.value
+        finally:
+            await client.aclose()
+            server.close()
+
+    got, err = asyncio.run(main())
+    assert got == [{"n": 1}, {"n": 2}, None]
+    assert err.kind == "rate_limit" and err.retry_after == 7

@@ -57,6 +57,12 @@ def _map(exc: BaseException, request: httpx.Request, phase: str) -> httpx.Transp
     return httpx.ReadError(str(exc) or exc.__class__.__name__, request=request)
 
 
+def _client_timeout(client: httpx.AsyncClient) -> aiohttp.ClientTimeout:
+    t = client.timeout
+    return aiohttp.ClientTimeout(total=None, connect=(t.connect or 0) + (t.pool or 0) or None,
+                                 sock_connect=t.connect, sock_read=t.read)
+
+
 def _url(url: httpx.URL) -> yarl.URL:
     """The URL exactly as httpx encodes it (aiohttp would re-quote it otherwise: a signed request's
     canonical path, e.g. SigV4's, must be the one sent)."""
@@ -124,15 +130,34 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": (resp.reason or "").encode()},
                               request=request)
 
+    async def open_post(self, client: httpx.AsyncClient, url: str, content: bytes,
+                        headers: dict[str, str]) -> httpx.Response:
+        """POST ``content`` and return the answer as an httpx ``Response`` whose body is still to be
+        streamed (``aiter_lines`` …; the caller closes it), without httpx's client machinery (request
+        building, auth, redirects, cookies). Default headers, timeouts and errors as for ``client.stream``."""
+        session = self._open()
+        hdrs = {**client.headers, **headers}
+        hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
+        request = httpx.Request("POST", url)
+        for attempt in (1, 2):
+            try:
+                resp = await session.post(_url(request.url), data=content, headers=hdrs, allow_redirects=False,
+                                          timeout=_client_timeout(client), auto_decompress=False)
+                break
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                if attempt == 1 and _stale(e):
+                    continue
+                raise _map(e, request, "connect" if isinstance(e, aiohttp.ClientConnectorError) else "read") from e
+        return httpx.Response(resp.status, headers=list(resp.raw_headers), stream=_Body(resp, request),
+                              request=request)
+
     async def post_bytes(self, client: httpx.AsyncClient, url: str, content: bytes,
                          headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         """POST ``content`` and read the whole answer: (status, raw headers, body), without httpx's
         request/response models (the hot non-streaming call). The client's default headers and
         timeouts apply as for ``client.post``; failures raise the same httpx exceptions."""
         session = self._open()
-        t = client.timeout
-        timeout = aiohttp.ClientTimeout(total=None, connect=(t.connect or 0) + (t.pool or 0) or None,
-                                        sock_connect=t.connect, sock_read=t.read)
+        timeout = _client_timeout(client)
         hdrs = {**client.headers, **headers}
         hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
         for attempt in (1, 2):

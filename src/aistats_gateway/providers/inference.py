@@ -144,10 +144,19 @@ class _Lines:
 async def open_stream(ctx: CallContext, url: str, body: dict[str, Any], headers: dict[str, str],
                       provider: str) -> AsyncIterator[httpx.Response]:
     """POST and open the response for streaming; HTTP errors raise before anything is yielded."""
+    hdrs = {"content-type": "application/json", "accept": "text/event-stream", **headers}
+    fast = aiohttp_transport.direct(ctx.http)
     try:
-        async with ctx.http.stream("POST", url, content=orjson.dumps(body),
-                                   headers={"content-type": "application/json", "accept": "text/event-stream",
-                                            **headers}) as resp:
+        if fast is not None:  # the upstream client's aiohttp wire without httpx's client machinery
+            resp = await fast.open_post(ctx.http, url, orjson.dumps(body), hdrs)
+            try:
+                if resp.status_code >= 400:
+                    raise_for(resp, await resp.aread(), provider)
+                yield resp
+            finally:
+                await resp.aclose()
+            return
+        async with ctx.http.stream("POST", url, content=orjson.dumps(body), headers=hdrs) as resp:
             if resp.status_code >= 400:
                 raise_for(resp, await resp.aread(), provider)
             yield resp
