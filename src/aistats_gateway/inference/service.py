@@ -241,6 +241,9 @@ class Pump:
         try:
             summary.add(self.first)
             self.put(self.enc.start() + self.enc.delta(self.first))
+            # Let the response send the first frame now: when the provider's events are already
+            # buffered, reading them never suspends, and the first byte would wait for the whole stream.
+            await asyncio.sleep(0)
             async for d in self.it:
                 summary.add(d)
                 self.put(self.enc.delta(d))
@@ -283,6 +286,15 @@ class Pump:
                     item = self.queue.get_nowait()
                 if item is None:
                     return
+                end = False
+                while not self.queue.empty():  # frames already waiting go out in one write
+                    more = self.queue.get_nowait()
+                    if more is None:
+                        end = True
+                        break
+                    item += more
                 yield item
+                if end:
+                    return
         finally:
             self.gone = True
