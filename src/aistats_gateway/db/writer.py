@@ -222,8 +222,11 @@ class SQLiteWriter:
         return await fut
 
     def _forget_closed_loops(self) -> None:
-        for lp in [lp for lp in self._inline if lp.is_closed()]:
-            self._inline.pop(lp).conn.close()
+        for lp in list(self._inline):  # a copy: loops of other threads may register meanwhile
+            if lp.is_closed():
+                st = self._inline.pop(lp, None)
+                if st is not None:
+                    st.conn.close()
 
     def _flush(self, st: _Inline) -> None:
         st.scheduled = False
