@@ -138,8 +138,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     )
     app.state.gateway = state
     errors.install(app)
+    from aistats_gateway.inference.fastpath import FastInference
     from aistats_gateway.videos.fastget import FastVideoGet
 
+    app.add_middleware(FastInference)  # the inference POSTs past FastAPI's router (same endpoint functions)
     app.add_middleware(FastVideoGet)  # inside GatewayMiddleware (added later = outermost)
     app.add_middleware(MethodsMiddleware)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
@@ -225,7 +227,7 @@ async def start_services(state: GatewayState) -> None:
         "endpoint_url": s.s3_endpoint_url, "bucket": s.s3_bucket, "access_key": s.s3_access_key_id,
         "secret_key": s.s3_secret_access_key, "region": s.s3_region, "prefix": s.s3_prefix,
     } if s.storage == "s3" else None)
-    state.http = http = create_client(s.upstream_timeout_seconds)
+    state.http = http = create_client(s.upstream_timeout_seconds, upstream=True)
     state.fetch_client = create_client(15.0)
     state.fetch_policy = ssrf.GuardPolicy(allow_private=s.fetch_allow_private, allowed_hosts=s.allowed_hosts)
     state.runner = runner = RunnerContext(sessions=state.sessions, storage=storage, http=http, data_dir=s.data_dir,

@@ -25,6 +25,10 @@ class Principal:
     key_id: str
     workspace_id: str
     name: str
+    # The key's other limits as read with it on this request (fresh, never cached), for the hot paths.
+    tpm_limit: int | None = None
+    daily_spend_limit_nanos: int | None = None
+    monthly_spend_limit_nanos: int | None = None
 
 
 def _unauthorized(message: str) -> APIError:
@@ -34,9 +38,14 @@ def _unauthorized(message: str) -> APIError:
 async def require_key(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> Principal:
-    if credentials is None or not credentials.credentials:
+    return await authenticate(request, credentials.credentials if credentials is not None else None)
+
+
+async def authenticate(request: Request, token: str | None) -> Principal:
+    """The key check of :func:`require_key` for a token taken from the request by the caller."""
+    if not token:
         raise _unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-    parsed = keys.parse(credentials.credentials.strip())
+    parsed = keys.parse(token.strip())
     if parsed is None:
         raise _unauthorized("Incorrect API key provided.")
     state = request.app.state.gateway
@@ -50,7 +59,8 @@ async def require_key(
     request.state.key_id = parsed.key_id
     if row.rpm_limit is not None:
         await _count_request(state, parsed.key_id, row.rpm_limit)
-    return Principal(parsed.key_id, row.workspace_id, row.name)
+    return Principal(parsed.key_id, row.workspace_id, row.name, row.tpm_limit, row.daily_spend_limit_nanos,
+                     row.monthly_spend_limit_nanos)
 
 
 async def _count_request(state: object, key_id: str, limit: int) -> None:

@@ -1,16 +1,23 @@
 """Money and token limits for one inference call (today's ``billing.ledger`` functions).
 
 Invariants:
-* :func:`open_call` runs before anything is sent upstream, in one transaction: the key's
-  tokens-per-minute check (429 + Retry-After), the hold of the upper-bound estimate (402 with the
-  shortfall; nothing held for a free call) and the ``in_progress`` generation row.
-* :func:`close_call` runs exactly once per call, in one transaction: it finalises the generation
-  with a conditional UPDATE (``status = in_progress``) and, only if that matched, settles the hold
-  for the actual cost (or voids it). So ledger settlements and ``generations.cost_nanos`` always
-  agree. The hold is an upper-bound estimate (output is bounded by ``max_tokens``, or
+* :func:`open_call` runs before anything is sent upstream, in one transaction, committed before it
+  returns: the key's tokens-per-minute check (429 + Retry-After), the hold of the upper-bound
+  estimate (402 with the shortfall; nothing held for a free call) and the ``in_progress`` generation
+  row. The key's limits come from the key row read on this request (``Call.limits``), else from the
+  database in the same transaction.
+* :func:`close_call` runs exactly once per call, in one transaction: it settles (or voids) the hold
+  for the actual cost, then finalises the generation with a conditional UPDATE (``status =
+  in_progress``) carrying the charged cost; if that UPDATE matched nothing (someone else finalised
+  it) the whole transaction rolls back, settlement included. So ledger settlements and
+  ``generations.cost_nanos`` always agree, and the record is committed before the client gets its
+  answer (no write-behind). The hold is an upper-bound estimate (output is bounded by ``max_tokens``, or
   :data:`DEFAULT_MAX_OUTPUT` when the client set none); usage above it is billing's overage rule
-  (``billing.settle``: the actual cost when the workspace can pay it, else what it can, with the
+  (``billing.lean.settle``: the actual cost when the workspace can pay it, else what it can, with the
   shortfall recorded on the generation). Holds are ``billing.Ref("generation", gen_id)``.
+* Both are lean write transactions (``db.writer``: plain statements, group-committed with the calls
+  of the same event-loop iteration on SQLite). Tokens are counted per minute for keys that have a
+  tokens-per-minute limit.
 * Prices (pro rata per token, rounded up to a nano-USD per line): ``input_tokens`` for uncached input,
   ``cached_input_tokens`` for cached input (else the input price), ``output_tokens`` for output
   including reasoning tokens, ``request`` per call.
@@ -19,22 +26,23 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aistats_gateway.auth.tables import ApiKey
-from aistats_gateway.billing import ledger, pricing
+from aistats_gateway.billing import lean, ledger, pricing
 from aistats_gateway.billing import service as billing
-from aistats_gateway.catalogue.schema import PriceRule
+from aistats_gateway.catalogue.schema import NANOS_PER_USD, PriceRule
+from aistats_gateway.db import writer
 from aistats_gateway.db.base import utcnow
+from aistats_gateway.db.writer import Tx
 from aistats_gateway.http.errors import APIError
-from aistats_gateway.inference.tables import Generation, TokenCounter
+from aistats_gateway.inference.tables import Generation
 from aistats_gateway.llm.ir import ImagePart, IRRequest, TextPart, Usage
 
 DEFAULT_MAX_OUTPUT = 16_384
@@ -78,8 +86,14 @@ def _line(rules: list[PriceRule], meter: str, qty: int, fallback: str | None = N
     rule = pricing.pick(rules, meter, {}) or (pricing.pick(rules, fallback, {}) if fallback else None)
     if rule is None:
         return None
-    nanos = -(-qty * rule.price_nanos // rule.unit_size)
-    return pricing.Line(meter, qty, qty, rule.price_nanos, nanos, rule)
+    unit = _price_nanos(rule.price)
+    return pricing.Line(meter, qty, qty, unit, -(-qty * unit // rule.unit_size), rule)
+
+
+@functools.lru_cache(maxsize=4096)
+def _price_nanos(price: str) -> int:
+    """``PriceRule.price_nanos`` (a Decimal parse), memoised by the price text."""
+    return int(Decimal(price) * NANOS_PER_USD)
 
 
 KIND = "generation"
@@ -104,7 +118,17 @@ def cost(rules: list[PriceRule], usage: Usage) -> tuple[int, list[dict[str, Any]
 
 def estimate(rules_list: list[list[PriceRule]], input_tokens: int, output_tokens: int) -> int:
     """The most any candidate would cost for these token counts (fallback may land on any)."""
-    return max((cost(r, Usage(input_tokens, output_tokens))[0] for r in rules_list), default=0)
+    usage = Usage(input_tokens, output_tokens)
+    return max((sum(ln.nanos for ln in cost_lines(r, usage)) for r in rules_list), default=0)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """The key's limits as read with the key on this request (``auth``), so the call needs no re-read."""
+
+    tpm: int | None = None
+    daily_nanos: int | None = None
+    monthly_nanos: int | None = None
 
 
 @dataclass
@@ -118,19 +142,23 @@ class Call:
     hold_nanos: int
     est_tokens: int
     started: float = field(default_factory=time.perf_counter)
+    limits: KeyLimits | None = None  # None: read them from the key's row in open_call
 
 
 def _window(now: float) -> int:
     return int(now // 60)
 
 
-async def _tpm_check(s: AsyncSession, key_id: str, est_tokens: int) -> None:
-    limit = (await s.execute(select(ApiKey.tpm_limit).where(ApiKey.id == key_id))).scalar()
-    if not limit:
-        return
+async def _key_limits(tx: Tx, key_id: str) -> KeyLimits:
+    row = await tx.one("SELECT tpm_limit, daily_spend_limit_nanos, monthly_spend_limit_nanos FROM api_keys "
+                       "WHERE id = ?", (key_id,))
+    return KeyLimits(*row) if row else KeyLimits()
+
+
+async def _tpm_check(tx: Tx, key_id: str, limit: int, est_tokens: int) -> None:
     now = time.time()
-    used = (await s.execute(select(TokenCounter.tokens).where(TokenCounter.key_id == key_id,
-                                                              TokenCounter.window == _window(now)))).scalar() or 0
+    row = await tx.one('SELECT tokens FROM token_counters WHERE key_id = ? AND "window" = ?', (key_id, _window(now)))
+    used = int(row[0]) if row and row[0] else 0
     if used + min(est_tokens, limit) > limit:
         retry = max(1, int(60 - now % 60))
         raise APIError(429, f"Rate limit reached: this key allows {limit} tokens per minute ({used} used in this "
@@ -138,29 +166,41 @@ async def _tpm_check(s: AsyncSession, key_id: str, est_tokens: int) -> None:
                        type="rate_limit_error", headers={"Retry-After": str(retry)})
 
 
-async def count_tokens(s: AsyncSession, key_id: str, tokens: int) -> None:
+async def count_tokens(tx: Tx, key_id: str, tokens: int) -> None:
     if tokens <= 0:
         return
-    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(TokenCounter).values(key_id=key_id, window=_window(time.time()), tokens=tokens)
-    await s.execute(stmt.on_conflict_do_update(index_elements=["key_id", "window"],
-                                               set_={"tokens": TokenCounter.tokens + tokens}))
+    await tx.exec('INSERT INTO token_counters (key_id, "window", tokens) VALUES (?, ?, ?) '
+                  'ON CONFLICT (key_id, "window") DO UPDATE SET tokens = token_counters.tokens + excluded.tokens',
+                  (key_id, _window(time.time()), tokens))
 
 
 async def open_call(sessions: async_sessionmaker[AsyncSession], call: Call, *, tpm_tokens: int) -> None:
-    async with sessions() as s, s.begin():
-        await _tpm_check(s, call.key_id, tpm_tokens)
-        s.add(Generation(id=call.gen_id, workspace_id=call.workspace_id, key_id=call.key_id, endpoint=call.endpoint,
-                         model=call.model, stream=call.stream, status="in_progress", attempts=[], usage={},
-                         hold_nanos=call.hold_nanos, cost_nanos=0))
+    """The tpm check, the hold (402) and the ``in_progress`` generation row, in one lean write transaction
+    (``db.writer``: group-committed with concurrent calls on SQLite); committed before it returns."""
+
+    async def work(tx: Tx) -> None:
+        limits = call.limits or await _key_limits(tx, call.key_id)
+        call.limits = limits
+        if limits.tpm:
+            await _tpm_check(tx, call.key_id, limits.tpm, tpm_tokens)
+        await tx.exec("INSERT INTO generations (id, workspace_id, key_id, endpoint, model, stream, status, "
+                      "attempts, usage, hold_nanos, cost_nanos, created_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?, ?, 0, ?)",
+                      (call.gen_id, call.workspace_id, call.key_id, call.endpoint, call.model, call.stream, [], {},
+                       call.hold_nanos, utcnow()))
         if call.hold_nanos > 0:
-            await billing.hold(s, ref=ref(call.gen_id), workspace_id=call.workspace_id, key_id=call.key_id,
-                               amount_nanos=call.hold_nanos)
+            spend = (lean.KeyLimits(limits.daily_nanos, limits.monthly_nanos)
+                     if limits.daily_nanos is not None or limits.monthly_nanos is not None else None)
+            await lean.place_hold(tx, hold_id=billing.hold_id(call.gen_id), workspace_id=call.workspace_id,
+                                  key_id=call.key_id, ref_kind=KIND, ref=call.gen_id, amount_nanos=call.hold_nanos,
+                                  limits=spend)
         else:
-            bal = await ledger.balance(s, call.workspace_id)
+            bal = await lean.balance(tx, call.workspace_id)
             if bal.available_nanos < 0:
                 raise APIError(402, "Insufficient credits: the workspace balance is negative.",
                                code="insufficient_credits")
+
+    await writer.run(sessions, work)
 
 
 @dataclass
@@ -185,9 +225,17 @@ async def close_call(sessions: async_sessionmaker[AsyncSession], call: Call, out
     return nanos, lines
 
 
+class _NotOurs(Exception):
+    """The generation was finalised before (another process, the sweep): undo this transaction."""
+
+
 async def finalise(sessions: async_sessionmaker[AsyncSession], call: Call,
                    out: Outcome) -> tuple[bool, int, list[Any]]:
-    """:func:`close_call`, also saying whether this call was the one that finalised it."""
+    """:func:`close_call`, also saying whether this call was the one that finalised it.
+
+    One lean write transaction: settle (or void) the hold, then the conditional UPDATE of the
+    generation (``status = in_progress``) with the charged cost; when that UPDATE matches nothing the
+    whole transaction rolls back (the settlement included), so the ledger and ``cost_nanos`` agree."""
     priced = (cost_lines(out.rules, out.usage) if out.status == "completed" and out.usage is not None
               and out.rules is not None else [])
     if call.hold_nanos <= 0:
@@ -198,29 +246,39 @@ async def finalise(sessions: async_sessionmaker[AsyncSession], call: Call,
                  "reasoning_tokens": u.reasoning_tokens, "total_tokens": u.total_tokens, **out.extra_usage,
                  "lines": lines}
     latency = int((time.perf_counter() - call.started) * 1000)
-    async with sessions() as s, s.begin():
-        res = await s.execute(update(Generation).where(Generation.id == call.gen_id,
-                                                       Generation.status == "in_progress").values(
-            status=out.status, provider=out.provider, native_id=(out.native_id or None) and out.native_id[:200],
-            status_code=out.status_code, error_code=out.error_code, error_message=out.error_message,
-            attempts=out.attempts, usage=usage_doc, finish_reason=out.finish_reason, cost_nanos=0,
-            latency_ms=latency, ttft_ms=out.ttft_ms, finished_at=utcnow()))
-        if getattr(res, "rowcount", 0) != 1:
-            return False, 0, []
+    native = out.native_id[:200] if out.native_id else None
+    hid = billing.hold_id(call.gen_id)
+
+    async def work(tx: Tx) -> int:
         nanos = 0
         if call.hold_nanos > 0:
-            if out.status == "completed" and sum(ln.nanos for ln in priced) > 0:
-                done = await billing.settle(s, ref(call.gen_id), priced)
+            actual = sum(ln.nanos for ln in priced)
+            if out.status == "completed" and actual > 0:
+                done = await lean.settle(tx, hid, actual)
                 if done is not None:
                     nanos = done.charged_nanos
                     if done.shortfall_nanos:
                         usage_doc["shortfall_nanos"] = done.shortfall_nanos
                         usage_doc["actual_nanos"] = done.actual_nanos
             else:
-                await billing.void(s, ref(call.gen_id), memo=f"voided {call.gen_id}: {out.status}")
-        await s.execute(update(Generation).where(Generation.id == call.gen_id).values(cost_nanos=nanos,
-                                                                                       usage=usage_doc))
-        await count_tokens(s, call.key_id, u.total_tokens)
+                await lean.void(tx, hid, memo=f"voided {call.gen_id}: {out.status}")
+        matched = await tx.exec(
+            "UPDATE generations SET status = ?, provider = ?, native_id = ?, status_code = ?, error_code = ?, "
+            "error_message = ?, attempts = ?, usage = ?, finish_reason = ?, cost_nanos = ?, latency_ms = ?, "
+            "ttft_ms = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
+            (out.status, out.provider, native, out.status_code, out.error_code, out.error_message, out.attempts,
+             usage_doc, out.finish_reason, nanos, latency, out.ttft_ms, utcnow(), call.gen_id))
+        if matched != 1:
+            raise _NotOurs()
+        limits = call.limits
+        if limits is None or limits.tpm:  # tokens are counted for keys with a tokens-per-minute limit
+            await count_tokens(tx, call.key_id, u.total_tokens)
+        return nanos
+
+    try:
+        nanos = await writer.run(sessions, work)
+    except _NotOurs:
+        return False, 0, []
     return True, nanos, lines
 
 

@@ -13,12 +13,11 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.responses import JSONResponse, Response
 
-from aistats_gateway.auth.dependencies import require_key
+from aistats_gateway.auth.dependencies import authenticate
 from aistats_gateway.http import domain
 from aistats_gateway.http.errors import APIError, bad_request
 from aistats_gateway.http.responses import ERRORS, _err
@@ -69,9 +68,9 @@ async def _principal(request: Request) -> service.Principal:
         token = auth[7:].strip()
     elif request.headers.get("x-api-key"):
         token = request.headers["x-api-key"].strip()
-    creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token) if token else None
-    p = await require_key(request, creds)
-    return service.Principal(p.key_id, p.workspace_id)
+    p = await authenticate(request, token)
+    return service.Principal(p.key_id, p.workspace_id, charge.KeyLimits(p.tpm_limit, p.daily_spend_limit_nanos,
+                                                                        p.monthly_spend_limit_nanos))
 
 
 async def _body(request: Request) -> dict[str, Any]:

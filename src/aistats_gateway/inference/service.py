@@ -61,6 +61,7 @@ class Encoder(Protocol):
 class Principal:
     key_id: str
     workspace_id: str
+    limits: charge.KeyLimits | None = None  # as read with the key on this request; None: read in open_call
 
 
 @dataclass
@@ -117,7 +118,7 @@ async def plan(state: Any, principal: Principal, endpoint: str, client_model: st
     hold = charge.estimate([c.rules for c in cands], input_tokens, output_tokens)
     gen_id = new_generation_id()
     call = charge.Call(gen_id, principal.workspace_id, principal.key_id, record_endpoint or endpoint, model_id,
-                       stream, hold, input_tokens + output_tokens)
+                       stream, hold, input_tokens + output_tokens, limits=principal.limits)
     await charge.open_call(state.sessions, call, tpm_tokens=input_tokens)
     return Plan(state, call, cands, Meta(gen_id, client_model, "", int(time.time())))
 
@@ -240,6 +241,9 @@ class Pump:
         try:
             summary.add(self.first)
             self.put(self.enc.start() + self.enc.delta(self.first))
+            # Let the response send the first frame now: when the provider's events are already
+            # buffered, reading them never suspends, and the first byte would wait for the whole stream.
+            await asyncio.sleep(0)
             async for d in self.it:
                 summary.add(d)
                 self.put(self.enc.delta(d))
@@ -271,13 +275,26 @@ class Pump:
     async def body(self) -> AsyncIterator[bytes]:
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
+                if self.queue.empty():
+                    try:
+                        async with asyncio.timeout(KEEPALIVE_SECONDS):  # no extra task per frame, unlike wait_for
+                            item = await self.queue.get()
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                else:
+                    item = self.queue.get_nowait()
                 if item is None:
                     return
+                end = False
+                while not self.queue.empty():  # frames already waiting go out in one write
+                    more = self.queue.get_nowait()
+                    if more is None:
+                        end = True
+                        break
+                    item += more
                 yield item
+                if end:
+                    return
         finally:
             self.gone = True

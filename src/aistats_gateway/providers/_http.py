@@ -16,14 +16,15 @@ import base64
 import datetime as dt
 import email.utils
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import httpx
 
 from aistats_gateway.providers.base import ImageInput, ProviderError, error_from_status
 
 CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 def retry_after(resp: httpx.Response) -> float | None:
@@ -52,9 +53,14 @@ def retry_after(resp: httpx.Response) -> float | None:
 
 async def send(http: Any, method: str, url: str, *, provider: str, **kw: Any) -> httpx.Response:
     """``http.request(method, url, **kw)``; transport failures become ``unavailable``."""
+    resp: httpx.Response = await guarded(provider, http.request(method, url, **kw))
+    return resp
+
+
+async def guarded(provider: str, call: Awaitable[T]) -> T:
+    """Await one upstream call; httpx's transport failures become ``unavailable``."""
     try:
-        resp: httpx.Response = await http.request(method, url, **kw)
-        return resp
+        return await call
     except httpx.TimeoutException as e:
         raise ProviderError("unavailable", f"{provider} timed out ({e.__class__.__name__})",
                             code="provider_timeout") from e

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from aistats_gateway.http import aiohttp_transport
 from aistats_gateway.llm.ir import IRDelta, IRRequest, IRResponse
 from aistats_gateway.providers import _http
 from aistats_gateway.providers.base import CallContext, ProviderError, error_from_status
@@ -105,10 +106,26 @@ def raise_for(resp: httpx.Response, body: bytes, provider: str) -> None:
 
 async def post_json(ctx: CallContext, url: str, body: dict[str, Any], headers: dict[str, str],
                     provider: str) -> dict[str, Any]:
-    resp = await _http.send(ctx.http, "POST", url, provider=provider, content=orjson.dumps(body),
-                            headers={"content-type": "application/json", **headers})
-    raise_for(resp, resp.content, provider)
-    return _http.json_object(resp, provider)
+    hdrs = {"content-type": "application/json", **headers}
+    fast = aiohttp_transport.direct(ctx.http)
+    if fast is None:
+        resp = await _http.send(ctx.http, "POST", url, provider=provider, content=orjson.dumps(body), headers=hdrs)
+        raise_for(resp, resp.content, provider)
+        return _http.json_object(resp, provider)
+    # The upstream client's aiohttp wire without httpx's models (same headers, timeouts and errors).
+    status, raw_headers, content = await _http.guarded(provider, fast.post_bytes(ctx.http, url, orjson.dumps(body),
+                                                                                 hdrs))
+    if status >= 400:
+        raise_for(httpx.Response(status, headers=raw_headers, content=content), content, provider)
+    try:
+        doc = orjson.loads(content)
+    except orjson.JSONDecodeError as e:
+        raise ProviderError("upstream", f"{provider} returned a body that is not JSON (HTTP {status})",
+                            status=status, code="invalid_upstream_response") from e
+    if not isinstance(doc, dict):
+        raise ProviderError("upstream", f"{provider} returned an unexpected JSON body (HTTP {status})",
+                            status=status, code="invalid_upstream_response")
+    return doc
 
 
 @dataclass
@@ -127,10 +144,19 @@ class _Lines:
 async def open_stream(ctx: CallContext, url: str, body: dict[str, Any], headers: dict[str, str],
                       provider: str) -> AsyncIterator[httpx.Response]:
     """POST and open the response for streaming; HTTP errors raise before anything is yielded."""
+    hdrs = {"content-type": "application/json", "accept": "text/event-stream", **headers}
+    fast = aiohttp_transport.direct(ctx.http)
     try:
-        async with ctx.http.stream("POST", url, content=orjson.dumps(body),
-                                   headers={"content-type": "application/json", "accept": "text/event-stream",
-                                            **headers}) as resp:
+        if fast is not None:  # the upstream client's aiohttp wire without httpx's client machinery
+            resp = await fast.open_post(ctx.http, url, orjson.dumps(body), hdrs)
+            try:
+                if resp.status_code >= 400:
+                    raise_for(resp, await resp.aread(), provider)
+                yield resp
+            finally:
+                await resp.aclose()
+            return
+        async with ctx.http.stream("POST", url, content=orjson.dumps(body), headers=hdrs) as resp:
             if resp.status_code >= 400:
                 raise_for(resp, await resp.aread(), provider)
             yield resp

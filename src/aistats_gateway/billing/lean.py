@@ -1,0 +1,138 @@
+"""The ledger's hold / settle / void as plain statements in a lean write transaction (``db.writer.Tx``).
+
+The same rules as :mod:`billing.ledger` and :mod:`billing.service`, for the per-request hot path (an
+inference call): the same rows, ledger entries and memos, the same conditional UPDATEs —
+
+* :func:`place_hold` moves ``held_nanos`` only ``WHERE balance - held >= amount`` (else
+  ``InsufficientCredits``, and the caller's transaction rolls back), then enforces the key's spend
+  limits with the hold counted (``SpendLimitExceeded``);
+* :func:`settle` / :func:`void` finalise a hold only ``WHERE state = 'held'`` (exactly once from any
+  number of processes); overage is ``ledger.settle_actual``'s rule (the actual amount when the
+  workspace can pay it, else what it can, never less than the hold, the shortfall recorded).
+
+So ``ledger.recompute`` explains every balance these functions move, like the ORM path's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from aistats_gateway.billing.errors import InsufficientCredits, SpendLimitExceeded
+from aistats_gateway.billing.ledger import Balance, usd
+from aistats_gateway.db.base import utcnow
+from aistats_gateway.db.writer import Tx
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """The spend limits of a key as read with it (``auth``'s key row), None = unlimited."""
+
+    daily_nanos: int | None = None
+    monthly_nanos: int | None = None
+
+
+async def balance(tx: Tx, workspace_id: str) -> Balance:
+    row = await tx.one("SELECT balance_nanos, held_nanos FROM workspaces WHERE id = ?", (workspace_id,))
+    if row is None:
+        raise LookupError(f"workspace {workspace_id} does not exist")
+    return Balance(int(row[0]), int(row[1]))
+
+
+async def _entry(tx: Tx, workspace_id: str, kind: str, amount: int, hold_id: str, memo: str,
+                 now: dt.datetime) -> None:
+    await tx.exec("INSERT INTO ledger_entries (workspace_id, kind, amount_nanos, hold_id, memo, created_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?)", (workspace_id, kind, amount, hold_id, memo[:500], now))
+
+
+async def place_hold(tx: Tx, *, hold_id: str, workspace_id: str, key_id: str, ref_kind: str, ref: str,
+                     amount_nanos: int, limits: KeyLimits | None = None) -> None:
+    now = utcnow()
+    moved = await tx.exec("UPDATE workspaces SET held_nanos = held_nanos + ? WHERE id = ? "
+                          "AND balance_nanos - held_nanos >= ?", (amount_nanos, workspace_id, amount_nanos))
+    if moved != 1:
+        bal = await balance(tx, workspace_id)
+        raise InsufficientCredits(amount_nanos, bal.available_nanos)
+    await tx.exec("INSERT INTO holds (id, workspace_id, key_id, ref_kind, ref, amount_nanos, state, settled_nanos, "
+                  "shortfall_nanos, created_at) VALUES (?, ?, ?, ?, ?, ?, 'held', 0, 0, ?)",
+                  (hold_id, workspace_id, key_id, ref_kind, ref, amount_nanos, now))
+    await _entry(tx, workspace_id, "hold", amount_nanos, hold_id, f"hold for {ref}", now)
+    if limits is None:
+        return
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    periods = (("daily", limits.daily_nanos, day), ("monthly", limits.monthly_nanos, day.replace(day=1)))
+    for period, limit, since in periods:
+        if limit is None:
+            continue
+        spent = await spent_since(tx, key_id, since)  # includes the hold just placed
+        if spent > limit:
+            raise SpendLimitExceeded("daily" if period == "daily" else "monthly", limit, spent - amount_nanos,
+                                     amount_nanos)
+
+
+async def spent_since(tx: Tx, key_id: str, since: dt.datetime) -> int:
+    """``ledger.spent_since``: settled plus still held, over holds opened since ``since``."""
+    row = await tx.one("SELECT COALESCE(SUM(CASE WHEN state = 'settled' THEN settled_nanos "
+                       "WHEN state = 'held' THEN amount_nanos ELSE 0 END), 0) FROM holds "
+                       "WHERE key_id = ? AND created_at >= ?", (key_id, since))
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class Settled:
+    hold_id: str
+    held_nanos: int
+    actual_nanos: int
+    charged_nanos: int
+    shortfall_nanos: int
+
+
+async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
+    """Charge ``actual_nanos`` and release the hold; None when it is not held any more (done before)."""
+    now = utcnow()
+    row = await tx.one("UPDATE holds SET state = 'settled', finalized_at = ? WHERE id = ? AND state = 'held' "
+                       "RETURNING amount_nanos, workspace_id, ref", (now, hold_id))
+    if row is None:
+        return None
+    held, workspace_id, ref = int(row[0]), str(row[1]), str(row[2])
+    actual = max(0, actual_nanos)
+    charge = actual
+    if actual <= held:
+        await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
+                      "WHERE id = ?", (charge, held, workspace_id))
+    else:
+        for _ in range(20):
+            bal = await balance(tx, workspace_id)
+            can_pay = bal.balance_nanos - (bal.held_nanos - held)  # available once this hold is released
+            charge = min(actual, max(held, can_pay))
+            moved = await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, "
+                                  "held_nanos = held_nanos - ? WHERE id = ? AND balance_nanos - (held_nanos - ?) >= ?",
+                                  (charge, held, workspace_id, held, charge))
+            if moved == 1:
+                break
+        else:  # the balance kept moving under us: charge the hold, which is always covered
+            charge = held
+            await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
+                          "WHERE id = ?", (charge, held, workspace_id))
+    shortfall = actual - charge
+    await tx.exec("UPDATE holds SET settled_nanos = ?, shortfall_nanos = ? WHERE id = ?", (charge, shortfall, hold_id))
+    memo = f"settled {ref} (held {usd(held)})"
+    if shortfall:
+        memo += f"; usage {usd(actual)}, {usd(shortfall)} not covered by the balance"
+    elif actual > held:
+        memo += f"; usage {usd(actual)} above the hold"
+    await _entry(tx, workspace_id, "settle", charge, hold_id, memo, now)
+    return Settled(hold_id, held, actual, charge, shortfall)
+
+
+async def void(tx: Tx, hold_id: str, memo: str | None = None) -> bool:
+    """Release the hold without charging, exactly once."""
+    now = utcnow()
+    row = await tx.one("UPDATE holds SET state = 'void', finalized_at = ? WHERE id = ? AND state = 'held' "
+                       "RETURNING amount_nanos, workspace_id, ref", (now, hold_id))
+    if row is None:
+        return False
+    held, workspace_id, ref = int(row[0]), str(row[1]), str(row[2])
+    await tx.exec("UPDATE workspaces SET held_nanos = held_nanos - ? WHERE id = ?", (held, workspace_id))
+    await _entry(tx, workspace_id, "void", held, hold_id, memo or f"voided {ref}", now)
+    return True
