@@ -271,9 +271,6 @@ async def start_services(state: GatewayState) -> None:
 async def stop_services(state: GatewayState) -> None:
     if state.jobs is not None:
         await state.jobs.stop()
-    batches = getattr(state, "batches", None)
-    if batches is not None:  # the batch runner's upstream client lanes
-        await batches.limits.aclose()
     for client in (state.http, state.fetch_client):
         if client is not None:
             await client.aclose()

@@ -12,8 +12,8 @@ Invariants:
   with the error in the error file. A client error (400) fails the row at once.
 * Per-provider concurrency: at most ``PROVIDER_CONCURRENCY`` calls per provider in this process.
 * ``Routes`` plans a batch's route once per (model, request features) and catalogue snapshot;
-  ``Limits.client`` hands the row runner's workers ``http.fast.FastClient`` lanes (aiohttp for
-  plain requests, the shared httpx client for the rest).
+  rows call upstream through the shared upstream client (``state.http``: httpx's API on aiohttp's
+  wire, ``http/aiohttp_transport.py``).
 * The endpoint → kind / codec tables (``_KIND``, ``_CODEC``) and ``_call``'s per-endpoint branches
   are the one place a new row kind plugs in.
 * Prices: the catalogue's ``batch`` plan rules where a meter has one, else the standard ones.
@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import orjson
 from sqlalchemy import update
 
@@ -40,7 +39,6 @@ from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
-from aistats_gateway.http.fast import FastClient
 from aistats_gateway.inference import charge, route
 from aistats_gateway.llm.codecs import chat, messages, responses
 from aistats_gateway.llm.codecs._common import Meta
@@ -50,7 +48,6 @@ from aistats_gateway.providers.inference import EmbeddingsRequest
 
 MAX_ATTEMPTS = 4
 PROVIDER_CONCURRENCY = 64
-LANE = 16  # runner workers sharing one upstream client (see ``Limits.client``)
 _KIND = {"/v1/chat/completions": "chat.completions", "/v1/responses": "chat.completions",
          "/v1/messages": "chat.completions", "/v1/embeddings": "embeddings", "/v1/moderations": "moderations"}
 _CODEC: dict[str, Any] = {"/v1/chat/completions": chat, "/v1/responses": responses, "/v1/messages": messages}
@@ -139,35 +136,12 @@ async def planner(state: Any) -> Planner:
 
 @dataclass
 class Limits:
-    """Process-local: calls in flight and 429 holds per provider, and the upstream client lanes."""
+    """Process-local: calls in flight and 429 holds per provider."""
 
     concurrency: int = PROVIDER_CONCURRENCY
     sems: dict[str, asyncio.Semaphore] | None = None
     held_until: dict[str, float] | None = None
     timeout: float = 60.0
-    lanes: dict[int, Any] | None = None  # lane number → its own small httpx client (``LANE`` rows each)
-    _tls: Any = None  # one SSLContext for every lane (``warm``)
-
-    def warm(self) -> None:
-        """Build the TLS context now (at start-up), not in the first batch's calls."""
-        if self._tls is None:
-            self._tls = httpx.create_ssl_context()
-
-    def client(self, worker: int, fallback: Any) -> Any:
-        """The upstream client of runner worker ``worker``: a ``FastClient`` (aiohttp for plain
-        requests, ``fallback`` for streams and forms), one per lane of ``LANE`` workers."""
-        if self.lanes is None:
-            self.lanes = {}
-        lane = worker // LANE
-        got = self.lanes.get(lane)
-        if got is None:
-            got = self.lanes[lane] = FastClient(fallback, self.timeout, tls=self._tls)
-        return got
-
-    async def aclose(self) -> None:
-        lanes, self.lanes = self.lanes or {}, None
-        for c in lanes.values():
-            await c.aclose()
 
     def sem(self, provider: str) -> asyncio.Semaphore:
         if self.sems is None:

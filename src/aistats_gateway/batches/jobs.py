@@ -39,8 +39,7 @@ def row_settings(state: Any) -> rows.RowSettings:
 
 def sources(state: Any) -> list[Source]:
     limits = execute.Limits(state.settings.batches_provider_concurrency,
-                            timeout=state.settings.upstream_timeout_seconds, lanes={})
-    limits.warm()
+                            timeout=state.settings.upstream_timeout_seconds)
     ctx = runner.BatchContext(state, limits, rows=row_settings(state),
                               workspace_cap=state.settings.job_workspace_cap())
     state.batches = ctx

@@ -189,17 +189,16 @@ class RowRun:
         event.clear()
 
     async def _worker(self, i: int) -> None:
-        http = self.limits.client(i, self.state.http) if self.limits.lanes is not None else None
         while True:
             row = await self._queue.get()
             try:
-                await self._one(row, http)
+                await self._one(row)
             except Exception:
                 log.exception("batch row failed in the runner", extra={"row": row.id})
             finally:
                 self._queue.task_done()
 
-    async def _one(self, row: chunks.Row, http: Any = None) -> None:
+    async def _one(self, row: chunks.Row) -> None:
         if self.stopping or row.id in self.lost or row.id not in self.held or row.id in self._started:
             return  # released (or lost) without being sent, or already sent by this run
         margin = dt.timedelta(seconds=self.lease / 3)
@@ -210,7 +209,7 @@ class RowRun:
         assert self.info is not None
         self._started.add(row.id)
         self.sent += 1
-        out = await self.runner(self.state, self.limits, self.info, row, self.routes, http)
+        out = await self.runner(self.state, self.limits, self.info, row, self.routes)
         now = self.settings.clock()
         if out.status == "retry" and row.attempts + 1 < execute.MAX_ATTEMPTS:
             delay = max(out.retry_in, float(BACKOFF_BASE ** row.attempts))
