@@ -4,32 +4,27 @@ signature): chat plain and streamed (binary event stream), tools, exact charges.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import Gateway
-from tests.test_inference_api import assert_books_balance
+from tests.support.inference import Upstream, upstream_fixtures
 
 NOVA = "amazon/nova-pro"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("amazon-bedrock", prefix="") as f, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_BASE_URL", f.url)
-        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_API_KEY", "AKIDFAKEBEDROCK:fake-secret-access-key")
-        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_REGION", "us-east-1")
-        yield f
+fakes, oai = upstream_fixtures({"amazon-bedrock": Upstream("AKIDFAKEBEDROCK:fake-secret-access-key", prefix="")},
+                               {"AISTATS_PROVIDER_AMAZON_BEDROCK_REGION": "us-east-1"})
 
 
 @pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fake: RunningFake) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+def fake(fakes: dict[str, RunningFake]) -> RunningFake:
+    return fakes["amazon-bedrock"]
 
 
 def test_bedrock_converse_plain_stream_tools(oai: openai.OpenAI, fake: RunningFake, gateway: Gateway,

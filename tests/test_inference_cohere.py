@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import Gateway
-from tests.test_inference_api import assert_books_balance
+from tests.support.inference import Upstream, upstream_fixtures
 
 COMMAND = "cohere/command-a"  # 2.50 in / 10.00 out USD per million tokens
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("cohere", prefix="") as f, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_COHERE_BASE_URL", f.url)
-        mp.setenv("AISTATS_PROVIDER_COHERE_API_KEY", "co-test")
-        yield f
+fakes, oai = upstream_fixtures({"cohere": Upstream("co-test", prefix="")})
 
 
 @pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fake: RunningFake) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+def fake(fakes: dict[str, RunningFake]) -> RunningFake:
+    return fakes["cohere"]
 
 
 def test_cohere_chat_stream_tools_embeddings(oai: openai.OpenAI, fake: RunningFake, gateway: Gateway,
