@@ -11,7 +11,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.books import batch_books as books
 from tests.support.gateway import BACKENDS, Gateway, run_async, running_gateway
-from tests.support.inference import fakes_fixture
+from tests.support.inference import fakes_fixture, token_nanos
 from tests.support.inference import inference_state as inf
 from tests.test_billing_webhooks import Receiver
 
@@ -89,11 +88,7 @@ def content_lines(c: httpx.Client, file_id: str | None) -> list[dict[str, Any]]:
 
 
 def expected_nanos(input_tokens: int, output_tokens: int, per_million: tuple[str, str] = ("0.15", "0.60")) -> int:
-    total = 0
-    for q, usd in zip((input_tokens, output_tokens), per_million, strict=True):
-        if q > 0:
-            total += -(-q * int(Decimal(usd) * NANOS) // 1_000_000)
-    return total
+    return token_nanos(*zip((input_tokens, output_tokens), per_million, strict=True))
 
 
 def test_openai_sdk_flow_file_to_output(gw: Gateway, fakes: dict[str, RunningFake]) -> None:

@@ -15,8 +15,8 @@ import pytest
 from aistats_gateway.billing import ledger
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import BACKENDS, Gateway, run_async
-from tests.support.inference import upstream_env
-from tests.support.providers import environment, gateway_with
+from tests.support.inference import Upstream, fake_fixture
+from tests.support.providers import gateway_with
 
 USD = 1_000_000_000
 MODEL = "openai/priced-sora"
@@ -33,18 +33,14 @@ OVERLAY = {"models": [{
 BODY = {"model": MODEL, "prompt": "a slow pan over a harbour", "duration": 4}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("openai", render_seconds=0.5) as running:
-        yield running
+fake = fake_fixture("openai", Upstream("sk-test", knobs={"render_seconds": 0.5}), {
+    "AISTATS_PROVIDER_OPENAI_POLL_INTERVAL": "0.2", "AISTATS_PROVIDER_OPENAI_MAX_POLL_INTERVAL": "0.5"})
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
        fake: RunningFake) -> Iterator[Gateway]:
-    env = upstream_env("openai", "sk-test", fake.base_url) | {"AISTATS_PROVIDER_OPENAI_POLL_INTERVAL": "0.2",
-                                                              "AISTATS_PROVIDER_OPENAI_MAX_POLL_INTERVAL": "0.5"}
-    with environment(env), gateway_with(request.param, tmp_path_factory.mktemp("paths"), OVERLAY) as g:
+    with gateway_with(request.param, tmp_path_factory.mktemp("paths"), OVERLAY) as g:
         yield g
 
 

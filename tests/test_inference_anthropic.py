@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from aistats_gateway.inference import service
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.books import assert_books_balance
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
-from tests.support.inference import CHAT_KNOBS, generation, reset_knobs, upstream_fixtures
+from tests.support.inference import CHAT_KNOBS, generation, reset_knobs, token_nanos, upstream_fixtures
 
 HAIKU = "anthropic/claude-haiku-4.5"  # 1.00 / 0.10 cached / 5.00 USD per million tokens
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -26,11 +25,7 @@ NANOS = 1_000_000_000
 
 
 def haiku_nanos(input_tokens: int, output_tokens: int, cached: int = 0) -> int:
-    total = 0
-    for q, usd in ((input_tokens - cached, "1.00"), (cached, "0.10"), (output_tokens, "5.00")):
-        if q > 0:
-            total += -(-q * int(Decimal(usd) * NANOS) // 1_000_000)
-    return total
+    return token_nanos((input_tokens - cached, "1.00"), (cached, "0.10"), (output_tokens, "5.00"))
 
 
 fakes, oai = upstream_fixtures({"anthropic": "sk-ant-test", "groq": "gsk_test", "together": "together-test"})

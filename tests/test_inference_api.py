@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -23,7 +22,7 @@ from aistats_gateway.inference.tables import Generation
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.books import assert_books_balance, workspace_of
 from tests.support.gateway import Gateway, run_async
-from tests.support.inference import CHAT_KNOBS, generation, reset_knobs, upstream_fixtures
+from tests.support.inference import CHAT_KNOBS, generation, reset_knobs, token_nanos, upstream_fixtures
 from tests.support.inference import inference_state as inf
 
 NANOS = 1_000_000_000
@@ -35,11 +34,7 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 def expected_nanos(input_tokens: int, output_tokens: int, cached: int = 0,
                    per_million_usd: tuple[str, str, str] = ("0.15", "0.075", "0.60")) -> int:
     """Pro-rata token cost, each line rounded up to a whole nano-USD (``MINI`` prices by default)."""
-    total = 0
-    for q, usd in zip((input_tokens - cached, cached, output_tokens), per_million_usd):
-        if q > 0:
-            total += -(-q * int(Decimal(usd) * NANOS) // 1_000_000)
-    return total
+    return token_nanos(*zip((input_tokens - cached, cached, output_tokens), per_million_usd))
 
 
 fakes, oai = upstream_fixtures({"openai": "sk-test", "groq": "gsk_test", "together": "together-test"})

@@ -15,7 +15,7 @@ import pytest
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.books import assert_books_balance
 from tests.support.gateway import Gateway
-from tests.support.inference import Upstream, reset_knobs, upstream_fixtures
+from tests.support.inference import Upstream, assert_streams_with_usage, reset_knobs, upstream_fixtures
 
 QWEN = "qwen/qwen3-max"  # 1.20 / 6.00 USD per million tokens
 QWEN_EMBED = "qwen/text-embedding-v4"  # 0.07
@@ -53,11 +53,8 @@ def test_qwen_chat_plain_and_streamed_through_dashscope_compatible_mode(oai: ope
     assert rec.body["messages"][0]["role"] == "system"  # no developer role in DashScope's compatible mode
     u = st.usages[-1]
     assert (c.model_extra or {})["cost_nanos"] == u.input_tokens * 1200 + u.output_tokens * 6000
-    chunks = list(oai.chat.completions.create(model=QWEN, stream=True, stream_options={"include_usage": True},
-                                              messages=[{"role": "user", "content": "a b c"}]))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "a b c"
+    assert_streams_with_usage(oai, QWEN, "a b c", st)
     assert st.last.body["stream_options"] == {"include_usage": True}
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == st.usages[-1].output_tokens
     assert_books_balance(gateway, key)
 
 

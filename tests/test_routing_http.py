@@ -12,8 +12,8 @@ import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import BACKENDS, Gateway
-from tests.support.inference import upstream_env
-from tests.support.providers import environment, gateway_with
+from tests.support.inference import Upstream, fake_fixture
+from tests.support.providers import gateway_with
 
 MODEL = "openai/test-route"  # openai, then local
 
@@ -46,18 +46,14 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("openai", render_seconds=0.2) as running:
-        yield running
+fake = fake_fixture("openai", Upstream("sk-test", knobs={"render_seconds": 0.2}))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
             fake: RunningFake) -> Iterator[Gateway]:
-    with environment(upstream_env("openai", "sk-test", fake.base_url)), gateway_with(
-            request.param, tmp_path_factory.mktemp("routing-http"), OVERLAY, breaker_threshold=2,
-            breaker_cooldown_seconds=30.0) as gw:
+    with gateway_with(request.param, tmp_path_factory.mktemp("routing-http"), OVERLAY, breaker_threshold=2,
+                      breaker_cooldown_seconds=30.0) as gw:
         yield gw
 
 

@@ -4,18 +4,21 @@ A test module names the providers it talks to once and takes its fixtures from h
 
     fakes, oai = upstream_fixtures({"openai": "sk-test", "eleven-labs": Upstream("el-test", host=True)})
 
-or, for a module that builds its own clients, ``fakes = fakes_fixture({...})``.
+or, for a module that builds its own clients, ``fakes = fakes_fixture({...})``; for a module with one
+upstream, ``fake, oai = fake_fixture("cohere", "co-test"), oai_fixture("fake")``.
 
 * ``fakes`` (module): ``{provider id: RunningFake}``, one fake (``providers/fakes``) per provider id on
   127.0.0.1, started once per module, with ``AISTATS_PROVIDER_<ID>_BASE_URL`` and ``_API_KEY`` pointing the
   gateway's provider at it for as long as the module runs (the adapters read them at call time: the gateway
   runs in this process), plus ``extra_env``.
 * ``oai`` (module): an openai SDK client for the module's ``gateway`` with the module ``key`` (conftest), no
-  retries; it depends on ``fakes``, so the fakes run before the first call.
+  retries; it starts ``fakes`` (or the fixture ``oai_fixture`` names) before the first call.
 
-Helpers: :func:`upstream_env` (the two variables for one provider), :func:`inference_state` (a fake's
-inference knobs and records), :func:`reset_knobs` with :data:`CHAT_KNOBS` (what an autouse reset puts
-back), :func:`openai_client` and :func:`generation` (GET /v1/generations/{id}, expecting 200).
+Helpers: :func:`token_nanos` (a pro-rata token price), :func:`upstream_env` (the two variables for one
+provider), :func:`inference_state` (a fake's inference knobs and records), :func:`reset_knobs` with
+:data:`CHAT_KNOBS` (what an autouse reset puts back), :func:`openai_client`,
+:func:`assert_streams_with_usage` and :func:`generation`
+(GET /v1/generations/{id}, expecting 200).
 
 Invariants: no test talks to the internet (every fake listens on 127.0.0.1); every fake started is stopped
 and every variable set is restored, also when a later fake fails to start.
@@ -26,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -35,6 +39,8 @@ import pytest
 from aistats_gateway.providers.fakes.testing import RunningFake
 from tests.support.gateway import Gateway
 from tests.support.providers import env_prefix, environment
+
+NANOS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -81,20 +87,43 @@ def fakes_fixture(upstreams: Mapping[str, str | Upstream],
     return fixture
 
 
+def fake_fixture(provider_id: str, upstream: str | Upstream,
+                 extra_env: Mapping[str, str | None] | None = None) -> Any:
+    """A module ``fake`` fixture: the one upstream fake of a module that talks to one provider."""
+
+    @pytest.fixture(scope="module", name="fake")
+    def fixture() -> Iterator[RunningFake]:
+        with upstream_fakes({provider_id: upstream}, extra_env) as started:
+            yield started[provider_id]
+
+    return fixture
+
+
+def oai_fixture(upstream: str = "fakes") -> Any:
+    """The module's ``oai`` fixture; it starts the fixture named ``upstream`` first."""
+
+    @pytest.fixture(scope="module", name="oai")
+    def fixture(request: pytest.FixtureRequest, gateway: Gateway, key: str) -> openai.OpenAI:
+        request.getfixturevalue(upstream)
+        return openai_client(gateway, key)
+
+    return fixture
+
+
 def upstream_fixtures(upstreams: Mapping[str, str | Upstream],
                       extra_env: Mapping[str, str | None] | None = None) -> tuple[Any, Any]:
     """The module's ``fakes`` and ``oai`` fixtures (see the module docstring)."""
-
-    @pytest.fixture(scope="module", name="oai")
-    def oai_fixture(gateway: Gateway, key: str, fakes: dict[str, RunningFake]) -> openai.OpenAI:
-        return openai_client(gateway, key)
-
-    return fakes_fixture(upstreams, extra_env), oai_fixture
+    return fakes_fixture(upstreams, extra_env), oai_fixture()
 
 
 def openai_client(gateway: Gateway, key: str, **kwargs: Any) -> openai.OpenAI:
     """The openai SDK on ``gateway``'s /v1 with ``key``; no retries (a retried call would hide a failure)."""
     return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0, **kwargs)
+
+
+def token_nanos(*lines: tuple[int, str]) -> int:
+    """Pro-rata token cost of (tokens, USD per million tokens) lines, each rounded up to a whole nano-USD."""
+    return sum(-(-q * int(Decimal(usd) * NANOS) // 1_000_000) for q, usd in lines if q > 0)
 
 
 def inference_state(fake: RunningFake) -> Any:
@@ -113,6 +142,15 @@ def reset_knobs(fakes: Mapping[str, RunningFake], knobs: Mapping[str, Any]) -> N
         st = inference_state(f)
         for name, value in knobs.items():
             setattr(st, name, value)
+
+
+def assert_streams_with_usage(oai: openai.OpenAI, model: str, text: str, state: Any) -> None:
+    """Chat ``text`` streamed with ``include_usage``: the deltas join to ``text`` (the fakes echo) and the last
+    chunk's usage has the output tokens the fake (``state``) recorded for the call."""
+    chunks = list(oai.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
+                                              stream=True, stream_options={"include_usage": True}))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == state.usages[-1].output_tokens
 
 
 def generation(api: httpx.Client, gen_id: str) -> dict[str, Any]:
