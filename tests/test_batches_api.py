@@ -11,7 +11,6 @@ import io
 import json
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -19,13 +18,12 @@ import openai
 import pytest
 from sqlalchemy import func, select, update
 
-from aistats_gateway.auth import keys
-from aistats_gateway.auth.tables import ApiKey
 from aistats_gateway.batches.tables import Batch, BatchRow
-from aistats_gateway.billing import ledger
-from aistats_gateway.billing.tables import LedgerEntry
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import batch_books as books
 from tests.support.gateway import BACKENDS, Gateway, run_async, running_gateway
+from tests.support.inference import fakes_fixture, token_nanos
+from tests.support.inference import inference_state as inf
 from tests.test_billing_webhooks import Receiver
 
 NANOS = 1_000_000_000
@@ -34,24 +32,7 @@ LLAMA = "meta/llama-3.3-70b"  # served by groq and together
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, RunningFake]]:
-    started = {"openai": RunningFake("openai"), "groq": RunningFake("groq"), "together": RunningFake("together")}
-    for f in started.values():
-        f.start()
-    keys_ = {"openai": "sk-test", "groq": "gsk_test", "together": "together-test"}
-    with pytest.MonkeyPatch.context() as mp:
-        for pid, f in started.items():
-            prefix = "AISTATS_PROVIDER_" + pid.upper() + "_"
-            mp.setenv(prefix + "BASE_URL", f.base_url)
-            mp.setenv(prefix + "API_KEY", keys_[pid])
-        yield started
-    for f in started.values():
-        f.stop()
-
-
-def inf(fake: RunningFake) -> Any:
-    return getattr(fake.app.state, "inference", None) or fake.state
+fakes = fakes_fixture({"openai": "sk-test", "groq": "gsk_test", "together": "together-test"})
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -106,42 +87,8 @@ def content_lines(c: httpx.Client, file_id: str | None) -> list[dict[str, Any]]:
     return [json.loads(x) for x in r.text.splitlines() if x.strip()]
 
 
-def ws_of(gw: Gateway, key: str) -> str:
-    parsed = keys.parse(key)
-    assert parsed is not None
-
-    async def work(sessions: Any) -> str:
-        async with sessions() as s:
-            return str((await s.execute(select(ApiKey.workspace_id).where(ApiKey.id == parsed.key_id))).scalar_one())
-
-    return str(run_async(work, gw.settings))
-
-
-def books(gw: Gateway, key: str, batch_id: str) -> tuple[int, int, int]:
-    """(settled for the batch, sum of its rows' costs, balance spent); asserts the ledger recomputes."""
-    ws = ws_of(gw, key)
-
-    async def work(sessions: Any) -> tuple[Any, Any, int, int]:
-        async with sessions() as s:
-            bal = await ledger.balance(s, ws)
-            again = await ledger.recompute(s, ws)
-            settled = (await s.execute(select(func.sum(LedgerEntry.amount_nanos)).where(
-                LedgerEntry.workspace_id == ws, LedgerEntry.kind == "settle"))).scalar() or 0
-            costs = (await s.execute(select(func.sum(BatchRow.cost_nanos)).where(
-                BatchRow.batch_id == batch_id))).scalar() or 0
-            return bal, again, int(settled), int(costs)
-
-    bal, again, settled, costs = run_async(work, gw.settings)
-    assert bal == again
-    return settled, costs, bal.held_nanos
-
-
 def expected_nanos(input_tokens: int, output_tokens: int, per_million: tuple[str, str] = ("0.15", "0.60")) -> int:
-    total = 0
-    for q, usd in zip((input_tokens, output_tokens), per_million, strict=True):
-        if q > 0:
-            total += -(-q * int(Decimal(usd) * NANOS) // 1_000_000)
-    return total
+    return token_nanos(*zip((input_tokens, output_tokens), per_million, strict=True))
 
 
 def test_openai_sdk_flow_file_to_output(gw: Gateway, fakes: dict[str, RunningFake]) -> None:

@@ -20,33 +20,17 @@ import httpx
 import openai
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
 
-from aistats_gateway.auth import keys
-from aistats_gateway.auth.tables import ApiKey
-from aistats_gateway.batches.tables import BatchRow
-from aistats_gateway.billing import ledger
-from aistats_gateway.billing.tables import LedgerEntry
 from aistats_gateway.media import audio_codec
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, run_async, running_gateway
+from tests.support.books import batch_books as books
+from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.inference import Upstream, fakes_fixture
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, RunningFake]]:
-    started = {"openai": RunningFake("openai"), "eleven-labs": RunningFake("eleven-labs")}
-    for f in started.values():
-        f.start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_OPENAI_BASE_URL", started["openai"].base_url)
-        mp.setenv("AISTATS_PROVIDER_OPENAI_API_KEY", "sk-test")
-        mp.setenv("AISTATS_PROVIDER_ELEVEN_LABS_BASE_URL", started["eleven-labs"].url)
-        mp.setenv("AISTATS_PROVIDER_ELEVEN_LABS_API_KEY", "el-test")
-        yield started
-    for f in started.values():
-        f.stop()
+fakes = fakes_fixture({"openai": "sk-test", "eleven-labs": Upstream("el-test", host=True)})
 
 
 def media(fake: RunningFake) -> Any:
@@ -98,36 +82,6 @@ def run_batch(oai: openai.OpenAI, rows: list[dict[str, Any]], endpoint: str,
     if b.error_file_id:
         err = {o["custom_id"]: o for o in map(json.loads, oai.files.content(b.error_file_id).text.splitlines())}
     return b, out, err
-
-
-def ws_of(gw: Gateway, key: str) -> str:
-    parsed = keys.parse(key)
-    assert parsed is not None
-
-    async def work(sessions: Any) -> str:
-        async with sessions() as s:
-            return str((await s.execute(select(ApiKey.workspace_id).where(ApiKey.id == parsed.key_id))).scalar_one())
-
-    return str(run_async(work, gw.settings))
-
-
-def books(gw: Gateway, key: str, batch_id: str) -> tuple[int, int, int]:
-    """(settled for the workspace, sum of the batch rows' costs, still held); the ledger recomputes."""
-    ws = ws_of(gw, key)
-
-    async def work(sessions: Any) -> tuple[Any, Any, int, int]:
-        async with sessions() as s:
-            bal = await ledger.balance(s, ws)
-            again = await ledger.recompute(s, ws)
-            settled = (await s.execute(select(func.sum(LedgerEntry.amount_nanos)).where(
-                LedgerEntry.workspace_id == ws, LedgerEntry.kind == "settle"))).scalar() or 0
-            costs = (await s.execute(select(func.sum(BatchRow.cost_nanos)).where(
-                BatchRow.batch_id == batch_id))).scalar() or 0
-            return bal, again, abs(int(settled)), int(costs)
-
-    bal, again, settled, costs = run_async(work, gw.settings)
-    assert bal == again
-    return settled, costs, bal.held_nanos
 
 
 def png(color: tuple[int, int, int, int] = (200, 10, 10, 255), size: int = 64) -> bytes:

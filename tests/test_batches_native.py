@@ -18,11 +18,11 @@ import pytest
 
 from aistats_gateway.providers.fakes import anthropic_batch, gemini_batch, openai_batch
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import batch_books as books
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
 from tests.test_batches_api import (
     MINI,
     TERMINAL,
-    books,
     content_lines,
     jsonl,
     line,

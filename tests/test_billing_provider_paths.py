@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from aistats_gateway.billing import ledger
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, run_async, running_gateway
+from tests.support.gateway import BACKENDS, Gateway, run_async
+from tests.support.inference import Upstream, fake_fixture
+from tests.support.providers import gateway_with
 
 USD = 1_000_000_000
 MODEL = "openai/priced-sora"
@@ -32,25 +33,15 @@ OVERLAY = {"models": [{
 BODY = {"model": MODEL, "prompt": "a slow pan over a harbour", "duration": 4}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("openai", render_seconds=0.5) as running:
-        yield running
+fake = fake_fixture("openai", Upstream("sk-test", knobs={"render_seconds": 0.5}), {
+    "AISTATS_PROVIDER_OPENAI_POLL_INTERVAL": "0.2", "AISTATS_PROVIDER_OPENAI_MAX_POLL_INTERVAL": "0.5"})
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
        fake: RunningFake) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("paths")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_OPENAI_API_KEY", "sk-test")
-        mp.setenv("AISTATS_PROVIDER_OPENAI_BASE_URL", fake.base_url)
-        mp.setenv("AISTATS_PROVIDER_OPENAI_POLL_INTERVAL", "0.2")
-        mp.setenv("AISTATS_PROVIDER_OPENAI_MAX_POLL_INTERVAL", "0.5")
-        with running_gateway(request.param, tmp, catalogue_file=overlay) as g:
-            yield g
+    with gateway_with(request.param, tmp_path_factory.mktemp("paths"), OVERLAY) as g:
+        yield g
 
 
 @pytest.fixture(autouse=True)

@@ -23,28 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
 import aistats_gateway.providers  # noqa: F401 - registers every adapter
 from aistats_gateway.catalogue.loader import build
-from aistats_gateway.catalogue.schema import ModelProvider, ParameterDetail
+from aistats_gateway.catalogue.schema import ParameterDetail
 from aistats_gateway.media import render
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError, Submitted, VideoRequest
 from aistats_gateway.providers.fakes import FAKES
-from aistats_gateway.providers.fakes.testing import RunningFake
-from aistats_gateway.providers.google import vertex_video as google_vertex
+from tests.support.catalogue import Offer, Target, active_offers, adapter_targets, case_label, refusal
 
 ENDPOINT = "video.generation"
 PROMPT = "a red kite over a green hill at sunset"
@@ -78,32 +74,12 @@ FAKE_KEYS: dict[str, tuple[str, str]] = {
     "x-ai": ("xai-test", ""),
 }
 STUDIO_KEY = "AIza-catalogue-test"
-PROJECT = "catalogue-test-project"
-SA_EMAIL = f"gateway@{PROJECT}.iam.gserviceaccount.com"
-SA_KEY_ID = "catalogue0123456789"
 RENDER_SECONDS = 60.0  # jobs are only submitted, never polled
 
 
 # ---------------------------------------------------------------- the cases, from the shipped catalogue
 
-@dataclass(frozen=True)
-class Offer:
-    model_id: str
-    provider_id: str
-    spec: ModelProvider
-
-    @property
-    def params(self) -> dict[str, ParameterDetail]:
-        return dict(self.spec.parameters.get(ENDPOINT) or {})  # type: ignore[call-overload]
-
-
-def _offers() -> list[Offer]:
-    cat, _ = build(None)
-    return [Offer(m.model_id, o.provider, o) for m in cat.models if m.status == "active"
-            for o in m.providers if ENDPOINT in o.endpoints]
-
-
-OFFERS = _offers()
+OFFERS = active_offers([ENDPOINT])
 IDS = [f"{o.model_id}@{o.provider_id}" for o in OFFERS]
 
 
@@ -244,51 +220,18 @@ def cases(offer: Offer) -> list[tuple[str, Any, VideoRequest]]:
 
 # ---------------------------------------------------------------- the fakes
 
-def _rsa_pair() -> tuple[str, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
-
-
-@dataclass
-class Target:
-    api_key: str | None
-    base_url: str | None
-
-
 @pytest.fixture(scope="module")
 def targets() -> Iterator[dict[str, Target]]:
     """One running fake per provider id (Google's serves both Google ids) and the credentials for it."""
-    fakes: list[RunningFake] = []
-    out: dict[str, Target] = {"local": Target(None, None)}
-    try:
-        for pid, (key, path) in FAKE_KEYS.items():
-            if pid == "kling":  # the fake takes the two halves of the key pair
-                access, secret = key.split(":")
-                fake = RunningFake(pid, access_key=access, secret_key=secret, render_seconds=RENDER_SECONDS)
-            else:
-                fake = RunningFake(pid, api_key=key, render_seconds=RENDER_SECONDS)
-            fakes.append(fake.start())
-            out[pid] = Target(key, fake.url + path)
-        google = RunningFake("google-vertex", api_key=STUDIO_KEY, project=PROJECT, render_seconds=RENDER_SECONDS)
-        fakes.append(google.start())
-        private, public = _rsa_pair()
-        google.state.register_service_account(SA_EMAIL, SA_KEY_ID, public, PROJECT)
-        sa = {"type": "service_account", "project_id": PROJECT, "private_key_id": SA_KEY_ID, "private_key": private,
-              "client_email": SA_EMAIL, "client_id": "1234567890", "token_uri": google.url + "/token"}
-        out["google-ai-studio"] = Target(STUDIO_KEY, google.url)
-        out["google-vertex"] = Target(json.dumps(sa), google.url)
-        with pytest.MonkeyPatch.context() as mp:
-            # The Vertex adapter reads PROJECT / LOCATION from the environment at call time.
-            mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_PROJECT", raising=False)
-            mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_LOCATION", raising=False)
-            yield out
-    finally:
-        google_vertex.forget_credentials()
-        for fake in fakes:
-            fake.stop()
+    fakes: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for pid, (key, path) in FAKE_KEYS.items():
+        if pid == "kling":  # the fake takes the two halves of the key pair
+            access, secret = key.split(":")
+            fakes[pid] = (key, path, {"access_key": access, "secret_key": secret, "render_seconds": RENDER_SECONDS})
+        else:
+            fakes[pid] = (key, path, {"api_key": key, "render_seconds": RENDER_SECONDS})
+    with adapter_targets(fakes, STUDIO_KEY, render_seconds=RENDER_SECONDS) as out:
+        yield out
 
 
 # ---------------------------------------------------------------- the check
@@ -302,12 +245,11 @@ async def _submit_all(offer: Offer, target: Target, data_dir: Path) -> tuple[int
         ctx = CallContext(http=http, api_key=target.api_key, base_url=target.base_url, data_dir=data_dir)
         for name, value, request in cases(offer):
             checked += 1
-            where = f"{offer.model_id} via {offer.provider_id}: {name}={json.dumps(value)}"
+            where = case_label(offer, name, value)
             try:
                 sub = await adapter.submit(request, replace(ctx, extra={"request": request}))
             except ProviderError as e:
-                failures.append(f"{where} → ProviderError({e.kind}, code={e.code}, status={e.status}, "
-                                f"param={e.param}): {e.message}")
+                failures.append(f"{where} → {refusal(e)}")
                 continue
             except Exception as e:
                 failures.append(f"{where} → {type(e).__name__}: {e}")

@@ -17,9 +17,7 @@ The adapters are called directly (no gateway, no database). Each provider's fake
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +25,12 @@ import httpx
 import pytest
 
 import aistats_gateway.providers  # noqa: F401 - registers every adapter
-from aistats_gateway.catalogue.loader import build
 from aistats_gateway.catalogue.schema import ParameterDetail
-from aistats_gateway.catalogue.service import ProviderOffer, build_snapshot
 from aistats_gateway.media import procedural
 from aistats_gateway.media_api import images
 from aistats_gateway.providers import registry
 from aistats_gateway.providers.base import CallContext, ImageInput, ProviderError
-from aistats_gateway.providers.fakes.testing import RunningFake
-from aistats_gateway.providers.google import vertex_video as google_vertex
-from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID, rsa_pair, service_account
+from tests.support.catalogue import Offer, Target, active_offers, adapter_targets, case_label, refusal
 
 ENDPOINT = "images.generations"
 PROMPT = "a red kite over a green hill"
@@ -62,27 +56,7 @@ FAKE_KEYS: dict[str, tuple[str, str, dict[str, Any]]] = {
 STUDIO_KEY = "AIza-image-catalogue-test"
 
 
-@dataclass(frozen=True)
-class Offer:
-    model_id: str
-    offer: ProviderOffer
-
-    @property
-    def provider_id(self) -> str:
-        return self.offer.provider_id
-
-    @property
-    def slug(self) -> str:
-        return self.offer.spec.provider_model_slug
-
-
-def _offers() -> list[Offer]:
-    snap = build_snapshot(1, build()[0])
-    return [Offer(e.spec.model_id, o) for e in snap.models if e.spec.status == "active" for o in e.offers
-            if ENDPOINT in o.spec.endpoints and o.spec.pricing]
-
-
-OFFERS = _offers()
+OFFERS = active_offers([ENDPOINT], priced=True)
 ADAPTED = [o for o in OFFERS if (o.provider_id, o.slug) not in NO_ADAPTER]
 
 
@@ -110,43 +84,18 @@ def cases(offer: Offer) -> Iterator[tuple[str, Any, images.ImageCall]]:
     srcs = ([ImageInput(role="source", content=_png(), mime_type="image/png")]
             if (offer.provider_id, offer.slug) in NEEDS_IMAGE else None)
     yield "defaults", None, images.parse(dict(base), images=srcs)
-    detail: dict[str, ParameterDetail] = offer.offer.spec.parameters.get(ENDPOINT) or {}  # type: ignore[call-overload]
-    for name, d in detail.items():
+    for name, d in offer.params.items():
         for value in _values(name, d):
             if name == "n" and isinstance(value, int) and value > 4:
                 value = 4  # the range's top is checked by the catalogue test; four images make the point
             yield name, value, images.parse({**base, **COMPANION.get(name, {}), name: value}, images=srcs)
 
 
-@dataclass
-class Target:
-    api_key: str | None
-    base_url: str | None
-
-
 @pytest.fixture(scope="module")
 def targets() -> Iterator[dict[str, Target]]:
-    fakes: list[RunningFake] = []
-    out: dict[str, Target] = {"local": Target(None, None)}
-    try:
-        for pid, (key, path, knobs) in FAKE_KEYS.items():
-            fake = RunningFake(pid, api_key=key, **knobs).start()
-            fakes.append(fake)
-            out[pid] = Target(key, fake.url + path)
-        google = RunningFake("google-vertex", api_key=STUDIO_KEY, project=PROJECT).start()
-        fakes.append(google)
-        private, public = rsa_pair()
-        google.state.register_service_account(SA_EMAIL, SA_KEY_ID, public, PROJECT)
-        out["google-ai-studio"] = Target(STUDIO_KEY, google.url)
-        out["google-vertex"] = Target(json.dumps(service_account(private, google.url + "/token")), google.url)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_PROJECT", raising=False)
-            mp.delenv("AISTATS_PROVIDER_GOOGLE_VERTEX_LOCATION", raising=False)
-            yield out
-    finally:
-        google_vertex.forget_credentials()
-        for fake in fakes:
-            fake.stop()
+    with adapter_targets({pid: (key, path, {"api_key": key, **knobs}) for pid, (key, path, knobs) in FAKE_KEYS.items()},
+                         STUDIO_KEY) as out:
+        yield out
 
 
 async def _generate_all(offer: Offer, target: Target, data_dir: Path) -> tuple[int, list[str]]:
@@ -159,13 +108,12 @@ async def _generate_all(offer: Offer, target: Target, data_dir: Path) -> tuple[i
                           extra={"slug": offer.slug})
         for name, value, call in cases(offer):
             checked += 1
-            where = f"{offer.model_id} via {offer.provider_id}: {name}={json.dumps(value)}"
+            where = case_label(offer, name, value)
             try:
                 made = await adapter.generate(images.provider_request(call, offer.offer), ctx)
                 result = await images.materialise(made, ctx)
             except ProviderError as e:
-                failures.append(f"{where} → ProviderError({e.kind}, code={e.code}, status={e.status}, "
-                                f"param={e.param}): {e.message}")
+                failures.append(f"{where} → {refusal(e)}")
                 continue
             expected = call.n
             if len(result.images) != expected:

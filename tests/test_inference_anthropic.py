@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ import pytest
 
 from aistats_gateway.inference import service
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
-from tests.test_inference_api import assert_books_balance, generation
+from tests.support.inference import CHAT_KNOBS, generation, reset_knobs, token_nanos, upstream_fixtures
 
 HAIKU = "anthropic/claude-haiku-4.5"  # 1.00 / 0.10 cached / 5.00 USD per million tokens
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -25,43 +25,15 @@ NANOS = 1_000_000_000
 
 
 def haiku_nanos(input_tokens: int, output_tokens: int, cached: int = 0) -> int:
-    total = 0
-    for q, usd in ((input_tokens - cached, "1.00"), (cached, "0.10"), (output_tokens, "5.00")):
-        if q > 0:
-            total += -(-q * int(Decimal(usd) * NANOS) // 1_000_000)
-    return total
+    return token_nanos((input_tokens - cached, "1.00"), (cached, "0.10"), (output_tokens, "5.00"))
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, RunningFake]]:
-    started = {"anthropic": RunningFake("anthropic"), "groq": RunningFake("groq"), "together": RunningFake("together")}
-    secrets = {"anthropic": "sk-ant-test", "groq": "gsk_test", "together": "together-test"}
-    for f in started.values():
-        f.start()
-    with pytest.MonkeyPatch.context() as mp:
-        for pid, f in started.items():
-            prefix = "AISTATS_PROVIDER_" + pid.upper() + "_"
-            mp.setenv(prefix + "BASE_URL", f.base_url)
-            mp.setenv(prefix + "API_KEY", secrets[pid])
-        yield started
-    for f in started.values():
-        f.stop()
+fakes, oai = upstream_fixtures({"anthropic": "sk-ant-test", "groq": "gsk_test", "together": "together-test"})
 
 
 @pytest.fixture(autouse=True)
 def reset(fakes: dict[str, RunningFake]) -> None:
-    for f in fakes.values():
-        st = f.state
-        st.fail_next = 0
-        st.tool_calls = None
-        st.reply_text = None
-        st.first_byte_delay = st.event_delay = 0.0
-        st.fail_stream_after = None
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fakes: dict[str, RunningFake]) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+    reset_knobs(fakes, CHAT_KNOBS)
 
 
 def test_chat_to_anthropic_plain_and_exact_charge(oai: openai.OpenAI, api: httpx.Client, gateway: Gateway,

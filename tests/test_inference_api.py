@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -19,11 +17,13 @@ from sqlalchemy import func, select, update
 
 from aistats_gateway.auth import keys
 from aistats_gateway.auth.tables import ApiKey
-from aistats_gateway.billing import ledger
 from aistats_gateway.billing.tables import LedgerEntry
 from aistats_gateway.inference.tables import Generation
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance, workspace_of
 from tests.support.gateway import Gateway, run_async
+from tests.support.inference import CHAT_KNOBS, generation, reset_knobs, token_nanos, upstream_fixtures
+from tests.support.inference import inference_state as inf
 
 NANOS = 1_000_000_000
 MINI = "openai/gpt-4o-mini"  # 0.15 / 0.075 cached / 0.60 USD per million tokens
@@ -34,89 +34,19 @@ WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "requir
 def expected_nanos(input_tokens: int, output_tokens: int, cached: int = 0,
                    per_million_usd: tuple[str, str, str] = ("0.15", "0.075", "0.60")) -> int:
     """Pro-rata token cost, each line rounded up to a whole nano-USD (``MINI`` prices by default)."""
-    total = 0
-    for q, usd in zip((input_tokens - cached, cached, output_tokens), per_million_usd):
-        if q > 0:
-            total += -(-q * int(Decimal(usd) * NANOS) // 1_000_000)
-    return total
+    return token_nanos(*zip((input_tokens - cached, cached, output_tokens), per_million_usd))
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, RunningFake]]:
-    started = {"openai": RunningFake("openai"), "groq": RunningFake("groq"), "together": RunningFake("together")}
-    for f in started.values():
-        f.start()
-    keys_ = {"openai": "sk-test", "groq": "gsk_test", "together": "together-test"}
-    with pytest.MonkeyPatch.context() as mp:
-        for pid, f in started.items():
-            prefix = "AISTATS_PROVIDER_" + pid.upper() + "_"
-            mp.setenv(prefix + "BASE_URL", f.base_url)
-            mp.setenv(prefix + "API_KEY", keys_[pid])
-        yield started
-    for f in started.values():
-        f.stop()
-
-
-def inf(fake: RunningFake) -> Any:
-    """The fake's inference state (the openai fake keeps it next to its video state)."""
-    return getattr(fake.app.state, "inference", None) or fake.state
+fakes, oai = upstream_fixtures({"openai": "sk-test", "groq": "gsk_test", "together": "together-test"})
 
 
 @pytest.fixture(autouse=True)
 def reset(fakes: dict[str, RunningFake]) -> None:
-    for f in fakes.values():
-        st = inf(f)
-        st.fail_next = 0
-        st.tool_calls = None
-        st.reply_text = None
-        st.first_byte_delay = st.event_delay = 0.0
-        st.fail_stream_after = None
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fakes: dict[str, RunningFake]) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+    reset_knobs(fakes, CHAT_KNOBS)
 
 
 def db(gateway: Gateway, fn: Any) -> Any:
     return run_async(fn, gateway.settings)
-
-
-def ws_id(gateway: Gateway, key: str) -> str:
-    parsed = keys.parse(key)
-    assert parsed is not None
-
-    async def work(sessions: Any) -> str:
-        async with sessions() as s:
-            return str((await s.execute(select(ApiKey.workspace_id).where(ApiKey.id == parsed.key_id))).scalar_one())
-
-    return str(db(gateway, work))
-
-
-def assert_books_balance(gateway: Gateway, key: str) -> None:
-    """The ledger recomputes to the running totals, and settlements equal the generations' costs."""
-    ws = ws_id(gateway, key)
-
-    async def work(sessions: Any) -> tuple[Any, Any, int, int]:
-        async with sessions() as s:
-            bal = await ledger.balance(s, ws)
-            again = await ledger.recompute(s, ws)
-            settled = (await s.execute(select(func.sum(LedgerEntry.amount_nanos)).where(
-                LedgerEntry.workspace_id == ws, LedgerEntry.kind == "settle"))).scalar() or 0
-            costs = (await s.execute(select(func.sum(Generation.cost_nanos)).where(
-                Generation.workspace_id == ws))).scalar() or 0
-            return bal, again, int(settled), int(costs)
-
-    bal, again, settled, costs = db(gateway, work)
-    assert bal == again
-    assert settled == costs
-
-
-def generation(api: httpx.Client, gen_id: str) -> dict[str, Any]:
-    r = api.get(f"/v1/generations/{gen_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 def test_chat_plain_charges_exactly_and_records_the_generation(oai: openai.OpenAI, api: httpx.Client,
@@ -359,7 +289,7 @@ def test_calls_left_open_by_a_crash_are_voided_once(gateway: Gateway, key: str) 
 
     parsed = keys.parse(key)
     assert parsed is not None
-    ws = ws_id(gateway, key)
+    ws = workspace_of(gateway, key)
     call = charge.Call("gen_crashed" + parsed.key_id, ws, parsed.key_id, "chat.completions", MINI, True, 12345, 0)
 
     async def crash(sessions: Any) -> None:

@@ -4,32 +4,22 @@ signature): chat plain and streamed (binary event stream), tools, exact charges.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import Gateway
-from tests.test_inference_api import assert_books_balance
+from tests.support.inference import Upstream, assert_streams_with_usage, fake_fixture, oai_fixture
 
 NOVA = "amazon/nova-pro"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("amazon-bedrock", prefix="") as f, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_BASE_URL", f.url)
-        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_API_KEY", "AKIDFAKEBEDROCK:fake-secret-access-key")
-        mp.setenv("AISTATS_PROVIDER_AMAZON_BEDROCK_REGION", "us-east-1")
-        yield f
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fake: RunningFake) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+fake = fake_fixture("amazon-bedrock", Upstream("AKIDFAKEBEDROCK:fake-secret-access-key", prefix=""),
+                    {"AISTATS_PROVIDER_AMAZON_BEDROCK_REGION": "us-east-1"})
+oai = oai_fixture("fake")
 
 
 def test_bedrock_converse_plain_stream_tools(oai: openai.OpenAI, fake: RunningFake, gateway: Gateway,
@@ -43,10 +33,7 @@ def test_bedrock_converse_plain_stream_tools(oai: openai.OpenAI, fake: RunningFa
     u = st.usages[-1]
     assert c.usage is not None and c.usage.prompt_tokens == u.input_tokens
     assert (c.model_extra or {})["cost_nanos"] == u.input_tokens * 800 + u.output_tokens * 3200
-    chunks = list(oai.chat.completions.create(model=NOVA, messages=[{"role": "user", "content": "p q r"}],
-                                              stream=True, stream_options={"include_usage": True}))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "p q r"
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == st.usages[-1].output_tokens
+    assert_streams_with_usage(oai, NOVA, "p q r", st)
     st.tool_calls = [("weather", {"city": "Nice"})]
     tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": WEATHER}}]
     chunks = list(oai.chat.completions.create(model=NOVA, messages=[{"role": "user", "content": "Nice?"}],

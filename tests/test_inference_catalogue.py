@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,8 +25,7 @@ import pytest
 
 import aistats_gateway.providers  # noqa: F401 - registers the video adapters
 from aistats_gateway.catalogue import service as catalogue
-from aistats_gateway.catalogue.loader import build
-from aistats_gateway.catalogue.schema import ModelProvider, ParameterDetail
+from aistats_gateway.catalogue.schema import ParameterDetail
 from aistats_gateway.inference import route
 from aistats_gateway.llm.codecs import chat
 from aistats_gateway.llm.ir import StreamSummary
@@ -36,6 +34,7 @@ from aistats_gateway.providers.base import CallContext
 from aistats_gateway.providers.fakes.testing import RunningFake
 from aistats_gateway.providers.google import vertex_video as google_vertex
 from aistats_gateway.providers.inference import EmbeddingsRequest
+from tests.support.catalogue import Offer, active_offers
 from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID
 from tests.support.google_accounts import rsa_pair as _rsa_pair
 from tests.support.google_accounts import service_account as _service_account
@@ -60,28 +59,7 @@ FAKES: dict[str, tuple[str, str, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Offer:
-    model_id: str
-    endpoint: str
-    spec: ModelProvider
-
-    @property
-    def provider_id(self) -> str:
-        return self.spec.provider
-
-    @property
-    def params(self) -> dict[str, ParameterDetail]:
-        return dict(self.spec.parameters.get(self.endpoint) or {})  # type: ignore[call-overload]
-
-
-def _offers() -> list[Offer]:
-    cat, _ = build(None)
-    return [Offer(m.model_id, ep, o) for m in cat.models if m.status == "active" for o in m.providers
-            for ep in ENDPOINTS if ep in o.endpoints]
-
-
-OFFERS = _offers()
+OFFERS = active_offers(ENDPOINTS)
 ROUTABLE = [o for o in OFFERS if registry.adapter_for(o.provider_id, o.endpoint) is not None]
 UNROUTABLE = [o for o in OFFERS if registry.adapter_for(o.provider_id, o.endpoint) is None]
 

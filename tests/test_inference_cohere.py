@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import Gateway
-from tests.test_inference_api import assert_books_balance
+from tests.support.inference import Upstream, assert_streams_with_usage, fake_fixture, oai_fixture
 
 COMMAND = "cohere/command-a"  # 2.50 in / 10.00 out USD per million tokens
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("cohere", prefix="") as f, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_COHERE_BASE_URL", f.url)
-        mp.setenv("AISTATS_PROVIDER_COHERE_API_KEY", "co-test")
-        yield f
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fake: RunningFake) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+fake = fake_fixture("cohere", Upstream("co-test", prefix=""))
+oai = oai_fixture("fake")
 
 
 def test_cohere_chat_stream_tools_embeddings(oai: openai.OpenAI, fake: RunningFake, gateway: Gateway,
@@ -42,10 +32,7 @@ def test_cohere_chat_stream_tools_embeddings(oai: openai.OpenAI, fake: RunningFa
     u = st.usages[-1]
     assert c.usage is not None and c.usage.prompt_tokens == u.input_tokens
     assert (c.model_extra or {})["cost_nanos"] == u.input_tokens * 2500 + u.output_tokens * 10000
-    chunks = list(oai.chat.completions.create(model=COMMAND, messages=[{"role": "user", "content": "x y z"}],
-                                              stream=True, stream_options={"include_usage": True}))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "x y z"
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == st.usages[-1].output_tokens
+    assert_streams_with_usage(oai, COMMAND, "x y z", st)
     st.tool_calls = [("weather", {"city": "Lyon"})]
     tools: Any = [{"type": "function", "function": {"name": "weather", "parameters": WEATHER}}]
     t = oai.chat.completions.create(model=COMMAND, messages=[{"role": "user", "content": "Lyon?"}], tools=tools)

@@ -14,11 +14,12 @@ import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
 from aistats_gateway.providers.google import vertex_video as vertex
+from tests.support.books import assert_books_balance
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
 from tests.support.google_accounts import PROJECT, SA_EMAIL, SA_KEY_ID
 from tests.support.google_accounts import rsa_pair as _rsa_pair
 from tests.support.google_accounts import service_account as _service_account
-from tests.test_inference_api import assert_books_balance, generation
+from tests.support.inference import generation
 from tests.test_provider_google import STUDIO_KEY
 
 PRO = "google/gemini-3-pro"  # 2.00 in / 12.00 out USD per million tokens (no cached price: input price)

@@ -18,8 +18,9 @@ import jsonschema
 import openai
 import pytest
 
+from tests.support.books import assert_books_balance
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
-from tests.test_inference_api import assert_books_balance, generation
+from tests.support.inference import generation
 
 ECHO = "local/echo"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "minLength": 2},

@@ -6,7 +6,6 @@ convention, exact charges, and ``/v1/models`` marking the offers active."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,8 +13,9 @@ import openai
 import pytest
 
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import Gateway
-from tests.test_inference_api import assert_books_balance
+from tests.support.inference import Upstream, assert_streams_with_usage, reset_knobs, upstream_fixtures
 
 QWEN = "qwen/qwen3-max"  # 1.20 / 6.00 USD per million tokens
 QWEN_EMBED = "qwen/text-embedding-v4"  # 0.07
@@ -23,34 +23,14 @@ MINIMAX = "minimax/minimax-m2"  # 0.30 / 1.20
 TITAN = "amazon/titan-embed-text-v2"  # 0.02
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, RunningFake]]:
-    started = {"alibaba": RunningFake("alibaba", prefix=""), "minimax": RunningFake("minimax", prefix=""),
-               "amazon-bedrock": RunningFake("amazon-bedrock", prefix="")}
-    keys = {"alibaba": "sk-dashscope-test", "minimax": "mm-test",
-            "amazon-bedrock": "AKIDFAKEBEDROCK:fake-secret-access-key"}
-    for f in started.values():
-        f.start()
-    with pytest.MonkeyPatch.context() as mp:
-        for pid, f in started.items():
-            prefix = "AISTATS_PROVIDER_" + pid.upper().replace("-", "_") + "_"
-            mp.setenv(prefix + "BASE_URL", f.url)  # the API host, as for their other capabilities
-            mp.setenv(prefix + "API_KEY", keys[pid])
-        yield started
-    for f in started.values():
-        f.stop()
+fakes, oai = upstream_fixtures({  # BASE_URL: the API host, as for their other capabilities
+    "alibaba": Upstream("sk-dashscope-test", prefix=""), "minimax": Upstream("mm-test", prefix=""),
+    "amazon-bedrock": Upstream("AKIDFAKEBEDROCK:fake-secret-access-key", prefix="")})
 
 
 @pytest.fixture(autouse=True)
 def reset(fakes: dict[str, RunningFake]) -> None:
-    for f in fakes.values():
-        st = f.app.state.inference if hasattr(f.app.state, "inference") else f.state
-        st.fail_next = 0
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fakes: dict[str, RunningFake]) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
+    reset_knobs(fakes, {"fail_next": 0})
 
 
 def _state(fakes: dict[str, RunningFake], pid: str) -> Any:
@@ -73,11 +53,8 @@ def test_qwen_chat_plain_and_streamed_through_dashscope_compatible_mode(oai: ope
     assert rec.body["messages"][0]["role"] == "system"  # no developer role in DashScope's compatible mode
     u = st.usages[-1]
     assert (c.model_extra or {})["cost_nanos"] == u.input_tokens * 1200 + u.output_tokens * 6000
-    chunks = list(oai.chat.completions.create(model=QWEN, stream=True, stream_options={"include_usage": True},
-                                              messages=[{"role": "user", "content": "a b c"}]))
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "a b c"
+    assert_streams_with_usage(oai, QWEN, "a b c", st)
     assert st.last.body["stream_options"] == {"include_usage": True}
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == st.usages[-1].output_tokens
     assert_books_balance(gateway, key)
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from aistats_gateway.inference import providers_file
 from aistats_gateway.providers.fakes.testing import RunningFake
+from tests.support.books import assert_books_balance
 from tests.support.gateway import BACKENDS, Gateway, running_gateway
-from tests.test_inference_api import assert_books_balance, generation
+from tests.support.inference import generation
 
 MODEL = "meta/llama-3.3-70b"
 

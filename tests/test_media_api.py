@@ -18,18 +18,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from PIL import Image
-from sqlalchemy import func, select
 
-from aistats_gateway.auth import keys
-from aistats_gateway.auth.tables import ApiKey
-from aistats_gateway.billing import ledger
-from aistats_gateway.billing.tables import LedgerEntry
 from aistats_gateway.inference.tables import Generation
 from aistats_gateway.media import audio_codec
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import Gateway, run_async, running_gateway
+from tests.support import books
+from tests.support.gateway import BACKENDS, Gateway, run_async
+from tests.support.inference import Upstream, upstream_fixtures
+from tests.support.providers import gateway_with
 
 NANOS = 1_000_000_000
 FALLBACK = "openai/test-image-fallback"
@@ -42,31 +39,16 @@ OVERLAY = {"models": [{
          "pricing": [{"meter": "output_image", "unit": "image", "price": "0.07"}]}]}]}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("gw")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with running_gateway(request.param, tmp, catalogue_file=overlay) as gw:
+    with gateway_with(request.param, tmp_path_factory.mktemp("gw"), OVERLAY) as gw:
         yield gw
 
 
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, RunningFake]]:
-    started = {p: RunningFake(p, **({"render_seconds": 0.05} if p == "fal" else {}))
-               for p in ("openai", "eleven-labs", "x-ai", "google-ai-studio", "fal")}
-    for f in started.values():
-        f.start()
-    env = {"openai": ("sk-test", "base_url"), "eleven-labs": ("el-test", "url"), "x-ai": ("xai-test", "base_url"),
-           "google-ai-studio": ("AIza-fake-gemini-key", "url"), "fal": ("fal-key-id:fal-key-secret", "url")}
-    with pytest.MonkeyPatch.context() as mp:
-        for pid, (k, attr) in env.items():
-            prefix = "AISTATS_PROVIDER_" + pid.upper().replace("-", "_") + "_"
-            mp.setenv(prefix + "BASE_URL", getattr(started[pid], attr))
-            mp.setenv(prefix + "API_KEY", k)
-        yield started
-    for f in started.values():
-        f.stop()
+fakes, oai = upstream_fixtures({
+    "openai": "sk-test", "eleven-labs": Upstream("el-test", host=True), "x-ai": "xai-test",
+    "google-ai-studio": Upstream("AIza-fake-gemini-key", host=True),
+    "fal": Upstream("fal-key-id:fal-key-secret", host=True, knobs={"render_seconds": 0.05})})
 
 
 def media(f: RunningFake) -> Any:
@@ -80,24 +62,8 @@ def reset(fakes: dict[str, RunningFake]) -> None:
     fakes["openai"].app.state.media.requests.clear()
 
 
-@pytest.fixture(scope="module")
-def oai(gateway: Gateway, key: str, fakes: dict[str, RunningFake]) -> openai.OpenAI:
-    return openai.OpenAI(api_key=key, base_url=gateway.base_url + "/v1", max_retries=0)
-
-
 def db(gateway: Gateway, fn: Any) -> Any:
     return run_async(fn, gateway.settings)
-
-
-def ws_id(gateway: Gateway, key: str) -> str:
-    parsed = keys.parse(key)
-    assert parsed is not None
-
-    async def work(sessions: Any) -> str:
-        async with sessions() as s:
-            return str((await s.execute(select(ApiKey.workspace_id).where(ApiKey.id == parsed.key_id))).scalar_one())
-
-    return str(db(gateway, work))
 
 
 def gen(gateway: Gateway, gen_id: str) -> Generation:
@@ -112,24 +78,8 @@ def gen(gateway: Gateway, gen_id: str) -> Generation:
 
 
 def assert_books_balance(gateway: Gateway, key: str) -> None:
-    ws = ws_id(gateway, key)
-
-    async def work(sessions: Any) -> tuple[Any, Any, int, int, int]:
-        async with sessions() as s:
-            bal = await ledger.balance(s, ws)
-            again = await ledger.recompute(s, ws)
-            settled = (await s.execute(select(func.sum(LedgerEntry.amount_nanos)).where(
-                LedgerEntry.workspace_id == ws, LedgerEntry.kind == "settle"))).scalar() or 0
-            costs = (await s.execute(select(func.sum(Generation.cost_nanos)).where(
-                Generation.workspace_id == ws))).scalar() or 0
-            open_ = (await s.execute(select(func.count()).select_from(Generation).where(
-                Generation.workspace_id == ws, Generation.status == "in_progress"))).scalar() or 0
-            return bal, again, abs(int(settled)), int(costs), int(open_)
-
-    bal, again, settled, costs, open_ = db(gateway, work)
-    assert bal == again
-    assert settled == costs
-    assert open_ == 0
+    """The books balance and no generation is left in progress."""
+    books.assert_books_balance(gateway, key, none_in_progress=True)
 
 
 def _extra(obj: Any) -> dict[str, Any]:

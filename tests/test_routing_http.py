@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from aistats_gateway.providers.fakes.testing import RunningFake
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from tests.support.gateway import BACKENDS, Gateway
+from tests.support.inference import Upstream, fake_fixture
+from tests.support.providers import gateway_with
 
 MODEL = "openai/test-route"  # openai, then local
 
@@ -45,24 +46,15 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[RunningFake]:
-    with RunningFake("openai", render_seconds=0.2) as running:
-        yield running
+fake = fake_fixture("openai", Upstream("sk-test", knobs={"render_seconds": 0.2}))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
             fake: RunningFake) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("routing-http")
-    overlay = tmp / "overlay.yaml"
-    overlay.write_text(yaml.safe_dump(OVERLAY))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AISTATS_PROVIDER_OPENAI_API_KEY", "sk-test")
-        mp.setenv("AISTATS_PROVIDER_OPENAI_BASE_URL", fake.base_url)
-        with running_gateway(request.param, tmp, catalogue_file=overlay, breaker_threshold=2,
-                             breaker_cooldown_seconds=30.0) as gw:
-            yield gw
+    with gateway_with(request.param, tmp_path_factory.mktemp("routing-http"), OVERLAY, breaker_threshold=2,
+                      breaker_cooldown_seconds=30.0) as gw:
+        yield gw
 
 
 @pytest.fixture()
