@@ -7,13 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import BACKENDS, Gateway, running_gateway
+from aistats_gateway.db.migrate import upgrade
+from tests.support.gateway import BACKENDS, Database, Gateway, new_database, running_gateway
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with running_gateway(request.param, tmp_path_factory.mktemp("gw")) as gw:
         yield gw
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh migrated database (SQLite file or PostgreSQL schema), dropped afterwards."""
+    db = new_database(request.param, tmp_path)
+    upgrade(db.url)
+    try:
+        yield db
+    finally:
+        db.drop()
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,8 +25,7 @@ from aistats_gateway.auth.tables import Workspace
 from aistats_gateway.batches import chunks, execute, rows
 from aistats_gateway.batches.tables import Batch, BatchRow
 from aistats_gateway.db.engine import create_engine
-from aistats_gateway.db.migrate import upgrade
-from tests.support.gateway import BACKENDS, Database, new_database
+from tests.support.gateway import Database
 
 SAFETY = 20.0
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
@@ -66,16 +62,6 @@ class Upstream:
 
     def sent(self, row_id: str) -> int:
         return sum(1 for _, r in self.calls if r == row_id)
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    db = new_database(request.param, tmp_path)
-    upgrade(db.url)
-    try:
-        yield db
-    finally:
-        db.drop()
 
 
 async def _setup(db: Database, n: int) -> tuple[AsyncEngine, list[str]]:

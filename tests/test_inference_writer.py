@@ -21,11 +21,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 
 from aistats_gateway.auth.tables import Workspace
@@ -39,22 +37,12 @@ from aistats_gateway.db.migrate import upgrade
 from aistats_gateway.inference import charge
 from aistats_gateway.inference.tables import Generation
 from aistats_gateway.llm.ir import Usage
-from tests.support.gateway import BACKENDS, Database, new_database
+from tests.support.gateway import Database, new_database
 
 PEPPER = b"writer-test-pepper"
 RULES = [PriceRule(meter="input_tokens", unit="token", unit_size=1_000_000, price="1.00"),
          PriceRule(meter="output_tokens", unit="token", unit_size=1_000_000, price="2.00")]
 COST = 800 * 1000 + 700 * 2000  # Usage(800, 700) at $1 / $2 per million tokens, in nano-USD
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    db = new_database(request.param, tmp_path)
-    upgrade(db.url)
-    try:
-        yield db
-    finally:
-        db.drop()
 
 
 def run(db: Database, fn: Any) -> Any:

@@ -19,7 +19,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from aistats_gateway.billing.errors import InsufficientCredits, SpendLimitExceeded
-from aistats_gateway.billing.ledger import Balance, usd
+from aistats_gateway.billing.ledger import Balance, Settled, overage_charge, settle_memo
 from aistats_gateway.db.base import utcnow
 from aistats_gateway.db.writer import Tx
 
@@ -78,15 +78,6 @@ async def spent_since(tx: Tx, key_id: str, since: dt.datetime) -> int:
     return int(row[0]) if row else 0
 
 
-@dataclass(frozen=True)
-class Settled:
-    hold_id: str
-    held_nanos: int
-    actual_nanos: int
-    charged_nanos: int
-    shortfall_nanos: int
-
-
 async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
     """Charge ``actual_nanos`` and release the hold; None when it is not held any more (done before)."""
     now = utcnow()
@@ -103,8 +94,7 @@ async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
     else:
         for _ in range(20):
             bal = await balance(tx, workspace_id)
-            can_pay = bal.balance_nanos - (bal.held_nanos - held)  # available once this hold is released
-            charge = min(actual, max(held, can_pay))
+            charge = overage_charge(actual, held, bal.balance_nanos - (bal.held_nanos - held))
             moved = await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, "
                                   "held_nanos = held_nanos - ? WHERE id = ? AND balance_nanos - (held_nanos - ?) >= ?",
                                   (charge, held, workspace_id, held, charge))
@@ -116,12 +106,7 @@ async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
                           "WHERE id = ?", (charge, held, workspace_id))
     shortfall = actual - charge
     await tx.exec("UPDATE holds SET settled_nanos = ?, shortfall_nanos = ? WHERE id = ?", (charge, shortfall, hold_id))
-    memo = f"settled {ref} (held {usd(held)})"
-    if shortfall:
-        memo += f"; usage {usd(actual)}, {usd(shortfall)} not covered by the balance"
-    elif actual > held:
-        memo += f"; usage {usd(actual)} above the hold"
-    await _entry(tx, workspace_id, "settle", charge, hold_id, memo, now)
+    await _entry(tx, workspace_id, "settle", charge, hold_id, settle_memo(ref, held, actual, shortfall), now)
     return Settled(hold_id, held, actual, charge, shortfall)
 
 

@@ -105,6 +105,22 @@ async def settle(s: AsyncSession, hold_id: str, actual_nanos: int) -> bool:
     return await settle_actual(s, hold_id, actual_nanos) is not None
 
 
+def overage_charge(actual: int, held: int, can_pay: int) -> int:
+    """What a settlement above its hold charges: the actual amount when the workspace can pay it
+    (``can_pay`` = its available balance once this hold is released), else what it can, never
+    less than the hold (which is always covered)."""
+    return min(actual, max(held, can_pay))
+
+
+def settle_memo(ref: str, held: int, actual: int, shortfall: int) -> str:
+    memo = f"settled {ref} (held {usd(held)})"
+    if shortfall:
+        memo += f"; usage {usd(actual)}, {usd(shortfall)} not covered by the balance"
+    elif actual > held:
+        memo += f"; usage {usd(actual)} above the hold"
+    return memo
+
+
 async def settle_actual(s: AsyncSession, hold_id: str, actual_nanos: int) -> Settled | None:
     """Charge ``actual_nanos`` and release the hold (see the module docstring for overage). Only the
     one call that did it gets a result; every later or concurrent call is a no-op returning None."""
@@ -125,8 +141,7 @@ async def settle_actual(s: AsyncSession, hold_id: str, actual_nanos: int) -> Set
             cond = true()
         else:
             bal = await balance(s, hold.workspace_id)
-            can_pay = bal.balance_nanos - (bal.held_nanos - held)  # available once this hold is released
-            charge = min(actual, max(held, can_pay))
+            charge = overage_charge(actual, held, bal.balance_nanos - (bal.held_nanos - held))
             cond = Workspace.balance_nanos - (Workspace.held_nanos - held) >= charge
         moved = await s.execute(update(Workspace).where(Workspace.id == hold.workspace_id, cond).values(
             balance_nanos=Workspace.balance_nanos - charge, held_nanos=Workspace.held_nanos - held))
@@ -138,11 +153,7 @@ async def settle_actual(s: AsyncSession, hold_id: str, actual_nanos: int) -> Set
             balance_nanos=Workspace.balance_nanos - charge, held_nanos=Workspace.held_nanos - held))
     shortfall = actual - charge
     await s.execute(update(Hold).where(Hold.id == hold_id).values(settled_nanos=charge, shortfall_nanos=shortfall))
-    memo = f"settled {hold.ref} (held {usd(held)})"
-    if shortfall:
-        memo += f"; usage {usd(actual)}, {usd(shortfall)} not covered by the balance"
-    elif actual > held:
-        memo += f"; usage {usd(actual)} above the hold"
+    memo = settle_memo(hold.ref, held, actual, shortfall)
     s.add(LedgerEntry(workspace_id=hold.workspace_id, kind="settle", amount_nanos=charge, hold_id=hold_id, memo=memo))
     await s.flush()
     return Settled(hold_id, held, actual, charge, shortfall)
