@@ -31,13 +31,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import update
 
 from aistats_gateway.batches import native, windows
 from aistats_gateway.batches.media_rows import ENDPOINTS as MEDIA_ENDPOINTS
-from aistats_gateway.batches.tables import Batch, BatchRow
+from aistats_gateway.batches.tables import Batch
 from aistats_gateway.catalogue.schema import PriceRule
-from aistats_gateway.db.base import utcnow
 from aistats_gateway.http.errors import APIError
 from aistats_gateway.inference import charge, route
 from aistats_gateway.llm.codecs import chat, messages, responses
@@ -286,15 +284,6 @@ def result_values(out: Outcome, attempts: int, now: dt.datetime) -> dict[str, An
             "usage": out.usage, "cost_nanos": out.cost_nanos, "error": out.error,
             "response": orjson.dumps(out.body) if out.body is not None else None,
             "attempts": attempts + 1, "updated_at": now, "completed_at": now}
-
-
-async def record(state: Any, row: BatchRow, owner: str, out: Outcome) -> bool:
-    """Write a finished row (completed / failed) under our lease; False if we no longer hold it."""
-    values = {**result_values(out, row.attempts, utcnow()), "lease_owner": None, "lease_until": None}
-    async with state.sessions() as s, s.begin():
-        res = await s.execute(update(BatchRow).where(BatchRow.id == row.id, BatchRow.status == "queued",
-                                                     BatchRow.lease_owner == owner).values(**values))
-    return bool(res.rowcount)
 
 
 Runner = Callable[..., Awaitable[Outcome]]  # run's signature
