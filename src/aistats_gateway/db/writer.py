@@ -27,13 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import queue
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 T = TypeVar("T")
@@ -43,13 +43,26 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 def _sqlite_value(v: Any) -> Any:
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
-    if isinstance(v, bool):
+    t = type(v)
+    if t is str or t is int or v is None:
+        return v
+    if t is dict or t is list:
+        return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+    if t is bool:
         return int(v)
     if isinstance(v, dt.datetime):  # SQLAlchemy's SQLite DATETIME format, in UTC (``db.base.UTCDateTime``)
-        return v.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return _sqlite_datetime(v)
+    if isinstance(v, (dict, list)):
+        return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
     return v
+
+
+def _sqlite_datetime(v: dt.datetime) -> str:
+    """``%Y-%m-%d %H:%M:%S.%f`` in UTC (what ``strftime`` gives, at a fraction of its cost)."""
+    if v.tzinfo is not dt.UTC:
+        v = v.astimezone(dt.UTC)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}:{v.second:02d}."
+            f"{v.microsecond:06d}")
 
 
 class Tx:
