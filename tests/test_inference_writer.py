@@ -7,6 +7,7 @@
 * a transaction that fails inside a group is rolled back alone;
 * SQLite: a group that finds the database locked by another connection goes to the writer thread and
   commits once the lock is released, while the event loop keeps running;
+* SQLite: under sustained writes the WAL is restarted (it does not grow with every write);
 * a process SIGKILLed while making calls leaves no double charge: after the sweep every generation
   is finalised once and settlements equal the generations' costs.
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -163,6 +165,41 @@ def test_sqlite_locked_database_goes_to_the_writer_thread_without_blocking_the_l
 
     ticks, handed, bal = run(db, work)
     assert ticks == 20 and handed >= 1 and bal == 1005
+
+
+def test_sqlite_wal_stays_bounded_under_sustained_writes(tmp_path: Path, monkeypatch: Any) -> None:
+    db = new_database("sqlite", tmp_path)
+    upgrade(db.url)
+    path = db.url.split(":///", 1)[1]
+    monkeypatch.setattr(writer.SQLiteWriter, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(writer, "RESTART_FRAMES", 100)
+
+    async def work(sessions: Any) -> tuple[int, int]:
+        _, ws = await new_key(sessions, 1000)
+        w = writer.sqlite_writer(path)
+        before = w.groups
+
+        async def bump(tx: writer.Tx) -> int:
+            await tx.exec("INSERT INTO ledger_entries (workspace_id, kind, amount_nanos, memo, created_at) "
+                          "VALUES (?, 'grant', 0, ?, ?)", (ws, "x" * 400, dt.datetime.now(dt.UTC)))
+            return await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos + 1 WHERE id = ?", (ws,))
+
+        for _ in range(1500):  # no pause between groups: a passive checkpoint alone never catches up
+            await asyncio.gather(*(writer.run(sessions, bump) for _ in range(3)))
+        probe = sqlite3.connect(path, isolation_level=None)  # while the writer's connections are open
+        try:
+            for _ in range(100):  # -1 while the writer thread's own checkpoint runs
+                frames = int(probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+                if frames >= 0:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            probe.close()
+        return w.groups - before, frames
+
+    groups, frames = run(db, work)
+    assert groups >= 1500
+    assert 0 <= frames < groups // 3, f"{frames} WAL frames after {groups} group commits: the WAL was not restarted"
 
 
 CHILD = textwrap.dedent("""

@@ -16,7 +16,9 @@ the loop with ``busy_timeout=0`` (tens of microseconds, no thread hop); when ano
 the write lock (another process, the ORM's pool), the group goes to the writer thread instead, which
 waits for the lock and group-commits everything queued meanwhile: the loop never waits for a lock.
 ``work`` must await nothing but ``tx`` (it is driven synchronously: a ``work`` that suspends on
-something else raises ``RuntimeError`` and is rolled back).
+something else raises ``RuntimeError`` and is rolled back). The WAL stays bounded under sustained
+writes: the thread checkpoints it every ``CHECKPOINT_EVERY`` groups and restarts it once it passes
+``RESTART_FRAMES`` (a passive checkpoint alone never catches up while the loop keeps writing).
 
 PostgreSQL: a pooled connection of the SQLAlchemy engine, one transaction per ``work``
 (``exec_driver_sql``: psycopg's own parameter binding); concurrency is PostgreSQL's row locks.
@@ -40,6 +42,9 @@ T = TypeVar("T")
 MAX_GROUP = 256  # transactions per group commit
 IDLE_EXIT_SECONDS = 30.0  # an idle writer thread ends (and closes its connection); the next call starts one
 BUSY_TIMEOUT_MS = 10_000
+RESTART_FRAMES = 8192  # WAL frames (pages) past which a checkpoint restarts the WAL (~32 MiB)
+RESTART_WAIT_MS = 200  # longest wait of that restart for readers to finish
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint restarted it
 
 
 def _sqlite_value(v: Any) -> Any:
@@ -156,6 +161,7 @@ def _connect(path: str, busy_ms: int, autocheckpoint: bool) -> sqlite3.Connectio
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     conn.execute(f"PRAGMA busy_timeout={busy_ms}")
     if not autocheckpoint:
         conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -189,6 +195,24 @@ def _group(conn: sqlite3.Connection, items: list[_Item]) -> list[_Result]:
     return results
 
 
+def _checkpoint(conn: sqlite3.Connection, pause: threading.Event) -> None:
+    """Copy the WAL back into the database file (PASSIVE: never waits). Under sustained writes a
+    passive checkpoint never catches up with the frames appended meanwhile, so the WAL is never
+    restarted and grows without bound (and every read gets slower); past ``RESTART_FRAMES`` this
+    connection restarts it instead: ``pause`` is set meanwhile (the loops hand their groups to this
+    thread, which commits them right after) and it waits at most ``RESTART_WAIT_MS`` for readers."""
+    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if row is None or int(row[1]) < RESTART_FRAMES:
+        return
+    pause.set()
+    conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+    finally:
+        pause.clear()
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
 class _Inline:
     """The writes of one event loop, run on that loop: a group per loop iteration."""
 
@@ -217,6 +241,7 @@ class SQLiteWriter:
         self._thread: threading.Thread | None = None
         self._inline: dict[asyncio.AbstractEventLoop, _Inline] = {}
         self._since_checkpoint = 0
+        self._restarting = threading.Event()  # set while the thread restarts the WAL: groups go to it
         self.groups = 0  # group commits done, on the loop or the thread (for tests and the benchmark)
         self.items = 0
         self.handed_over = 0  # groups the loop handed to the thread (database locked)
@@ -244,6 +269,10 @@ class SQLiteWriter:
     def _flush(self, st: _Inline) -> None:
         st.scheduled = False
         items, st.pending = st.pending, []
+        if self._restarting.is_set():  # the thread is restarting the WAL: it commits these right after
+            self.handed_over += 1
+            self._submit(items)
+            return
         try:
             results = _group(st.conn, items)
         except sqlite3.OperationalError:  # locked by another connection: the thread waits for it
@@ -304,7 +333,7 @@ class SQLiteWriter:
                         self.items += len(items)
                         self._post(results)
                     if len(items) < len(got):
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        _checkpoint(conn, self._restarting)
                 except sqlite3.Error as e:
                     self._post([(fut, None, e) for _, fut in items])
         except BaseException:
