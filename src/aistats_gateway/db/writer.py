@@ -49,16 +49,14 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a 
 
 def _sqlite_value(v: Any) -> Any:
     t = type(v)
-    if t is str or t is int or v is None:
+    if t is str or t is int or v is None:  # the common case, first
         return v
-    if t is dict or t is list:
-        return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
-    if t is bool:
+    if isinstance(v, bool):
         return int(v)
-    if isinstance(v, dt.datetime):  # SQLAlchemy's SQLite DATETIME format, in UTC (``db.base.UTCDateTime``)
-        return _sqlite_datetime(v)
     if isinstance(v, (dict, list)):
         return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+    if isinstance(v, dt.datetime):  # SQLAlchemy's SQLite DATETIME format, in UTC (``db.base.UTCDateTime``)
+        return _sqlite_datetime(v)
     return v
 
 
