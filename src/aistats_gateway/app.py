@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import Response
 
 from aistats_gateway import __version__
@@ -23,6 +24,7 @@ from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.files import endpoints as files_endpoints
 from aistats_gateway.http import errors
 from aistats_gateway.http.asyncjobs import router as asyncjobs_router
+from aistats_gateway.http.frontdoor import GatewayApp
 from aistats_gateway.http.health import router as health_router
 from aistats_gateway.http.methods import MethodsMiddleware
 from aistats_gateway.http.middleware import GatewayMiddleware, Metrics
@@ -128,7 +130,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
             await metrics.loop_lag.stop()
             await engine.dispose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="AI Stats Gateway API",
         description="A self-hostable gateway implementing the AI Stats Gateway API: OpenAI-compatible "
         "endpoints in front of many AI providers.",
@@ -138,14 +140,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
     )
     app.state.gateway = state
     errors.install(app)
-    from aistats_gateway.inference.fastpath import FastInference
+    from aistats_gateway.inference import fastpath
     from aistats_gateway.videos.fastget import FastVideoGet
 
-    app.add_middleware(FastInference)  # the inference POSTs past FastAPI's router (same endpoint functions)
     app.add_middleware(FastVideoGet)  # inside GatewayMiddleware (added later = outermost)
     app.add_middleware(MethodsMiddleware)
     app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        own_limit_paths=files_endpoints.UPLOAD_PATHS)
+    # The inference POSTs skip the rest of the stack: the gateway middleware and the 500 handler only.
+    app.front_door("POST", fastpath.PATHS, ServerErrorMiddleware(
+        GatewayMiddleware(fastpath.FastInference(), metrics=metrics, max_body_bytes=settings.max_body_bytes),
+        handler=app.exception_handlers[Exception]))
 
     @app.get("/healthz", tags=["Operations"], summary="The process is up", response_model=Health)
     async def healthz() -> dict[str, str]:

@@ -1,14 +1,15 @@
-"""The inference POST routes straight from the ASGI middleware stack, past FastAPI's router.
+"""The inference POST routes as one pure-ASGI app, the app's front door for them (``http.frontdoor``).
 
-Pure ASGI, inside the gateway middleware (request id, access log, metrics and the body-size limit
-still apply, and ``MethodsMiddleware``). ``POST`` to exactly one of the inference paths calls the
-same endpoint function the FastAPI route calls (:mod:`inference.endpoints`), with a Starlette
-``Request`` on the same scope, and renders its errors exactly as the app's exception handlers do
-(``APIError`` and the domain errors: OpenAI's shape; ``/v1/messages`` renders Anthropic's itself).
-Anything else (other methods, paths, a trailing slash) goes on to FastAPI unchanged. What it skips
-per call: the router's match over every route, FastAPI's request/dependency machinery and its
-exception and body-limit middlewares (~0.2 ms of CPU per call). ``/openapi.json`` still documents
-these routes from the FastAPI routes, which stay registered and answer identically.
+The composition root wraps :class:`FastInference` in the gateway middleware (request id, access log,
+metrics and the body-size limit still apply) and the app's 500 handler, and registers it for
+``POST`` on exactly :data:`PATHS`. Each call runs the same endpoint function the FastAPI route calls
+(:mod:`inference.endpoints`), with a Starlette ``Request`` on the same scope, and renders its errors
+exactly as the app's exception handlers do (``APIError`` and the domain errors: OpenAI's shape;
+``/v1/messages`` renders Anthropic's itself; anything else is the 500 handler's). What it skips per
+call: FastAPI's middleware stack, the router's match over every route and FastAPI's
+request/dependency machinery. ``/openapi.json`` still documents these routes from the FastAPI
+routes, which stay registered and answer identically (a path outside the door, e.g. with a trailing
+slash, reaches them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from aistats_gateway.http import domain
 from aistats_gateway.http.errors import APIError, error_response
@@ -42,21 +43,14 @@ def _error(exc: Exception) -> Response:
     return error_response(e.status, e.message, param=e.param, code=e.code, type=e.type, headers=e.headers)
 
 
+PATHS = frozenset(_HANDLERS)
+
+
 class FastInference:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    """ASGI app for ``POST`` on :data:`PATHS` (the front door sends nothing else here)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            got = _HANDLERS.get(scope["path"])
-            if got is not None:
-                await self._serve(got[0], got[1], scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _serve(fn: Callable[[Request], Awaitable[Response]], route: _Route, scope: Scope, receive: Receive,
-                     send: Send) -> None:
+        fn, route = _HANDLERS[scope["path"]]
         scope["route"] = route
         scope.setdefault("path_params", {})
         request = Request(scope, receive, send)
