@@ -91,8 +91,24 @@ async def make_httpx_aiohttp(url: str) -> tuple[Callable[[], Awaitable[Any]], Ca
     return call, c.aclose
 
 
+async def make_lean(url: str) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+    from aistats_gateway.http.lean import LeanPool
+
+    pool = LeanPool()
+
+    async def call() -> Any:
+        _, _, body = await pool.post(url, BODY, HEADERS, connect=10, read=60, pool=60)
+        return orjson.loads(body)
+
+    async def close() -> None:
+        pool.close()
+
+    return call, close
+
+
 CLIENTS: dict[str, Callable[[str], Awaitable[tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]]]] = {
-    "httpx": make_httpx, "httpcore": make_httpcore, "aiohttp": make_aiohttp, "httpx+aiohttp": make_httpx_aiohttp}
+    "httpx": make_httpx, "httpcore": make_httpcore, "aiohttp": make_aiohttp, "httpx+aiohttp": make_httpx_aiohttp,
+    "lean": make_lean}
 
 
 async def run(make: Any, url: str, n: int, conc: int) -> tuple[float, float, float]:

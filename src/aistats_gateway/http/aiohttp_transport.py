@@ -32,6 +32,8 @@ import aiohttp
 import httpx
 import yarl
 
+from aistats_gateway.http.lean import LeanPool
+
 _SKIP = frozenset(("host", "content-length", "transfer-encoding"))
 _AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
@@ -99,6 +101,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limit = max_connections
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._lean = LeanPool(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
+        self.lean_enabled = True
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -153,6 +157,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def post_bytes(self, client: httpx.AsyncClient, url: str, content: bytes,
                          headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """POST ``content`` and read the whole answer: (status, raw headers, body), through the lean
+        client (``http.lean``: no request/response models at all; the hot non-streaming call). The
+        client's default headers and timeouts apply as for ``client.post``; failures raise the same
+        httpx exceptions."""
+        if not self.lean_enabled:
+            return await self._post_bytes_aiohttp(client, url, content, headers)
+        t = client.timeout
+        hdrs = dict(client.headers)  # lower-case names
+        for k, v in headers.items():
+            hdrs[k.lower()] = v
+        hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
+        return await self._lean.post(url, content, hdrs, connect=t.connect, read=t.read, pool=t.pool)
+
+    async def _post_bytes_aiohttp(self, client: httpx.AsyncClient, url: str, content: bytes,
+                         headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         """POST ``content`` and read the whole answer: (status, raw headers, body), without httpx's
         request/response models (the hot non-streaming call). The client's default headers and
         timeouts apply as for ``client.post``; failures raise the same httpx exceptions."""
@@ -174,6 +193,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
+        self._lean.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

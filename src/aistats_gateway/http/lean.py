@@ -1,0 +1,293 @@
+"""A lean HTTP/1.1 client for the hottest upstream call: one POST whose whole answer is read.
+
+Why: measured in ``bench/bench_http_clients.py`` (docs/benchmarks.md), aiohttp's client costs
+~0.3 ms of CPU per call in the gateway's profile (request/response objects, its connector, its
+stream reader); a keep-alive pool of asyncio protocols with httptools' C parser (already installed
+with uvicorn) does the same call for a fraction of that. Streams and every other request keep the
+aiohttp transport (``http.aiohttp_transport``).
+
+Invariants:
+* One request at a time per connection, keep-alive per origin (scheme, host, port), at most
+  ``max_connections`` open in all; a connection is reused only when the previous answer was read to
+  its end and both sides allow keep-alive, and not after ``keepalive_expiry`` idle seconds.
+* The request goes out as given: ``POST``, the URL's path and query as written (no re-quoting), a
+  ``Host`` and ``Content-Length`` header, then the caller's headers (a name or value holding CR, LF
+  or NUL is refused: ``httpx.LocalProtocolError``). Nothing is decompressed (no ``Accept-Encoding``
+  is sent unless the caller sends one); redirects are answers like any other.
+* Timeouts as httpx's: ``connect`` for opening a connection (TLS included), ``read`` for each wait
+  for bytes of the answer, ``pool`` for a free connection slot. Failures raise the httpx exception of
+  the same meaning (``ConnectTimeout``, ``ConnectError``, ``ReadTimeout``, ``ReadError``,
+  ``RemoteProtocolError``, ``PoolTimeout``).
+* A request whose reused connection turns out closed by the server before any byte of an answer is
+  sent once more on a new connection; nothing else is retried. A request that fails or is cancelled
+  closes its connection (it never returns to the pool in an unknown state).
+* An answer without ``Content-Length`` or chunked encoding ends when the server closes (RFC 9112 §6.3);
+  informational (1xx) answers are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+import time
+from collections import deque
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+import httpx
+
+Headers = list[tuple[str, str]]
+_BAD = ("\r", "\n", "\0")
+_OWN = frozenset(("host", "content-length", "transfer-encoding"))  # this client writes these
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(url: str) -> tuple[tuple[str, str, int], str, bytes]:
+    """(origin, host header, request target) of ``url``, memoised (provider URLs repeat)."""
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol or no host: {url!r}")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    host = u.hostname
+    default = port == (443 if u.scheme == "https" else 80)
+    host_header = (f"[{host}]" if ":" in host else host) + ("" if default else f":{port}")
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    return (u.scheme, host, port), host_header, path.encode("ascii", "strict")
+
+
+def _head(target: bytes, host: str, headers: dict[str, str], length: int) -> bytes:
+    lines = [b"POST " + target + b" HTTP/1.1\r\nHost: " + host.encode("latin-1") + b"\r\nContent-Length: "
+             + str(length).encode() + b"\r\n"]
+    for k, v in headers.items():
+        if k.lower() in _OWN:
+            continue
+        if any(c in k or c in v for c in _BAD):
+            raise httpx.LocalProtocolError(f"Illegal character in header {k!r}")
+        lines.append(k.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+class _Closed(Exception):
+    """The connection closed before any byte of the answer (a stale keep-alive connection)."""
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.uses = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.got_bytes = False
+        self.headers_done = False
+        self.complete = False
+        self.delimited = False  # Content-Length or chunked: the parser knows where the answer ends
+        self.keep_alive = False
+        self.last_read = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        self.last_read = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(httpx.RemoteProtocolError(f"malformed answer from the server: {e}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is None or self.waiter.done():
+            return
+        if self.headers_done and not self.delimited:
+            self.complete = True  # the answer ends with the connection
+            self.waiter.set_result(None)
+        elif not self.got_bytes:
+            self.waiter.set_exception(_Closed())
+        else:
+            self._fail(httpx.ReadError(f"the server closed the connection mid-answer: {exc or 'EOF'}"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        low = name.lower()
+        if low == b"content-length" or (low == b"transfer-encoding" and b"chunked" in value.lower()):
+            self.delimited = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # read here: the parser forgets at the message end
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:  # informational: the real answer follows
+            self._reset()
+            self.got_bytes = True
+            return
+        self.complete = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, data: bytes, read_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        assert self.transport is not None
+        self._reset()
+        self.uses += 1
+        self.waiter = self.loop.create_future()
+        self.last_read = self.loop.time()
+        self.transport.write(data)
+        handle = self.loop.call_at(self.last_read + read_timeout, self._check_read, read_timeout) \
+            if read_timeout else None
+        try:
+            await self.waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+        return self.status, self.headers, b"".join(self.body)
+
+    def _check_read(self, read_timeout: float) -> None:
+        if self.waiter is None or self.waiter.done():
+            return
+        due = self.last_read + read_timeout
+        if self.loop.time() >= due:
+            self._fail(httpx.ReadTimeout(f"no answer from the server within {read_timeout:g} s"))
+        else:
+            self.loop.call_at(due, self._check_read, read_timeout)
+
+    def reusable(self) -> bool:
+        return self.complete and not self.closed and self.delimited and self.keep_alive
+
+
+class LeanPool:
+    """Keep-alive connections per origin; :meth:`post` is the whole client."""
+
+    def __init__(self, *, max_connections: int = 200, keepalive_expiry: float = 30.0) -> None:
+        self._limit = max_connections
+        self._keepalive = keepalive_expiry
+        self._ssl: ssl.SSLContext | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
+        self._all: set[_Conn] = set()
+        self._slots = asyncio.Semaphore(max_connections)
+
+    def _bind(self) -> None:
+        """Connections belong to one event loop: a pool used from another loop starts afresh."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._idle = {}
+            self._all = set()
+            self._slots = asyncio.Semaphore(self._limit)
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str], *, connect: float | None = None,
+                   read: float | None = None, pool: float | None = None) -> tuple[int, Headers, bytes]:
+        """POST ``content``; (status, raw headers as latin-1 text, the whole body)."""
+        origin, host, target = _target(url)
+        data = _head(target, host, headers, len(content)) + content
+        self._bind()
+        await self._acquire(pool)
+        try:
+            for attempt in (1, 2):
+                conn = self._reuse(origin) if attempt == 1 else None
+                fresh = conn is None
+                if conn is None:
+                    conn = await self._connect(origin, connect)
+                try:
+                    status, raw, body = await conn.exchange(data, read)
+                except _Closed:
+                    self._drop(conn)
+                    if fresh:
+                        raise httpx.RemoteProtocolError("the server closed the connection without answering") \
+                            from None
+                    continue
+                except BaseException:
+                    self._drop(conn)
+                    raise
+                self._release_conn(origin, conn)
+                return status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw], body
+        finally:
+            self._slots.release()
+        raise AssertionError("unreachable")
+
+    async def _acquire(self, pool: float | None) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(pool):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free upstream connection within the pool timeout") from None
+
+    def _reuse(self, origin: tuple[str, str, int]) -> _Conn | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self._keepalive:
+                return conn
+            self._drop(conn)
+        return None
+
+    def _release_conn(self, origin: tuple[str, str, int], conn: _Conn) -> None:
+        if conn.reusable():
+            conn.waiter = None
+            conn.idle_since = time.monotonic()
+            self._idle.setdefault(origin, deque()).append(conn)
+        else:
+            self._drop(conn)
+
+    def _drop(self, conn: _Conn) -> None:
+        conn.close()
+        self._all.discard(conn)
+
+    async def _connect(self, origin: tuple[str, str, int], timeout: float | None) -> _Conn:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if scheme == "https":
+            if self._ssl is None:  # reads the CA store: off the loop
+                self._ssl = await asyncio.to_thread(ssl.create_default_context)
+            tls = {"ssl": self._ssl, "server_hostname": host}
+        try:
+            async with asyncio.timeout(timeout):
+                transport, conn = await loop.create_connection(lambda: _Conn(loop), host, port, **tls)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connect timeout: {host}:{port}") from None
+        except (OSError, ssl.SSLError) as e:
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {e}") from e
+        conn.transport = cast(asyncio.Transport, transport)  # uvloop calls ``connection_made`` after this returns
+        self._all.add(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection (call it on the pool's loop)."""
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
