@@ -26,13 +26,14 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], 
 
 
 class Server:
-    """Counts connections and records every request head and body."""
+    """Counts connections and records every request head and body (``got`` is set at each one)."""
 
     def __init__(self, answer: Callable[[int, bytes], Awaitable[bytes | None]]) -> None:
         self.answer = answer  # (request number, body) -> bytes to write, None to close without answering
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
         self.server: asyncio.AbstractServer | None = None
+        self.got = asyncio.Event()
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -54,6 +55,7 @@ class Server:
                               if ln.lower().startswith(b"content-length:"))
                 body = await r.readexactly(length)
                 self.requests.append((head, body))
+                self.got.set()
                 out = await self.answer(len(self.requests), body)
                 if out is None:
                     return
@@ -213,8 +215,7 @@ def test_the_pool_bound_waits_then_raises_a_pool_timeout_and_cancellation_drops_
         pool = LeanPool(max_connections=1)
         async with srv as base:
             slow = asyncio.ensure_future(pool.post(base + "/", b"slow", {}, read=30))
-            while not srv.requests:
-                await asyncio.sleep(0.01)
+            await srv.got.wait()
             with pytest.raises(httpx.PoolTimeout):
                 await pool.post(base + "/", b"x", {}, pool=0.2)
             slow.cancel()  # the caller went away mid-answer: its connection must not be reused

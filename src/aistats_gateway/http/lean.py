@@ -266,7 +266,7 @@ class LeanPool:
         conn.close()
         self._all.discard(conn)
 
-    async def _connect(self, origin: tuple[str, str, int], timeout: float | None) -> _Conn:
+    async def _connect(self, origin: tuple[str, str, int], connect: float | None) -> _Conn:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls: dict[str, Any] = {}
@@ -275,13 +275,13 @@ class LeanPool:
                 self._ssl = await asyncio.to_thread(ssl.create_default_context)
             tls = {"ssl": self._ssl, "server_hostname": host}
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(connect):
                 transport, conn = await loop.create_connection(lambda: _Conn(loop), host, port, **tls)
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connect timeout: {host}:{port}") from None
         except (OSError, ssl.SSLError) as e:
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {e}") from e
-        conn.transport = cast(asyncio.Transport, transport)  # uvloop calls ``connection_made`` after this returns
+        conn.transport = transport  # uvloop calls ``connection_made`` after this returns
         self._all.add(conn)
         return conn
 
