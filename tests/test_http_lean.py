@@ -163,6 +163,8 @@ def test_failures_raise_httpx_exceptions(run: Any) -> None:
                 await pool.post(f"http://127.0.0.1:{refused}/", b"x", {}, connect=5)
             with pytest.raises(httpx.LocalProtocolError):
                 await pool.post(base + "/", b"x", {"x-evil": "a\r\nx-injected: 1"})
+            with pytest.raises(httpx.LocalProtocolError):
+                await pool.post(base + "/", b"x", {"authorization": "Bearer \u2603"})
             with pytest.raises(httpx.UnsupportedProtocol):
                 await pool.post("ftp://127.0.0.1/", b"x", {})
         pool.close()

@@ -16,6 +16,9 @@ from aistats_gateway.auth.tables import ApiKey
 from aistats_gateway.http.errors import APIError
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `aistats_v1_sk_<id>_<secret>`")
+# The key row's columns the check reads (not its timestamps and labels: fewer values to convert).
+_COLUMNS = ("secret_hash", "revoked_at", "workspace_id", "name", "rpm_limit", "tpm_limit",
+            "daily_spend_limit_nanos", "monthly_spend_limit_nanos")
 # Hash compared when the key id is unknown, so both paths cost the same.
 _DUMMY_HASH = "0" * 64
 
@@ -49,8 +52,8 @@ async def authenticate(request: Request, token: str | None) -> Principal:
     if parsed is None:
         raise _unauthorized("Incorrect API key provided.")
     state = request.app.state.gateway
-    rows = await state.reader.rows_by(ApiKey.__table__, "id", parsed.key_id)
-    row = SimpleNamespace(**rows[0]) if rows else None
+    rows = await state.reader.columns_by(ApiKey.__table__, _COLUMNS, "id", parsed.key_id)
+    row = SimpleNamespace(**dict(zip(_COLUMNS, rows[0], strict=True))) if rows else None
     ok = keys.verify(state.settings.pepper, parsed.secret, row.secret_hash if row else _DUMMY_HASH)
     if row is None or not ok:
         raise _unauthorized("Incorrect API key provided.")

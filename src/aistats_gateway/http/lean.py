@@ -58,16 +58,18 @@ def _target(url: str) -> tuple[tuple[str, str, int], str, bytes]:
 
 
 def _head(target: bytes, host: str, headers: dict[str, str], length: int) -> bytes:
-    lines = [b"POST " + target + b" HTTP/1.1\r\nHost: " + host.encode("latin-1") + b"\r\nContent-Length: "
-             + str(length).encode() + b"\r\n"]
-    for k, v in headers.items():
-        if k.lower() in _OWN:
-            continue
-        if any(c in k or c in v for c in _BAD):
-            raise httpx.LocalProtocolError(f"Illegal character in header {k!r}")
-        lines.append(k.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    sent = [(k, v) for k, v in headers.items() if k.lower() not in _OWN]
+    block = "".join([f"{k}: {v}\r\n" for k, v in sent])
+    # One CRLF per header, no NUL: three scans of the block instead of one per header and character.
+    if "\0" in block or block.count("\n") > len(sent) or block.count("\r") > len(sent):
+        bad = next(k for k, v in sent if any(c in k or c in v for c in _BAD))
+        raise httpx.LocalProtocolError(f"Illegal character in header {bad!r}")
+    try:
+        raw = block.encode("latin-1")
+    except UnicodeEncodeError:
+        raise httpx.LocalProtocolError("A header holds a character outside Latin-1") from None
+    return (b"POST " + target + b" HTTP/1.1\r\nHost: " + host.encode("idna") + b"\r\nContent-Length: "
+            + str(length).encode() + b"\r\n" + raw + b"\r\n")
 
 
 class _Closed(Exception):
