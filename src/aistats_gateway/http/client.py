@@ -2,8 +2,9 @@
 
 ``create_client(upstream=True)`` (the provider calls of ``state.http``) sends through aiohttp's
 connection layer (:mod:`aistats_gateway.http.aiohttp_transport`; measured several times cheaper per
-call than httpcore, see docs/benchmarks.md) behind httpx's API; the client that fetches caller-given
-URLs keeps httpx's own transport (its SSRF guard works on httpx requests either way).
+call than httpcore, see docs/benchmarks.md) behind httpx's API, and its non-streaming JSON POSTs
+through the lean client (:mod:`aistats_gateway.http.lean`, cheaper again); the client that fetches
+caller-given URLs keeps httpx's own transport (its SSRF guard works on httpx requests either way).
 """
 
 from __future__ import annotations
