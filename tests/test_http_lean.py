@@ -5,8 +5,11 @@ connection retry, timeouts, the pool bound, refused input and cancellation."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,9 +37,10 @@ class Server:
         self.requests: list[tuple[bytes, bytes]] = []
         self.server: asyncio.AbstractServer | None = None
         self.got = asyncio.Event()
+        self.ssl: ssl.SSLContext | None = None
 
     async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl)
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def __aexit__(self, *exc: object) -> None:
@@ -231,3 +235,57 @@ def test_the_pool_bound_waits_then_raises_a_pool_timeout_and_cancellation_drops_
 
     srv = run(main())
     assert srv.connections == 2
+
+
+def _tls_pair(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context with a 127.0.0.1 certificate, client context trusting only its test CA)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lean test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False).sign(ca_key, hashes.SHA256()))
+    (tmp / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    return server, ssl.create_default_context(cafile=str(tmp / "ca.pem"))
+
+
+def test_https_verifies_the_certificate_and_keeps_the_tls_connection_alive(run: Any, tmp_path: Path) -> None:
+    server_ctx, client_ctx = _tls_pair(tmp_path)
+
+    async def answer(n: int, body: bytes) -> bytes:
+        return ok(b'{"tls":%d}' % n)
+
+    async def main() -> tuple[Server, list[Any]]:
+        srv = Server(answer)
+        srv.ssl = server_ctx
+        async with srv as base:
+            url = base.replace("http://", "https://") + "/v1/x"
+            pool = LeanPool(ssl_context=client_ctx)
+            got = [await pool.post(url, b"x", {}, read=5) for _ in range(2)]
+            pool.close()
+            untrusted = LeanPool()  # the system's trust store: the test CA is not in it
+            with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+                await untrusted.post(url, b"x", {}, connect=5)
+            untrusted.close()
+        return srv, got
+
+    srv, got = run(main())
+    assert [g[2] for g in got] == [b'{"tls":1}', b'{"tls":2}']
+    assert srv.connections == 1  # kept alive; the refused handshake never reached the handler

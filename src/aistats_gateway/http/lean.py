@@ -188,10 +188,11 @@ class _Conn(asyncio.Protocol):
 class LeanPool:
     """Keep-alive connections per origin; :meth:`post` is the whole client."""
 
-    def __init__(self, *, max_connections: int = 200, keepalive_expiry: float = 30.0) -> None:
+    def __init__(self, *, max_connections: int = 200, keepalive_expiry: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._limit = max_connections
         self._keepalive = keepalive_expiry
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's trust store (``ssl.create_default_context``), as aiohttp
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
         self._all: set[_Conn] = set()
