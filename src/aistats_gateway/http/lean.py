@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 client for the hottest upstream call: one POST whose whole answer is read.
 
-Why: measured in ``bench/bench_http_clients.py`` (docs/benchmarks.md), aiohttp's client costs
-~0.3 ms of CPU per call in the gateway's profile (request/response objects, its connector, its
-stream reader); a keep-alive pool of asyncio protocols with httptools' C parser (already installed
-with uvicorn) does the same call for a fraction of that. Streams and every other request keep the
-aiohttp transport (``http.aiohttp_transport``).
+Why: measured in ``bench/bench_http_clients.py`` (docs/benchmarks.md), one POST costs aiohttp's
+client ~310 µs of CPU sequentially and ~150 µs at 64 callers (request/response objects, its
+connector, its stream reader); this keep-alive pool of asyncio protocols with httptools' C parser
+(installed with uvicorn) does the same call for ~140 and ~50 µs. Streams and every other request
+keep the aiohttp transport (``http.aiohttp_transport``).
 
 Invariants:
 * One request at a time per connection, keep-alive per origin (scheme, host, port), at most
