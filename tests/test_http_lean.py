@@ -289,3 +289,104 @@ def test_https_verifies_the_certificate_and_keeps_the_tls_connection_alive(run: 
     srv, got = run(main())
     assert [g[2] for g in got] == [b'{"tls":1}', b'{"tls":2}']
     assert srv.connections == 1  # kept alive; the refused handshake never reached the handler
+
+
+def test_a_stream_yields_events_as_they_arrive_and_then_keeps_its_connection(run: Any) -> None:
+    go = None
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        assert go is not None
+        while True:
+            try:
+                head = await r.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                w.close()
+                return
+            await r.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                    b"d\r\ndata: first\n\n\r\n")
+            await w.drain()
+            await go.wait()  # the rest only once the client has seen the first event
+            go.clear()
+            w.write(b"e\r\ndata: second\n\n\r\n0\r\n\r\n")
+            await w.drain()
+
+    async def main() -> tuple[list[bytes], int, int]:
+        nonlocal go
+        go = asyncio.Event()
+        connections = 0
+
+        async def counted(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await handler(r, w)
+
+        server = await asyncio.start_server(counted, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        pool = LeanPool()
+        try:
+            got: list[bytes] = []
+            for _ in range(2):
+                stream = await pool.open(url, b'{"stream":true}', {}, read=5)
+                assert stream.status == 200 and ("content-type", "text/event-stream") in stream.headers
+                async for chunk in stream.chunks():
+                    got.append(chunk)
+                    if chunk == b"data: first\n\n":
+                        go.set()
+                stream.close()
+            return got, connections, len(pool._all)
+        finally:
+            pool.close()
+            server.close()
+
+    got, connections, open_conns = run(main())
+    assert got == [b"data: first\n\n", b"data: second\n\n"] * 2
+    assert connections == 1 and open_conns == 1  # read to its end: the connection was reused
+
+
+def test_a_stream_closed_early_cut_short_or_silent(run: Any) -> None:
+    async def answer(n: int, body: bytes) -> bytes | None:
+        if body == b"big":  # 2 MiB in one chunk, more than the stream buffers: the reader is slow
+            blob = bytes(range(256)) * 8192
+            return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(blob) + blob
+        if body == b"cut":
+            return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n"
+        if body == b"silent":  # the head, then nothing
+            return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        return b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 9\r\n\r\n{\"e\":429}"
+
+    async def main() -> tuple[Server, int, bytes]:
+        srv = Server(answer)
+        pool = LeanPool()
+        async with srv as base:
+            stream = await pool.open(base + "/", b"big", {}, read=5)
+            data = b""
+            async for chunk in stream.chunks():
+                data += chunk
+                await asyncio.sleep(0.001)
+            stream.close()
+            early = await pool.open(base + "/", b"big", {}, read=5)
+            async for _ in early.chunks():
+                break  # the caller stops reading: this connection must not be reused
+            early.close()
+            limited = await pool.open(base + "/", b"x", {}, read=5)
+            assert limited.status == 429 and b"".join([c async for c in limited.chunks()]) == b'{"e":429}'
+            limited.close()
+            cut = await pool.open(base + "/", b"cut", {}, read=5)
+            with pytest.raises(httpx.ReadError):
+                async for _ in cut.chunks():
+                    pass
+            cut.close()
+            silent = await pool.open(base + "/", b"silent", {}, read=0.3)
+            with pytest.raises(httpx.ReadTimeout):
+                async for _ in silent.chunks():
+                    pass
+            silent.close()
+        pool.close()
+        return srv, len(data), data[:4]
+
+    srv, size, start = run(main())
+    assert (size, start) == (2 * 1024 * 1024, b"\x00\x01\x02\x03")
+    # big; big again on the same connection, closed early: dropped; the 429 on a new one, then the cut
+    # stream on that kept-alive one (closed); the silent stream on a third
+    assert srv.connections == 3

@@ -5,9 +5,10 @@ transport (httpcore over anyio) costs ~0.6 ms of CPU sequentially and ~1.2 ms at
 callers (its pool's bookkeeping grows with the number of waiters); aiohttp's connection pool and C
 HTTP parser do the same for ~0.1 ms. Every provider adapter keeps httpx's API (``Request``,
 ``Response``, its exceptions): only the wire under it changes. The hottest call, a non-streaming
-JSON POST read whole (:meth:`AiohttpTransport.post_bytes`), goes through the lean client of the same
-transport instead (``http.lean``: ~50 µs against aiohttp's ~150 at 64 callers); streams and every
-other request stay on aiohttp.
+JSON POST read whole (:meth:`AiohttpTransport.post_bytes`), and the opening of a streamed POST
+(:meth:`AiohttpTransport.open_post`), go through the lean client of the same transport instead
+(``http.lean``: ~50 µs against aiohttp's ~150 at 64 callers); every other request (``client.send``
+through :meth:`handle_async_request`) stays on aiohttp.
 
 Invariants:
 * Requests go out as httpx built them (method, URL with httpx's encoding, headers, body: bytes, or the request's stream
@@ -35,7 +36,7 @@ import aiohttp
 import httpx
 import yarl
 
-from aistats_gateway.http.lean import LeanPool
+from aistats_gateway.http.lean import LeanPool, LeanStream
 
 _SKIP = frozenset(("host", "content-length", "transfer-encoding"))
 _AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -62,12 +63,6 @@ def _map(exc: BaseException, request: httpx.Request, phase: str) -> httpx.Transp
     return httpx.ReadError(str(exc) or exc.__class__.__name__, request=request)
 
 
-def _client_timeout(client: httpx.AsyncClient) -> aiohttp.ClientTimeout:
-    t = client.timeout
-    return aiohttp.ClientTimeout(total=None, connect=(t.connect or 0) + (t.pool or 0) or None,
-                                 sock_connect=t.connect, sock_read=t.read)
-
-
 def _url(url: httpx.URL) -> yarl.URL:
     """The URL exactly as httpx encodes it (aiohttp would re-quote it otherwise: a signed request's
     canonical path, e.g. SigV4's, must be the one sent)."""
@@ -79,6 +74,28 @@ def _stale(exc: BaseException) -> bool:
     is sent once more, on a new connection. A refused or timed-out connection is not retried."""
     return (isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
             and not isinstance(exc, aiohttp.ClientConnectorError))
+
+
+def _merged(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
+    """The client's default headers under the call's, by lower-case name, without ``Accept-Encoding``
+    (nothing is decompressed on the lean paths: the server is asked for identity)."""
+    hdrs = dict(client.headers)  # lower-case names
+    for k, v in headers.items():
+        hdrs[k.lower()] = v
+    hdrs.pop("accept-encoding", None)
+    return hdrs
+
+
+class _LeanBody(httpx.AsyncByteStream):
+    def __init__(self, stream: LeanStream) -> None:
+        self.stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream.chunks():
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.stream.close()
 
 
 class _Body(httpx.AsyncByteStream):
@@ -139,23 +156,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def open_post(self, client: httpx.AsyncClient, url: str, content: bytes,
                         headers: dict[str, str]) -> httpx.Response:
         """POST ``content`` and return the answer as an httpx ``Response`` whose body is still to be
-        streamed (``aiter_lines`` …; the caller closes it), without httpx's client machinery (request
-        building, auth, redirects, cookies). Default headers, timeouts and errors as for ``client.stream``."""
-        session = self._open()
-        hdrs = {**client.headers, **headers}
-        hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
-        request = httpx.Request("POST", url)
-        for attempt in (1, 2):
-            try:
-                resp = await session.post(_url(request.url), data=content, headers=hdrs, allow_redirects=False,
-                                          timeout=_client_timeout(client), auto_decompress=False)
-                break
-            except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                if attempt == 1 and _stale(e):
-                    continue
-                raise _map(e, request, "connect" if isinstance(e, aiohttp.ClientConnectorError) else "read") from e
-        return httpx.Response(resp.status, headers=list(resp.raw_headers), stream=_Body(resp, request),
-                              request=request)
+        streamed (``aiter_lines`` …; the caller closes it), through the lean client (``http.lean``),
+        without httpx's client machinery (request building, auth, redirects, cookies). Default
+        headers, timeouts and errors as for ``client.stream``."""
+        t = client.timeout
+        stream = await self._lean.open(url, content, _merged(client, headers), connect=t.connect, read=t.read,
+                                       pool=t.pool)
+        return httpx.Response(stream.status, headers=stream.headers, stream=_LeanBody(stream),
+                              request=httpx.Request("POST", url))
 
     async def post_bytes(self, client: httpx.AsyncClient, url: str, content: bytes,
                          headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -164,11 +172,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         client's default headers and timeouts apply as for ``client.post``; failures raise the same
         httpx exceptions."""
         t = client.timeout
-        hdrs = dict(client.headers)  # lower-case names
-        for k, v in headers.items():
-            hdrs[k.lower()] = v
-        hdrs.pop("accept-encoding", None)  # nothing is decompressed on this path: ask for identity
-        return await self._lean.post(url, content, hdrs, connect=t.connect, read=t.read, pool=t.pool)
+        return await self._lean.post(url, content, _merged(client, headers), connect=t.connect, read=t.read,
+                                     pool=t.pool)
 
     async def aclose(self) -> None:
         self._lean.close()

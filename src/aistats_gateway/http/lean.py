@@ -28,10 +28,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -40,6 +42,7 @@ import httpx
 
 Headers = list[tuple[str, str]]
 _BAD = ("\r", "\n", "\0")
+STREAM_BUFFER = 256 * 1024  # body bytes a stream buffers before it stops reading the socket
 _OWN = frozenset(("host", "content-length", "transfer-encoding"))  # this client writes these
 
 
@@ -81,7 +84,11 @@ class _Conn(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # the answer (its head, for a stream)
+        self.more: asyncio.Future[None] | None = None  # a stream's reader waiting for body bytes
+        self.streaming = False
+        self.paused = False
+        self.error: Exception | None = None  # what ended a stream's body early
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
@@ -97,6 +104,7 @@ class _Conn(asyncio.Protocol):
         self.delimited = False  # Content-Length or chunked: the parser knows where the answer ends
         self.keep_alive = False
         self.last_read = 0.0
+        self.buffered = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,6 +120,14 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.streaming and self.waiter is not None and self.waiter.done():  # mid-body of a stream
+            if not self.complete:
+                if self.delimited:
+                    self.error = httpx.ReadError(f"the server closed the connection mid-answer: {exc or 'EOF'}")
+                else:
+                    self.complete = True  # the answer ends with the connection
+            self._wake()
+            return
         if self.waiter is None or self.waiter.done():
             return
         if self.headers_done and not self.delimited:
@@ -133,9 +149,17 @@ class _Conn(asyncio.Protocol):
         self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # read here: the parser forgets at the message end
         self.headers_done = True
+        if self.streaming and self.status >= 200 and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)  # a stream's head: the body is read as it comes
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        if self.streaming:
+            self.buffered += len(body)
+            if self.buffered > STREAM_BUFFER and not self.paused and self.transport is not None:
+                self.paused = True  # the reader is behind: stop reading from the socket until it catches up
+                self.transport.pause_reading()
+            self._wake()
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # informational: the real answer follows
@@ -145,10 +169,18 @@ class _Conn(asyncio.Protocol):
         self.complete = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.more is not None and not self.more.done():
+            self.more.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
+        elif self.streaming:
+            self.error = exc
+            self._wake()
         self.close()
 
     def close(self) -> None:
@@ -156,9 +188,14 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def exchange(self, data: bytes, read_timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def exchange(self, data: bytes, read_timeout: float | None,
+                       stream: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send ``data``; (status, headers, body) once the answer is whole, or once its head is in
+        for a ``stream`` (the body then comes from :meth:`next_chunk`)."""
         assert self.transport is not None
         self._reset()
+        self.streaming = stream
+        self.error = None
         self.uses += 1
         self.waiter = self.loop.create_future()
         self.last_read = self.loop.time()
@@ -170,7 +207,36 @@ class _Conn(asyncio.Protocol):
         finally:
             if handle is not None:
                 handle.cancel()
-        return self.status, self.headers, b"".join(self.body)
+        if stream:
+            return self.status, self.headers, b""
+        body, self.body = b"".join(self.body), []
+        return self.status, self.headers, body
+
+    async def next_chunk(self, read_timeout: float | None) -> bytes | None:
+        """A stream's body bytes received so far (waiting at most ``read_timeout`` for some); None at its end."""
+        while True:
+            if self.body:
+                chunk = b"".join(self.body)
+                self.body = []
+                self.buffered = 0
+                if self.paused and self.transport is not None:
+                    self.paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return None
+            if self.closed:
+                raise httpx.ReadError("the connection closed mid-answer")
+            self.more = self.loop.create_future()
+            try:
+                async with asyncio.timeout(read_timeout):
+                    await self.more
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"no data from the server within {read_timeout:g} s") from None
+            finally:
+                self.more = None
 
     def _check_read(self, read_timeout: float) -> None:
         if self.waiter is None or self.waiter.done():
@@ -215,27 +281,51 @@ class LeanPool:
         self._bind()
         await self._acquire(pool)
         try:
-            for attempt in (1, 2):
-                conn = self._reuse(origin) if attempt == 1 else None
-                fresh = conn is None
-                if conn is None:
-                    conn = await self._connect(origin, connect)
-                try:
-                    status, raw, body = await conn.exchange(data, read)
-                except _Closed:
-                    self._drop(conn)
-                    if fresh:
-                        raise httpx.RemoteProtocolError("the server closed the connection without answering") \
-                            from None
-                    continue
-                except BaseException:
-                    self._drop(conn)
-                    raise
-                self._release_conn(origin, conn)
-                return status, [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw], body
+            conn, status, raw, body = await self._send(origin, data, connect, read, stream=False)
+            self._release_conn(origin, conn)
+            return status, _text(raw), body
         finally:
             self._slots.release()
+
+    async def open(self, url: str, content: bytes, headers: dict[str, str], *, connect: float | None = None,
+                   read: float | None = None, pool: float | None = None) -> LeanStream:
+        """POST ``content`` and return once the answer's head is in; its body is read from the
+        returned :class:`LeanStream` as it arrives (close it: that frees the connection slot)."""
+        origin, host, target = _target(url)
+        data = _head(target, host, headers, len(content)) + content
+        self._bind()
+        await self._acquire(pool)
+        try:
+            conn, status, raw, _ = await self._send(origin, data, connect, read, stream=True)
+        except BaseException:
+            self._slots.release()
+            raise
+        return LeanStream(self, origin, conn, status, _text(raw), read)
+
+    async def _send(self, origin: tuple[str, str, int], data: bytes, connect: float | None, read: float | None,
+                    *, stream: bool) -> tuple[_Conn, int, list[tuple[bytes, bytes]], bytes]:
+        for attempt in (1, 2):
+            conn = self._reuse(origin) if attempt == 1 else None
+            fresh = conn is None
+            if conn is None:
+                conn = await self._connect(origin, connect)
+            try:
+                status, raw, body = await conn.exchange(data, read, stream)
+            except _Closed:
+                self._drop(conn)
+                if fresh:
+                    raise httpx.RemoteProtocolError("the server closed the connection without answering") from None
+                continue
+            except BaseException:
+                self._drop(conn)
+                raise
+            return conn, status, raw, body
         raise AssertionError("unreachable")
+
+    def _finish(self, origin: tuple[str, str, int], conn: _Conn) -> None:
+        """A stream is closed: its connection goes back to the pool when the answer was read to its end."""
+        self._release_conn(origin, conn)
+        self._slots.release()
 
     async def _acquire(self, pool: float | None) -> None:
         if not self._slots.locked():
@@ -258,8 +348,9 @@ class LeanPool:
         return None
 
     def _release_conn(self, origin: tuple[str, str, int], conn: _Conn) -> None:
-        if conn.reusable():
+        if conn.reusable() and not conn.body:
             conn.waiter = None
+            conn.streaming = False
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, deque()).append(conn)
         else:
@@ -294,3 +385,40 @@ class LeanPool:
             conn.close()
         self._all.clear()
         self._idle.clear()
+
+
+def _text(raw: list[tuple[bytes, bytes]]) -> Headers:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+class LeanStream:
+    """An answer whose body is read as it arrives (:meth:`chunks`); :meth:`close` exactly once frees it."""
+
+    def __init__(self, pool: LeanPool, origin: tuple[str, str, int], conn: _Conn, status: int, headers: Headers,
+                 read: float | None) -> None:
+        self.status = status
+        self.headers = headers
+        self._pool = pool
+        self._origin = origin
+        self._conn = conn
+        self._read = read
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self._conn.next_chunk(self._read)) is not None:
+            yield chunk
+
+    def close(self) -> None:
+        """Free the connection slot; the connection is kept alive only when the body was read to its end."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            same_loop = self._pool._loop is asyncio.get_running_loop()
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._pool._finish(self._origin, self._conn)
+        else:  # the pool moved on to another loop meanwhile: only this connection is left to close
+            with contextlib.suppress(RuntimeError):
+                self._conn.close()
