@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aistats_gateway import routing
 from aistats_gateway.http.errors import APIError
+from aistats_gateway.http.responses import EventStream
 from aistats_gateway.inference import charge, route
 from aistats_gateway.llm.codecs._common import Meta
 from aistats_gateway.llm.ir import (
@@ -205,9 +206,9 @@ async def stream(p: Plan, req: IRRequest, make_encoder: Callable[[Meta], Encoder
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
     total = (time.perf_counter() - p.call.started) * 1000
-    return StreamingResponse(pump.body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
-                                      "Server-Timing": server_timing(opened.ttfb_ms, total)})
+    return EventStream(pump.body(), media_type="text/event-stream",
+                       headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
+                                "Server-Timing": server_timing(opened.ttfb_ms, total)})
 
 
 async def _close(it: AsyncIterator[IRDelta]) -> None:
