@@ -184,8 +184,8 @@ def test_read_timeout_is_per_read_not_for_the_whole_answer(run: Any) -> None:
         await r.readuntil(b"\r\n\r\n")
         await r.readexactly(1)
         w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        for _ in range(4):  # 4 reads 0.25 s apart: 1 s in all, each well within the 2 s read timeout
-            await asyncio.sleep(0.25)
+        for _ in range(15):  # 15 reads 0.1 s apart: 1.5 s in all, past the 1 s read timeout, each well within it
+            await asyncio.sleep(0.1)
             w.write(b"1\r\nx\r\n")
             await w.drain()
         w.write(b"0\r\n\r\n")
@@ -196,13 +196,13 @@ def test_read_timeout_is_per_read_not_for_the_whole_answer(run: Any) -> None:
         server = await asyncio.start_server(handler, "127.0.0.1", 0)
         pool = LeanPool()
         try:
-            return await pool.post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", b"x", {}, read=2.0)
+            return await pool.post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", b"x", {}, read=1.0)
         finally:
             pool.close()
             server.close()
 
     status, _, body = run(main())
-    assert (status, body) == (200, b"xxxx")
+    assert (status, body) == (200, b"x" * 15)
 
 
 def test_the_pool_bound_waits_then_raises_a_pool_timeout_and_cancellation_drops_the_connection(run: Any) -> None:

@@ -86,6 +86,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None  # the answer (its head, for a stream)
         self.more: asyncio.Future[None] | None = None  # a stream's reader waiting for body bytes
+        self.timer: asyncio.TimerHandle | None = None  # the read timeout while the answer (head) is awaited
         self.streaming = False
         self.paused = False
         self.error: Exception | None = None  # what ended a stream's body early
@@ -200,13 +201,14 @@ class _Conn(asyncio.Protocol):
         self.waiter = self.loop.create_future()
         self.last_read = self.loop.time()
         self.transport.write(data)
-        handle = self.loop.call_at(self.last_read + read_timeout, self._check_read, read_timeout) \
-            if read_timeout else None
+        if read_timeout:
+            self.timer = self.loop.call_at(self.last_read + read_timeout, self._check_read, read_timeout)
         try:
             await self.waiter
         finally:
-            if handle is not None:
-                handle.cancel()
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
         if stream:
             return self.status, self.headers, b""
         body, self.body = b"".join(self.body), []
@@ -245,7 +247,7 @@ class _Conn(asyncio.Protocol):
         if self.loop.time() >= due:
             self._fail(httpx.ReadTimeout(f"no answer from the server within {read_timeout:g} s"))
         else:
-            self.loop.call_at(due, self._check_read, read_timeout)
+            self.timer = self.loop.call_at(due, self._check_read, read_timeout)
 
     def reusable(self) -> bool:
         return self.complete and not self.closed and self.delimited and self.keep_alive
