@@ -76,10 +76,28 @@ def _stale(exc: BaseException) -> bool:
             and not isinstance(exc, aiohttp.ClientConnectorError))
 
 
+_DEFAULTS: dict[int, tuple[httpx.Headers, list[tuple[bytes, bytes]], dict[str, str]]] = {}
+
+
+def _defaults(client: httpx.AsyncClient) -> dict[str, str]:
+    """The client's default headers by lower-case name, without ``Accept-Encoding`` (nothing is
+    decompressed on the lean paths: the server is asked for identity); memoised while the client's
+    headers object and its items are the same (httpx's ``Headers`` is slow to iterate)."""
+    h = client.headers
+    got = _DEFAULTS.get(id(client))
+    if got is not None and got[0] is h and got[1] == h.raw:
+        return got[2]
+    hdrs = dict(h)  # lower-case names
+    hdrs.pop("accept-encoding", None)
+    if len(_DEFAULTS) > 64:
+        _DEFAULTS.clear()
+    _DEFAULTS[id(client)] = (h, list(h.raw), hdrs)
+    return hdrs
+
+
 def _merged(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, str]:
-    """The client's default headers under the call's, by lower-case name, without ``Accept-Encoding``
-    (nothing is decompressed on the lean paths: the server is asked for identity)."""
-    hdrs = dict(client.headers)  # lower-case names
+    """The client's default headers under the call's, by lower-case name, without ``Accept-Encoding``."""
+    hdrs = dict(_defaults(client))
     for k, v in headers.items():
         hdrs[k.lower()] = v
     hdrs.pop("accept-encoding", None)

@@ -19,6 +19,7 @@ Timing values are numbers of seconds; one that is not (or is negative) is logged
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from typing import Any
 log = logging.getLogger("aistats_gateway.providers")
 _WARNED: set[tuple[str, str]] = set()
 
+@functools.lru_cache(maxsize=1024)
 def env_prefix(provider_id: str) -> str:
     return "AISTATS_PROVIDER_" + provider_id.upper().replace("-", "_").replace(".", "_") + "_"
 
