@@ -1,15 +1,20 @@
-"""A lean HTTP/1.1 client for the hottest upstream call: one POST whose whole answer is read.
+"""A lean HTTP/1.1 client for the hottest upstream calls: a POST whose whole answer is read
+(:meth:`LeanPool.post`), and a POST whose answer is streamed (:meth:`LeanPool.open`).
 
 Why: measured in ``bench/bench_http_clients.py`` (docs/benchmarks.md), one POST costs aiohttp's
 client ~310 µs of CPU sequentially and ~150 µs at 64 callers (request/response objects, its
 connector, its stream reader); this keep-alive pool of asyncio protocols with httptools' C parser
-(installed with uvicorn) does the same call for ~140 and ~50 µs. Streams and every other request
-keep the aiohttp transport (``http.aiohttp_transport``).
+(installed with uvicorn) does the same call for ~140 and ~50 µs. Every other request keeps the
+aiohttp transport (``http.aiohttp_transport``).
 
 Invariants:
 * One request at a time per connection, keep-alive per origin (scheme, host, port), at most
-  ``max_connections`` open in all; a connection is reused only when the previous answer was read to
-  its end and both sides allow keep-alive, and not after ``keepalive_expiry`` idle seconds.
+  ``max_connections`` open in all (a stream holds its slot until :meth:`LeanStream.close`); a
+  connection is reused only when the previous answer was read to its end and both sides allow
+  keep-alive, and not after ``keepalive_expiry`` idle seconds.
+* A stream's body is handed over as it arrives; past ``STREAM_BUFFER`` unread bytes the socket is
+  not read until the reader catches up (backpressure), and a server that closes mid-body (with a
+  length or chunked framing) raises ``httpx.ReadError`` from :meth:`LeanStream.chunks`.
 * The request goes out as given: ``POST``, the URL's path and query as written (no re-quoting), a
   ``Host`` and ``Content-Length`` header, then the caller's headers (a name or value holding CR, LF
   or NUL is refused: ``httpx.LocalProtocolError``). Nothing is decompressed (no ``Accept-Encoding``
