@@ -83,7 +83,7 @@ async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
     now = utcnow()
     actual = max(0, actual_nanos)
     # Within the hold (the common case) the charge is the actual cost, settled in this one UPDATE;
-    # above it, settled_nanos is corrected below once the overage charge is known.
+    # above it, the hold row is corrected below once the overage charge is known.
     row = await tx.one("UPDATE holds SET state = 'settled', finalized_at = ?, settled_nanos = CASE WHEN "
                        "amount_nanos >= ? THEN ? ELSE amount_nanos END, shortfall_nanos = 0 WHERE id = ? AND "
                        "state = 'held' RETURNING amount_nanos, workspace_id, ref", (now, actual, actual, hold_id))
@@ -94,22 +94,22 @@ async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
     if actual <= held:
         await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
                       "WHERE id = ?", (charge, held, workspace_id))
-        await _entry(tx, workspace_id, "settle", charge, hold_id, settle_memo(ref, held, actual, 0), now)
-        return Settled(hold_id, held, actual, charge, 0)
-    for _ in range(20):
-        bal = await balance(tx, workspace_id)
-        charge = overage_charge(actual, held, bal.balance_nanos - (bal.held_nanos - held))
-        moved = await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, "
-                              "held_nanos = held_nanos - ? WHERE id = ? AND balance_nanos - (held_nanos - ?) >= ?",
-                              (charge, held, workspace_id, held, charge))
-        if moved == 1:
-            break
-    else:  # the balance kept moving under us: charge the hold, which is always covered
-        charge = held
-        await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
-                      "WHERE id = ?", (charge, held, workspace_id))
+    else:
+        for _ in range(20):
+            bal = await balance(tx, workspace_id)
+            charge = overage_charge(actual, held, bal.balance_nanos - (bal.held_nanos - held))
+            moved = await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, "
+                                  "held_nanos = held_nanos - ? WHERE id = ? AND balance_nanos - (held_nanos - ?) >= ?",
+                                  (charge, held, workspace_id, held, charge))
+            if moved == 1:
+                break
+        else:  # the balance kept moving under us: charge the hold, which is always covered
+            charge = held
+            await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
+                          "WHERE id = ?", (charge, held, workspace_id))
+        await tx.exec("UPDATE holds SET settled_nanos = ?, shortfall_nanos = ? WHERE id = ?",
+                      (charge, actual - charge, hold_id))
     shortfall = actual - charge
-    await tx.exec("UPDATE holds SET settled_nanos = ?, shortfall_nanos = ? WHERE id = ?", (charge, shortfall, hold_id))
     await _entry(tx, workspace_id, "settle", charge, hold_id, settle_memo(ref, held, actual, shortfall), now)
     return Settled(hold_id, held, actual, charge, shortfall)
 

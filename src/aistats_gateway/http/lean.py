@@ -97,7 +97,6 @@ class _Conn(asyncio.Protocol):
         self.error: Exception | None = None  # what ended a stream's body early
         self.closed = False
         self.idle_since = 0.0
-        self.uses = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -202,7 +201,6 @@ class _Conn(asyncio.Protocol):
         self._reset()
         self.streaming = stream
         self.error = None
-        self.uses += 1
         self.waiter = self.loop.create_future()
         self.last_read = self.loop.time()
         self.transport.write(data)
@@ -283,10 +281,7 @@ class LeanPool:
     async def post(self, url: str, content: bytes, headers: dict[str, str], *, connect: float | None = None,
                    read: float | None = None, pool: float | None = None) -> tuple[int, Headers, bytes]:
         """POST ``content``; (status, raw headers as latin-1 text, the whole body)."""
-        origin, host, target = _target(url)
-        data = _head(target, host, headers, len(content)) + content
-        self._bind()
-        await self._acquire(pool)
+        origin, data = await self._begin(url, content, headers, pool)
         try:
             conn, status, raw, body = await self._send(origin, data, connect, read, stream=False)
             self._release_conn(origin, conn)
@@ -298,16 +293,22 @@ class LeanPool:
                    read: float | None = None, pool: float | None = None) -> LeanStream:
         """POST ``content`` and return once the answer's head is in; its body is read from the
         returned :class:`LeanStream` as it arrives (close it: that frees the connection slot)."""
-        origin, host, target = _target(url)
-        data = _head(target, host, headers, len(content)) + content
-        self._bind()
-        await self._acquire(pool)
+        origin, data = await self._begin(url, content, headers, pool)
         try:
             conn, status, raw, _ = await self._send(origin, data, connect, read, stream=True)
         except BaseException:
             self._slots.release()
             raise
         return LeanStream(self, origin, conn, status, _text(raw), read)
+
+    async def _begin(self, url: str, content: bytes, headers: dict[str, str],
+                     pool: float | None) -> tuple[tuple[str, str, int], bytes]:
+        """The request's origin and bytes, once a connection slot is this caller's (release it)."""
+        origin, host, target = _target(url)
+        data = _head(target, host, headers, len(content)) + content
+        self._bind()
+        await self._acquire(pool)
+        return origin, data
 
     async def _send(self, origin: tuple[str, str, int], data: bytes, connect: float | None, read: float | None,
                     *, stream: bool) -> tuple[_Conn, int, list[tuple[bytes, bytes]], bytes]:
