@@ -119,6 +119,22 @@ def test_body_too_large_413(gateway: Gateway, api) -> None:  # type: ignore[no-u
     assert err["code"] == "request_too_large"
 
 
+def test_the_inference_front_door_keeps_the_limits_ids_and_error_shapes(gateway: Gateway, api) -> None:  # type: ignore[no-untyped-def]
+    """The inference POSTs skip FastAPI's middleware stack (``http.frontdoor``), not the gateway's own."""
+    big = b"x" * (gateway.settings.max_body_bytes + 1)
+    json_ct = {"content-type": "application/json"}
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/moderations"):
+        assert assert_error(api.post(path, content=big, headers=json_ct), 413)["code"] == "request_too_large"
+        assert assert_error(api.post(path, content=b"{not json", headers=json_ct), 400)["code"] == "invalid_json"
+        assert_error(httpx.post(gateway.base_url + path, json={"model": "x"}), 401)
+        r = api.post(path, content=b"{not json", headers={**json_ct, "x-request-id": "door-1"})
+        assert r.headers["x-request-id"] == "door-1"
+    r = api.post("/v1/messages", content=big, headers=json_ct)
+    assert r.status_code == 413 and r.headers.get("x-request-id")
+    r = api.post("/v1/messages", content=b"{not json", headers=json_ct)
+    assert r.status_code == 400 and r.json()["type"] == "error" and r.json()["error"]["type"]
+
+
 
 def test_health_and_ready_without_auth(gateway: Gateway) -> None:
     r = httpx.get(gateway.base_url + "/healthz")
