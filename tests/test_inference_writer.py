@@ -114,6 +114,37 @@ def test_100_concurrent_calls_never_overdraw_and_charge_once(database: Database)
         assert groups < 20
 
 
+def test_a_hold_is_finalised_once_with_or_without_what_its_caller_knows(database: Database) -> None:
+    """``lean.settle`` / ``lean.void`` with ``Known`` (no RETURNING) and without it finalise a hold
+    exactly once between them, and the books recompute."""
+    from aistats_gateway.billing import lean
+
+    async def work(sessions: Any) -> tuple[Any, ...]:
+        key_id, ws = await new_key(sessions, 10_000)
+        known = {h: lean.Known(1_000, ws, h) for h in ("a", "b")}
+
+        async def place(tx: writer.Tx) -> None:
+            for h in known:
+                await lean.place_hold(tx, hold_id=f"hold_{h}", workspace_id=ws, key_id=key_id, ref_kind="generation",
+                                      ref=h, amount_nanos=1_000)
+
+        async def finish(tx: writer.Tx) -> tuple[Any, ...]:
+            return (await lean.settle(tx, "hold_a", 400, known["a"]), await lean.void(tx, "hold_a"),
+                    await lean.settle(tx, "hold_a", 400, known["a"]), await lean.void(tx, "hold_b"),
+                    await lean.settle(tx, "hold_b", 400, known["b"]), await lean.void(tx, "hold_b", known=known["b"]))
+
+        await writer.run(sessions, place)
+        got = await writer.run(sessions, finish)
+        return got, await books(sessions, ws)
+
+    (settled, void_after, settle_again, voided, settle_voided, void_again), (bal, again, paid, _, open_) = run(
+        database, work)
+    assert settled is not None and settled.charged_nanos == 400 and settled.held_nanos == 1_000
+    assert void_after is False and settle_again is None
+    assert voided is True and settle_voided is None and void_again is False
+    assert bal == again and bal.held_nanos == 0 and bal.balance_nanos == 10_000 - 400 and paid == 400 and open_ == 0
+
+
 def test_a_failing_transaction_is_rolled_back_alone(database: Database) -> None:
     async def work(sessions: Any) -> tuple[Any, Any, Any]:
         _, ws = await new_key(sessions, 1000)

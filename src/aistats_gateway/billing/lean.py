@@ -7,8 +7,9 @@ inference call): the same rows, ledger entries and memos, the same conditional U
   ``InsufficientCredits``, and the caller's transaction rolls back), then enforces the key's spend
   limits with the hold counted (``SpendLimitExceeded``);
 * :func:`settle` / :func:`void` finalise a hold only ``WHERE state = 'held'`` (exactly once from any
-  number of processes); overage is ``ledger.settle_actual``'s rule (the actual amount when the
-  workspace can pay it, else what it can, never less than the hold, the shortfall recorded).
+  number of processes; a caller that placed the hold passes :class:`Known` and saves the
+  ``RETURNING``); overage is ``ledger.settle_actual``'s rule (the actual amount when the workspace
+  can pay it, else what it can, never less than the hold, the shortfall recorded).
 
 So ``ledger.recompute`` explains every balance these functions move, like the ORM path's.
 """
@@ -78,18 +79,42 @@ async def spent_since(tx: Tx, key_id: str, since: dt.datetime) -> int:
     return int(row[0]) if row else 0
 
 
-async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
+@dataclass(frozen=True)
+class Known:
+    """What the caller knows of a hold it placed itself (``amount_nanos``, ``workspace_id``, ``ref`` never
+    change after :func:`place_hold`): with it, finalising the hold is a plain conditional UPDATE. SQLite's
+    ``RETURNING`` costs ~40 µs per statement (measured), most of a settlement."""
+
+    amount_nanos: int
+    workspace_id: str
+    ref: str
+
+
+async def _finalise(tx: Tx, hold_id: str, set_sql: str, params: tuple[object, ...],
+                    known: Known | None) -> tuple[int, str, str] | None:
+    """``UPDATE holds SET <set_sql> WHERE id = ? AND state = 'held'``: (amount, workspace, ref) of the
+    hold it moved, or None when it was not held any more."""
+    sql = f"UPDATE holds SET {set_sql} WHERE id = ? AND state = 'held'"
+    if known is not None:
+        if await tx.exec(sql, (*params, hold_id)) != 1:
+            return None
+        return known.amount_nanos, known.workspace_id, known.ref
+    row = await tx.one(sql + " RETURNING amount_nanos, workspace_id, ref", (*params, hold_id))
+    return (int(row[0]), str(row[1]), str(row[2])) if row is not None else None
+
+
+async def settle(tx: Tx, hold_id: str, actual_nanos: int, known: Known | None = None) -> Settled | None:
     """Charge ``actual_nanos`` and release the hold; None when it is not held any more (done before)."""
     now = utcnow()
     actual = max(0, actual_nanos)
     # Within the hold (the common case) the charge is the actual cost, settled in this one UPDATE;
     # above it, the hold row is corrected below once the overage charge is known.
-    row = await tx.one("UPDATE holds SET state = 'settled', finalized_at = ?, settled_nanos = CASE WHEN "
-                       "amount_nanos >= ? THEN ? ELSE amount_nanos END, shortfall_nanos = 0 WHERE id = ? AND "
-                       "state = 'held' RETURNING amount_nanos, workspace_id, ref", (now, actual, actual, hold_id))
-    if row is None:
+    got = await _finalise(tx, hold_id, "state = 'settled', finalized_at = ?, settled_nanos = CASE WHEN "
+                          "amount_nanos >= ? THEN ? ELSE amount_nanos END, shortfall_nanos = 0",
+                          (now, actual, actual), known)
+    if got is None:
         return None
-    held, workspace_id, ref = int(row[0]), str(row[1]), str(row[2])
+    held, workspace_id, ref = got
     charge = actual
     if actual <= held:
         await tx.exec("UPDATE workspaces SET balance_nanos = balance_nanos - ?, held_nanos = held_nanos - ? "
@@ -114,14 +139,13 @@ async def settle(tx: Tx, hold_id: str, actual_nanos: int) -> Settled | None:
     return Settled(hold_id, held, actual, charge, shortfall)
 
 
-async def void(tx: Tx, hold_id: str, memo: str | None = None) -> bool:
+async def void(tx: Tx, hold_id: str, memo: str | None = None, known: Known | None = None) -> bool:
     """Release the hold without charging, exactly once."""
     now = utcnow()
-    row = await tx.one("UPDATE holds SET state = 'void', finalized_at = ? WHERE id = ? AND state = 'held' "
-                       "RETURNING amount_nanos, workspace_id, ref", (now, hold_id))
-    if row is None:
+    got = await _finalise(tx, hold_id, "state = 'void', finalized_at = ?", (now,), known)
+    if got is None:
         return False
-    held, workspace_id, ref = int(row[0]), str(row[1]), str(row[2])
+    held, workspace_id, ref = got
     await tx.exec("UPDATE workspaces SET held_nanos = held_nanos - ? WHERE id = ?", (held, workspace_id))
     await _entry(tx, workspace_id, "void", held, hold_id, memo or f"voided {ref}", now)
     return True

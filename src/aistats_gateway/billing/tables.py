@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aistats_gateway.db.base import Base, UTCDateTime, utcnow
@@ -20,7 +20,7 @@ class LedgerEntry(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     amount_nanos: Mapped[int] = mapped_column(BigInteger)
-    hold_id: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    hold_id: Mapped[str | None] = mapped_column(String(80), nullable=True)  # no index: nothing looks entries up by hold
     memo: Mapped[str | None] = mapped_column(String(500), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -46,6 +46,8 @@ class Hold(Base):
 
     __table_args__ = (
         Index("ix_holds_key_created", "key_id", "created_at"),
-        Index("ix_holds_state", "state"),
-        Index("ix_holds_ref", "ref_kind", "ref"),
+        # the holds still held, for the billing sweep (``state = 'held' AND ref_kind = ? AND ref IN …``);
+        # partial, so a settled hold costs no index page (migration 0009)
+        Index("ix_holds_held", "ref_kind", "ref", sqlite_where=text("state = 'held'"),
+              postgresql_where=text("state = 'held'")),
     )

@@ -47,6 +47,14 @@ RESTART_WAIT_MS = 200  # longest wait of that restart for readers to finish
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint restarted it
 
 
+_AS_IS = frozenset({str, int, float, bytes, type(None)})  # bound by sqlite3 itself
+
+
+def _sqlite_params(params: Sequence[Any]) -> list[Any]:
+    """The parameters as SQLite binds them; a set lookup per value, a call only for the others."""
+    return [v if type(v) in _AS_IS else _sqlite_value(v) for v in params]
+
+
 def _sqlite_value(v: Any) -> Any:
     t = type(v)
     if t is str or t is int or v is None:  # the common case, first
@@ -86,10 +94,10 @@ class _SQLiteTx(Tx):
         self.conn = conn
 
     async def exec(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql, [_sqlite_value(v) for v in params]).rowcount
+        return self.conn.execute(sql, _sqlite_params(params)).rowcount
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        cur = self.conn.execute(sql, [_sqlite_value(v) for v in params])
+        cur = self.conn.execute(sql, _sqlite_params(params))
         row = cur.fetchone()
         if row is not None:
             cur.fetchall()  # finish the statement (RETURNING)

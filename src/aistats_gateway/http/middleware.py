@@ -1,4 +1,8 @@
-"""Pure-ASGI middleware: request ids, access log, Prometheus metrics and the body size limit."""
+"""Pure-ASGI middleware: request ids, access log, Prometheus metrics and the body size limit.
+
+The metric children of each (method, route, status) are looked up once and kept (``Metrics.record``):
+prometheus_client's ``labels()`` costs more than the increment itself. The keys are bounded (route
+templates, not paths; an unrouted request is ``unmatched``)."""
 
 from __future__ import annotations
 
@@ -33,6 +37,16 @@ class Metrics:
         from aistats_gateway.http.looplag import LoopLag
 
         self.loop_lag = LoopLag(self.registry)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = (self.requests.labels(method, route, str(status)),
+                                         self.latency.labels(method, route))
+        got[0].inc()
+        got[1].observe(seconds)
 
 
 class _TooLarge(Exception):
@@ -116,8 +130,7 @@ class GatewayMiddleware:
         route = scope.get("route")
         route_path = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
-        self.metrics.requests.labels(method, route_path, str(status)).inc()
-        self.metrics.latency.labels(method, route_path).observe(elapsed)
+        self.metrics.record(method, route_path, status, elapsed)
         state: dict[str, Any] = scope.get("state", {})
         if access_log.isEnabledFor(logging.INFO):
             access_log.info("request", extra={

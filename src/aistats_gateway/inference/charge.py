@@ -248,20 +248,22 @@ async def finalise(sessions: async_sessionmaker[AsyncSession], call: Call,
     latency = int((time.perf_counter() - call.started) * 1000)
     native = out.native_id[:200] if out.native_id else None
     hid = billing.hold_id(call.gen_id)
+    # open_call placed this hold from the same Call (the generation row's hold_nanos is its amount)
+    known = lean.Known(call.hold_nanos, call.workspace_id, call.gen_id)
 
     async def work(tx: Tx) -> int:
         nanos = 0
         if call.hold_nanos > 0:
             actual = sum(ln.nanos for ln in priced)
             if out.status == "completed" and actual > 0:
-                done = await lean.settle(tx, hid, actual)
+                done = await lean.settle(tx, hid, actual, known)
                 if done is not None:
                     nanos = done.charged_nanos
                     if done.shortfall_nanos:
                         usage_doc["shortfall_nanos"] = done.shortfall_nanos
                         usage_doc["actual_nanos"] = done.actual_nanos
             else:
-                await lean.void(tx, hid, memo=f"voided {call.gen_id}: {out.status}")
+                await lean.void(tx, hid, memo=f"voided {call.gen_id}: {out.status}", known=known)
         matched = await tx.exec(
             "UPDATE generations SET status = ?, provider = ?, native_id = ?, status_code = ?, error_code = ?, "
             "error_message = ?, attempts = ?, usage = ?, finish_reason = ?, cost_nanos = ?, latency_ms = ?, "
