@@ -192,6 +192,8 @@ def serve(
 
     import uvicorn
 
+    from aistats_gateway.http.server import CoalescingHttpToolsProtocol
+
     if remember:
         from aistats_gateway import serverinfo
 
@@ -205,7 +207,7 @@ def serve(
               f"(database: {_safe_url(settings.db_url)})", soft_wrap=True)
     uvicorn.run(
         "aistats_gateway.app:create_app_from_env", factory=True, host=settings.host, port=settings.port,
-        workers=workers, loop="uvloop", http="httptools", log_config=None, access_log=False,
+        workers=workers, loop="uvloop", http=CoalescingHttpToolsProtocol, log_config=None, access_log=False,
         proxy_headers=True, server_header=False,
         # Longer than clients keep idle connections pooled (httpx and the openai SDK: 5 s, uvicorn's own
         # default too), so a reused connection is never closed under a request in flight.

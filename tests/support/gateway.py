@@ -22,6 +22,7 @@ import uvicorn
 from aistats_gateway.app import create_app
 from aistats_gateway.db.engine import create_engine, session_factory
 from aistats_gateway.db.migrate import upgrade
+from aistats_gateway.http.server import CoalescingHttpToolsProtocol
 from aistats_gateway.settings import Settings, load_settings
 
 PG_URL = os.environ.get("AISTATS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -75,8 +76,9 @@ class ServerThread:
         # Keep idle connections longer than any client here keeps them pooled (httpx and the openai SDK:
         # 5 s): with uvicorn's default of 5 s as well, a request sent on a connection idle for ~5 s races
         # the server closing it and fails with a connection reset.
+        # The protocol ``serve`` uses (a response's head and body in one write), so every test runs it.
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", loop="asyncio",
-                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
+                                http=CoalescingHttpToolsProtocol, timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
