@@ -145,6 +145,30 @@ def test_a_hold_is_finalised_once_with_or_without_what_its_caller_knows(database
     assert bal == again and bal.held_nanos == 0 and bal.balance_nanos == 10_000 - 400 and paid == 400 and open_ == 0
 
 
+def test_spend_limits_count_the_hold_being_placed(database: Database) -> None:
+    """The lean hold enforces the key's daily and monthly limits with the new hold counted in its own
+    day and month (the group's timestamp), concurrent calls included."""
+    from aistats_gateway.billing.errors import SpendLimitExceeded
+
+    async def work(sessions: Any) -> tuple[list[Any], list[Any], Any]:
+        key_id, ws = await new_key(sessions, 100_000_000)
+        daily = charge.KeyLimits(daily_nanos=5_000_000)
+        monthly = charge.KeyLimits(monthly_nanos=3_000_000)
+        calls = [charge.Call(f"gen_l{i}{key_id}", ws, key_id, "chat.completions", "m", False, 2_000_000, 10,
+                             limits=daily) for i in range(3)]
+        got = await asyncio.gather(*(charge.open_call(sessions, c, tpm_tokens=1) for c in calls),
+                                   return_exceptions=True)
+        more = charge.Call(f"gen_m{key_id}", ws, key_id, "chat.completions", "m", False, 2_000_000, 10, limits=monthly)
+        got_monthly = await asyncio.gather(charge.open_call(sessions, more, tpm_tokens=1), return_exceptions=True)
+        return got, got_monthly, await books(sessions, ws)
+
+    daily_got, monthly_got, (bal, again, _, _, open_) = run(database, work)
+    assert daily_got[:2] == [None, None]
+    assert isinstance(daily_got[2], SpendLimitExceeded) and daily_got[2].period == "daily"
+    assert isinstance(monthly_got[0], SpendLimitExceeded) and monthly_got[0].period == "monthly"
+    assert bal == again and bal.held_nanos == 4_000_000 and open_ == 2
+
+
 def test_a_failing_transaction_is_rolled_back_alone(database: Database) -> None:
     async def work(sessions: Any) -> tuple[Any, Any, Any]:
         _, ws = await new_key(sessions, 1000)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from aistats_gateway.billing.errors import InsufficientCredits, SpendLimitExceeded
 from aistats_gateway.billing.ledger import Balance, Settled, overage_charge, settle_memo
-from aistats_gateway.db.base import utcnow
 from aistats_gateway.db.writer import Tx
 
 
@@ -41,14 +40,14 @@ async def balance(tx: Tx, workspace_id: str) -> Balance:
 
 
 async def _entry(tx: Tx, workspace_id: str, kind: str, amount: int, hold_id: str, memo: str,
-                 now: dt.datetime) -> None:
+                 now: dt.datetime | str) -> None:
     await tx.exec("INSERT INTO ledger_entries (workspace_id, kind, amount_nanos, hold_id, memo, created_at) "
                   "VALUES (?, ?, ?, ?, ?, ?)", (workspace_id, kind, amount, hold_id, memo[:500], now))
 
 
 async def place_hold(tx: Tx, *, hold_id: str, workspace_id: str, key_id: str, ref_kind: str, ref: str,
                      amount_nanos: int, limits: KeyLimits | None = None) -> None:
-    now = utcnow()
+    now = tx.now()
     moved = await tx.exec("UPDATE workspaces SET held_nanos = held_nanos + ? WHERE id = ? "
                           "AND balance_nanos - held_nanos >= ?", (amount_nanos, workspace_id, amount_nanos))
     if moved != 1:
@@ -60,7 +59,8 @@ async def place_hold(tx: Tx, *, hold_id: str, workspace_id: str, key_id: str, re
     await _entry(tx, workspace_id, "hold", amount_nanos, hold_id, f"hold for {ref}", now)
     if limits is None:
         return
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    at = now if isinstance(now, dt.datetime) else dt.datetime.fromisoformat(now).replace(tzinfo=dt.UTC)
+    day = at.replace(hour=0, minute=0, second=0, microsecond=0)  # the hold's own day (it counts in it)
     periods = (("daily", limits.daily_nanos, day), ("monthly", limits.monthly_nanos, day.replace(day=1)))
     for period, limit, since in periods:
         if limit is None:
@@ -105,7 +105,7 @@ async def _finalise(tx: Tx, hold_id: str, set_sql: str, params: tuple[object, ..
 
 async def settle(tx: Tx, hold_id: str, actual_nanos: int, known: Known | None = None) -> Settled | None:
     """Charge ``actual_nanos`` and release the hold; None when it is not held any more (done before)."""
-    now = utcnow()
+    now = tx.now()
     actual = max(0, actual_nanos)
     # Within the hold (the common case) the charge is the actual cost, settled in this one UPDATE;
     # above it, the hold row is corrected below once the overage charge is known.
@@ -141,7 +141,7 @@ async def settle(tx: Tx, hold_id: str, actual_nanos: int, known: Known | None = 
 
 async def void(tx: Tx, hold_id: str, memo: str | None = None, known: Known | None = None) -> bool:
     """Release the hold without charging, exactly once."""
-    now = utcnow()
+    now = tx.now()
     got = await _finalise(tx, hold_id, "state = 'void', finalized_at = ?", (now,), known)
     if got is None:
         return False

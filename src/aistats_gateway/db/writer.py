@@ -78,9 +78,13 @@ def _sqlite_datetime(v: dt.datetime) -> str:
 
 class Tx:
     """The statements of one write transaction. ``exec`` returns the rows an UPDATE/INSERT matched;
-    ``one`` the first row of a query (also ``… RETURNING``) or None."""
+    ``one`` the first row of a query (also ``… RETURNING``) or None; ``now`` the transaction's time as a
+    DATETIME parameter (on SQLite one formatted string per group commit, taken when the group began)."""
 
     dialect = "sqlite"
+
+    def now(self) -> dt.datetime | str:
+        raise NotImplementedError
 
     async def exec(self, sql: str, params: Sequence[Any] = ()) -> int:
         raise NotImplementedError
@@ -92,6 +96,12 @@ class Tx:
 class _SQLiteTx(Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._now: str | None = None
+
+    def now(self) -> str:
+        if self._now is None:
+            self._now = _sqlite_datetime(dt.datetime.now(dt.UTC))
+        return self._now
 
     async def exec(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.conn.execute(sql, _sqlite_params(params)).rowcount
@@ -109,6 +119,9 @@ class _PgTx(Tx):
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
 
     @staticmethod
     def _sql(sql: str) -> str:

@@ -187,7 +187,7 @@ async def open_call(sessions: async_sessionmaker[AsyncSession], call: Call, *, t
                       "attempts, usage, hold_nanos, cost_nanos, created_at) "
                       "VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?, ?, 0, ?)",
                       (call.gen_id, call.workspace_id, call.key_id, call.endpoint, call.model, call.stream, [], {},
-                       call.hold_nanos, utcnow()))
+                       call.hold_nanos, tx.now()))
         if call.hold_nanos > 0:
             spend = (lean.KeyLimits(limits.daily_nanos, limits.monthly_nanos)
                      if limits.daily_nanos is not None or limits.monthly_nanos is not None else None)
@@ -269,7 +269,7 @@ async def finalise(sessions: async_sessionmaker[AsyncSession], call: Call,
             "error_message = ?, attempts = ?, usage = ?, finish_reason = ?, cost_nanos = ?, latency_ms = ?, "
             "ttft_ms = ?, finished_at = ? WHERE id = ? AND status = 'in_progress'",
             (out.status, out.provider, native, out.status_code, out.error_code, out.error_message, out.attempts,
-             usage_doc, out.finish_reason, nanos, latency, out.ttft_ms, utcnow(), call.gen_id))
+             usage_doc, out.finish_reason, nanos, latency, out.ttft_ms, tx.now(), call.gen_id))
         if matched != 1:
             raise _NotOurs()
         limits = call.limits
