@@ -65,6 +65,24 @@ def test_models_lists_the_local_text_models_as_active(gateway: Gateway, poor: st
         assert all(p["price"] == "0" for p in row["pricing"])
 
 
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_metrics_count_the_sqlite_group_commits_of_calls(oai: openai.OpenAI, gateway: Gateway) -> None:
+    before = httpx.get(gateway.base_url + "/metrics").text
+    if gateway.backend != "sqlite":
+        assert "aistats_db_group_commits_total" not in before
+        return
+    oai.chat.completions.create(model=ECHO, messages=[{"role": "user", "content": "count me"}])
+    after = httpx.get(gateway.base_url + "/metrics").text
+    groups = _metric(after, "aistats_db_group_commits_total") - _metric(before, "aistats_db_group_commits_total")
+    txs = (_metric(after, "aistats_db_group_commit_transactions_total")
+           - _metric(before, "aistats_db_group_commit_transactions_total"))
+    assert groups >= 1 and txs >= 2 and txs >= groups  # the call's open and close at least
+    assert "aistats_db_group_commits_handed_over_total" in after
+
+
 def test_chat_plain_echoes_with_usage_and_a_generation(oai: openai.OpenAI, gateway: Gateway, poor: str) -> None:
     c = oai.chat.completions.create(model=ECHO, messages=[{"role": "system", "content": "Be brief."},
                                                           {"role": "user", "content": "Hello, local world!"}])

@@ -118,6 +118,10 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None, freeze_gc:
     from aistats_gateway.db.fastread import FastReader
 
     state.reader = FastReader(engine, settings.db_url)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        from aistats_gateway.http.middleware import WriterStats
+
+        metrics.registry.register(WriterStats(str(engine.url.database)))
     from aistats_gateway.videos.cache import RenderedJobs
 
     state.rendered_jobs = RenderedJobs()

@@ -10,10 +10,12 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aistats_gateway.http.errors import error_body
@@ -47,6 +49,25 @@ class Metrics:
                                          self.latency.labels(method, route))
         got[0].inc()
         got[1].observe(seconds)
+
+
+class WriterStats:
+    """``/metrics`` counters of the SQLite group-commit writer of one database file (``db.writer``):
+    group commits, the transactions they carried and the groups handed to the writer thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        from aistats_gateway.db.writer import sqlite_writer
+
+        w = sqlite_writer(self.path)
+        yield CounterMetricFamily("aistats_db_group_commits", "SQLite group commits of the lean writer",
+                                  value=w.groups)
+        yield CounterMetricFamily("aistats_db_group_commit_transactions",
+                                  "Write transactions committed in those groups", value=w.items)
+        yield CounterMetricFamily("aistats_db_group_commits_handed_over",
+                                  "Groups handed to the writer thread (the database was locked)", value=w.handed_over)
 
 
 class _TooLarge(Exception):
