@@ -98,7 +98,16 @@ class FastReader:
             except sqlite3.Error:
                 raw = None
             if raw is not None:
-                return [tuple((p(v) if p is not None else v) for p, v in zip(procs, row)) for row in raw]
+                conv = [(i, p) for i, p in enumerate(procs) if p is not None]
+                if not conv:
+                    return raw  # sqlite3 rows are tuples already
+                out = []
+                for row in raw:
+                    values = list(row)
+                    for i, p in conv:
+                        values[i] = p(values[i])
+                    out.append(tuple(values))
+                return out
         rows = await (self._pg_rows(table, column, value, names) if self._pg_conninfo is not None
                       else self._orm_rows(table, column, value))
         return [tuple(r[n] for n in names) for r in rows]

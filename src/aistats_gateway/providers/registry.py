@@ -65,6 +65,7 @@ def _adopt(old: Capability[Any], new: Capability[Any]) -> None:
     for entry in _REGISTRY.values():
         if old in entry.adapters:
             entry.adapters[new] = entry.adapters.pop(old)
+            entry._endpoints = None
 
 
 def _key(capability: Capability[Any] | str) -> Capability[Any]:
@@ -96,9 +97,16 @@ class AdapterEntry:
     adapters: dict[Capability[Any], object] = field(default_factory=dict)
     needs_credentials: bool = True
 
+    _endpoints: tuple[int, frozenset[str]] | None = field(default=None, repr=False, compare=False)
+
     @property
     def endpoints(self) -> frozenset[str]:
-        return frozenset(e for cap in self.adapters for e in cap.endpoints)
+        """The endpoints of its capabilities (memoised; ``register`` and a capability's adoption reset it,
+        and a change in the number of adapters is noticed)."""
+        got = self._endpoints
+        if got is None or got[0] != len(self.adapters):
+            got = self._endpoints = (len(self.adapters), frozenset(e for cap in self.adapters for e in cap.endpoints))
+        return got[1]
 
 
 _REGISTRY: dict[str, AdapterEntry] = {}
@@ -120,6 +128,7 @@ def register(provider_id: str, capability: Capability[Any] | str, adapter: objec
     if entry is None:
         entry = _REGISTRY[provider_id] = AdapterEntry(provider_id)
     entry.adapters[_key(capability)] = adapter
+    entry._endpoints = None
     entry.needs_credentials = needs_credentials
 
 
