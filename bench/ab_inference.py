@@ -54,6 +54,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=2.0, help="per round and gateway")
     ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--stream", action="store_true", help="streamed calls; p50 is then the time to the first byte")
     args = ap.parse_args()
     roots = [p.resolve() for p in args.checkouts]
     for r in roots:
@@ -74,20 +75,20 @@ def main() -> int:
             gws.append(bi.start_gateway(procs, tmp / f"g{i}", mock_port))
         _common.ROOT = bi.ROOT
         for g in gws:  # warm-up
-            bi.run_load(g.port, g.path, g.body(False), args.conns, 2, g.headers)
+            bi.run_load(g.port, g.path, g.body(args.stream), args.conns, 2, g.headers)
         log(f"{args.rounds} rounds x {args.seconds:g} s at {args.conns} connections, alternating …")
         for _ in range(args.rounds):
             for i, g in enumerate(gws):
                 m0, c0 = _writer_counts(g.port), bi.cpu_s(g.pid)
-                out: dict[str, Any] = bi.run_load(g.port, g.path, g.body(False), args.conns, args.seconds, g.headers)
+                out: dict[str, Any] = bi.run_load(g.port, g.path, g.body(args.stream), args.conns, args.seconds, g.headers)
                 c1, m1 = bi.cpu_s(g.pid), _writer_counts(g.port)
                 n = max(1, out["n"])
                 rows[i].append({"rps": out["n"] / out["wall"], "cpu_us": (c1 - c0) / n * 1e6,
-                                "p50_ms": bi.pct(out["total"], 0.5), "errors": sum(out["errors"].values()),
+                                "p50_ms": bi.pct(out["ttfb"] if args.stream else out["total"], 0.5), "errors": sum(out["errors"].values()),
                                 "tx_per_group": (m1[1] - m0[1]) / max(1.0, m1[0] - m0[0]), "rss": bi.rss_mb(g.pid)})
     finally:
         procs.stop_all()
-    print(f"\n## A/B at {args.conns} connections, {args.rounds} alternating rounds of {args.seconds:g} s\n")
+    print(f"\n## A/B{' (streamed)' if args.stream else ''} at {args.conns} connections, {args.rounds} alternating rounds of {args.seconds:g} s\n")
     out_rows = []
     for i, root in enumerate(roots):
         rs = rows[i]
