@@ -80,15 +80,18 @@ def main() -> int:
         for _ in range(args.rounds):
             for i, g in enumerate(gws):
                 m0, c0 = _writer_counts(g.port), bi.cpu_s(g.pid)
-                out: dict[str, Any] = bi.run_load(g.port, g.path, g.body(args.stream), args.conns, args.seconds, g.headers)
+                out: dict[str, Any] = bi.run_load(g.port, g.path, g.body(args.stream), args.conns, args.seconds,
+                                                  g.headers)
                 c1, m1 = bi.cpu_s(g.pid), _writer_counts(g.port)
                 n = max(1, out["n"])
                 rows[i].append({"rps": out["n"] / out["wall"], "cpu_us": (c1 - c0) / n * 1e6,
-                                "p50_ms": bi.pct(out["ttfb"] if args.stream else out["total"], 0.5), "errors": sum(out["errors"].values()),
+                                "p50_ms": bi.pct(out["ttfb" if args.stream else "total"], 0.5),
+                                "errors": sum(out["errors"].values()),
                                 "tx_per_group": (m1[1] - m0[1]) / max(1.0, m1[0] - m0[0]), "rss": bi.rss_mb(g.pid)})
     finally:
         procs.stop_all()
-    print(f"\n## A/B{' (streamed)' if args.stream else ''} at {args.conns} connections, {args.rounds} alternating rounds of {args.seconds:g} s\n")
+    kind = " (streamed)" if args.stream else ""
+    print(f"\n## A/B{kind} at {args.conns} connections, {args.rounds} alternating rounds of {args.seconds:g} s\n")
     out_rows = []
     for i, root in enumerate(roots):
         rs = rows[i]
