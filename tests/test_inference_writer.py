@@ -163,8 +163,10 @@ def test_spend_limits_count_the_hold_being_placed(database: Database) -> None:
         return got, got_monthly, await books(sessions, ws)
 
     daily_got, monthly_got, (bal, again, _, _, open_) = run(database, work)
-    assert daily_got[:2] == [None, None]
-    assert isinstance(daily_got[2], SpendLimitExceeded) and daily_got[2].period == "daily"
+    # which two of the three concurrent calls fit is up to the backend's ordering; exactly two do
+    refused = [r for r in daily_got if r is not None]
+    assert daily_got.count(None) == 2 and len(refused) == 1
+    assert isinstance(refused[0], SpendLimitExceeded) and refused[0].period == "daily"
     assert isinstance(monthly_got[0], SpendLimitExceeded) and monthly_got[0].period == "monthly"
     assert bal == again and bal.held_nanos == 4_000_000 and open_ == 2
 
