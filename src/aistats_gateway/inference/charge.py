@@ -83,33 +83,11 @@ def _line(rules: list[PriceRule], meter: str, qty: int, fallback: str | None = N
     in whole blocks of ``unit_size`` like video seconds; per-request meters price whole units."""
     if qty <= 0:
         return None
-    got = _rule(rules, meter, fallback)
-    if got is None:
-        return None
-    rule, unit = got
-    return pricing.Line(meter, qty, qty, unit, -(-qty * unit // rule.unit_size), rule)
-
-
-# The rule (and its unit price) each meter of a rules list prices with, per list: an offer's price rules
-# are the catalogue snapshot's own list (``route.Candidate.rules``), never modified, so its identity is
-# the key (the entry keeps the list alive and is checked against it; bounded, cleared when full).
-_RULES: dict[int, tuple[list[PriceRule], dict[tuple[str, str | None], tuple[PriceRule, int] | None]]] = {}
-_RULES_MAX = 4096
-
-
-def _rule(rules: list[PriceRule], meter: str, fallback: str | None) -> tuple[PriceRule, int] | None:
-    got = _RULES.get(id(rules))
-    if got is None or got[0] is not rules:
-        if len(_RULES) >= _RULES_MAX:
-            _RULES.clear()
-        got = _RULES[id(rules)] = (rules, {})
-    memo = got[1]
-    key = (meter, fallback)
-    if key in memo:
-        return memo[key]
     rule = pricing.pick(rules, meter, {}) or (pricing.pick(rules, fallback, {}) if fallback else None)
-    out = memo[key] = (rule, _price_nanos(rule.price)) if rule is not None else None
-    return out
+    if rule is None:
+        return None
+    unit = _price_nanos(rule.price)
+    return pricing.Line(meter, qty, qty, unit, -(-qty * unit // rule.unit_size), rule)
 
 
 @functools.lru_cache(maxsize=4096)

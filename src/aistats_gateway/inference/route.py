@@ -45,7 +45,7 @@ class Candidate:
     provider_id: str
     model_slug: str
     adapter: Any
-    rules: list[PriceRule]  # the offer's own list in the catalogue snapshot: read-only (charge memoises by it)
+    rules: list[PriceRule]
     supports: frozenset[str]  # IR features this offer can honour
     api_key: str | None = None  # operator providers (providers file): their own key and URL
     base_url: str | None = None
@@ -204,7 +204,7 @@ def candidates(snap: catalogue.Snapshot, model: str, endpoint: str, prefs: routi
     for offer in routing.candidates(priced, route.prefs):
         op = operator.get(id(offer))
         out.append(Candidate(offer.provider_id, offer.spec.provider_model_slug,
-                             registry.adapter_for(offer.provider_id, endpoint), offer.spec.pricing,
+                             registry.adapter_for(offer.provider_id, endpoint), list(offer.spec.pricing),
                              features(offer), op.api_key if op else None, op.provider.base_url if op else None))
     return model_id, out
 

@@ -97,16 +97,14 @@ class AdapterEntry:
     adapters: dict[Capability[Any], object] = field(default_factory=dict)
     needs_credentials: bool = True
 
-    _endpoints: tuple[int, frozenset[str]] | None = field(default=None, repr=False, compare=False)
+    _endpoints: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def endpoints(self) -> frozenset[str]:
-        """The endpoints of its capabilities (memoised; ``register`` and a capability's adoption reset it,
-        and a change in the number of adapters is noticed)."""
-        got = self._endpoints
-        if got is None or got[0] != len(self.adapters):
-            got = self._endpoints = (len(self.adapters), frozenset(e for cap in self.adapters for e in cap.endpoints))
-        return got[1]
+        """The endpoints of its capabilities (memoised; ``register`` and a capability's adoption reset it)."""
+        if self._endpoints is None:
+            self._endpoints = frozenset(e for cap in self.adapters for e in cap.endpoints)
+        return self._endpoints
 
 
 _REGISTRY: dict[str, AdapterEntry] = {}
