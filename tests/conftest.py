@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aistats_gateway.db.migrate import upgrade
+from aistats_gateway.migrate import upgrade
 from tests.support.gateway import BACKENDS, Database, Gateway, new_database, running_gateway
 
 

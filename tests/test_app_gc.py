@@ -14,7 +14,7 @@ import pytest
 SCRIPT = """
 import asyncio, gc, sys
 from aistats_gateway.app import create_app
-from aistats_gateway.db.migrate import upgrade
+from aistats_gateway.migrate import upgrade
 from aistats_gateway.settings import load_settings
 
 settings = load_settings()

@@ -18,7 +18,7 @@ from aistats_gateway.billing import ledger
 from aistats_gateway.billing import service as billing
 from aistats_gateway.billing.tables import Hold, LedgerEntry
 from aistats_gateway.db.base import utcnow
-from aistats_gateway.db.migrate import upgrade
+from aistats_gateway.migrate import upgrade
 from aistats_gateway.settings import load_settings
 from aistats_gateway.videos.tables import VideoJob, VideoOutput
 from tests.support.gateway import BACKENDS, ServerThread, new_database, run_async

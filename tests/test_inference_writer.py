@@ -35,10 +35,10 @@ from aistats_gateway.billing.tables import Hold, LedgerEntry
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.db import writer
 from aistats_gateway.db.engine import create_engine, session_factory
-from aistats_gateway.db.migrate import upgrade
 from aistats_gateway.inference import charge
 from aistats_gateway.inference.tables import Generation
 from aistats_gateway.llm.ir import Usage
+from aistats_gateway.migrate import upgrade
 from tests.support.gateway import Database, new_database
 
 PEPPER = b"writer-test-pepper"

@@ -12,7 +12,7 @@ from alembic import command
 from sqlalchemy import create_engine, inspect
 
 from aistats_gateway.db.engine import sync_url
-from aistats_gateway.db.migrate import alembic_config, upgrade
+from aistats_gateway.migrate import alembic_config, upgrade
 from tests.support.gateway import Database
 
 

@@ -73,7 +73,7 @@ def _command_path() -> str:
 
 
 def _migrate(settings: Settings) -> None:
-    from aistats_gateway.db.migrate import upgrade
+    from aistats_gateway.migrate import upgrade
 
     try:
         upgrade(settings.db_url)

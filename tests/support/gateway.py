@@ -21,8 +21,8 @@ import uvicorn
 
 from aistats_gateway.app import create_app
 from aistats_gateway.db.engine import create_engine, session_factory
-from aistats_gateway.db.migrate import upgrade
 from aistats_gateway.http.server import CoalescingHttpToolsProtocol
+from aistats_gateway.migrate import upgrade
 from aistats_gateway.settings import Settings, load_settings
 
 PG_URL = os.environ.get("AISTATS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from aistats_gateway.db import models  # noqa: F401  (registers every table on Base.metadata)
+from aistats_gateway import tables  # noqa: F401  (registers every table on Base.metadata)
 from aistats_gateway.db.base import Base
 
 MIGRATION_LOCK = 7_340_001
