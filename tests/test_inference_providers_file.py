@@ -138,3 +138,50 @@ def test_an_invalid_edit_keeps_the_last_valid_file(api: httpx.Client, gateway: G
     finally:
         path.write_text(good)
         os.utime(path, (stat.st_atime, stat.st_mtime + 10))
+
+
+def test_a_valid_edit_is_read_off_the_event_loop_and_then_served(api: httpx.Client, gateway: Gateway,
+                                                                 ollama: tuple[RunningFake, Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed file is parsed in a worker thread (never on the serving loop); calls meanwhile keep the
+    served version, and the edit is served once it is read."""
+    import asyncio
+    import os
+    import time
+
+    _, path = ollama
+    good = path.read_text()
+    stat = path.stat()
+    reads: list[bool] = []  # per read of the file: was it on a running event loop?
+    real_read = providers_file._read
+
+    def read(p: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+            reads.append(True)
+        except RuntimeError:
+            reads.append(False)
+        return real_read(p)
+
+    monkeypatch.setattr(providers_file, "_read", read)
+
+    def wait_for_name(name: str) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            (row,) = _ollama_rows(api)
+            if row["api_provider_name"] == name:
+                return
+            assert time.monotonic() < deadline, f"the edit was not served: {row['api_provider_name']!r}"
+            r = api.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "m"}]})
+            assert r.status_code == 200 and r.json()["provider"] == "local-ollama"  # served all along
+            time.sleep(0.02)
+
+    try:
+        path.write_text(good.replace("name: Ollama on this machine", "name: Ollama, renamed"))
+        os.utime(path, (stat.st_atime, stat.st_mtime + 20))
+        wait_for_name("Ollama, renamed")
+    finally:
+        path.write_text(good)
+        os.utime(path, (stat.st_atime, stat.st_mtime + 30))
+    wait_for_name("Ollama on this machine")
+    assert reads and not any(reads), reads

@@ -21,6 +21,11 @@ registered with ``providers.registry`` as OpenAI-compatible adapters and their o
 the model's candidates by :mod:`inference.route`. The file is read once per process (and again
 when its modification time changes).
 
+Never on the event loop: while serving, a changed file is read, parsed and validated in a worker
+thread (one reload at a time per version of the file); calls keep the version being served until
+the new one is ready, then the swap (and the registration of new providers) happens on the loop.
+The shipped catalogue's model ids, which validation needs, are built once per process.
+
 While serving (:func:`current`, :func:`offers_for`): a file that disappears makes its offers
 unroutable (they stay listed by ``GET /v1/models`` with ``is_active_gateway: false``, and come back
 when it does); a file edited into an invalid one is logged once and the last valid version keeps
@@ -30,6 +35,8 @@ being served. Only :func:`load` (at start) raises. ``GET /v1/models`` lists the 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import re
@@ -187,7 +194,9 @@ def _register(offers: dict[str, list[OperatorOffer]]) -> None:
             _REGISTERED.add(o.provider.id)
 
 
+@functools.cache
 def _catalogue_ids() -> dict[str, str]:
+    """Catalogue model ids and aliases → model id, of the shipped catalogue (fixed for a process)."""
     from aistats_gateway.catalogue.loader import build
 
     cat, _ = build(None)
@@ -200,7 +209,6 @@ def _catalogue_ids() -> dict[str, str]:
 
 def load(path: str | None = None) -> dict[str, list[OperatorOffer]]:
     """The operator offers by model id (empty without a providers file); raises ProvidersFileError."""
-    global _CACHE
     path = path or os.environ.get(ENV) or None
     if not path:
         return {}
@@ -210,10 +218,55 @@ def load(path: str | None = None) -> dict[str, list[OperatorOffer]]:
         raise ProvidersFileError(f"{path}: cannot read the providers file: {e.strerror or e}") from None
     if _CACHE is not None and _CACHE.path == path and _CACHE.mtime == mtime:
         return _CACHE.offers
-    offers = parse(Path(path).read_text(encoding="utf-8"), path, _catalogue_ids())
+    offers = _read(path)
+    _install(path, mtime, offers)
+    return offers
+
+
+def _read(path: str) -> dict[str, list[OperatorOffer]]:
+    """Read, parse and validate the file (blocking: a worker thread's job while serving)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProvidersFileError(f"{path}: cannot read the providers file: {e.strerror or e}") from None
+    return parse(text, path, _catalogue_ids())
+
+
+def _install(path: str, mtime: float, offers: dict[str, list[OperatorOffer]]) -> None:
+    global _CACHE
     _register(offers)
     _CACHE = Loaded(path, mtime, offers)
-    return offers
+
+
+_RELOADING: dict[tuple[str, float], asyncio.Task[None]] = {}
+
+
+async def _reload(path: str, mtime: float) -> None:
+    try:
+        offers = await asyncio.to_thread(_read, path)
+    except ProvidersFileError as e:
+        last = _CACHE is not None and _CACHE.path == path
+        _once(path, mtime, f"{e}; still serving the last valid version" if last else str(e))
+        return
+    except Exception:  # never let a reload task die silently
+        log.exception("reloading the providers file %s failed", path)
+        return
+    finally:
+        _RELOADING.pop((path, mtime), None)
+    if os.environ.get(ENV) == path:  # a late older version is replaced again at the next call (mtime differs)
+        _install(path, mtime, offers)
+
+
+def _start_reload(path: str, mtime: float) -> bool:
+    """Start reading this version of the file in a worker thread; False when no loop is running."""
+    if (path, mtime) in _RELOADING or (path, mtime) in _LOGGED:
+        return True  # already being read, or known to be invalid
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    _RELOADING[(path, mtime)] = loop.create_task(_reload(path, mtime))
+    return True
 
 
 _LOGGED: set[tuple[str, float | None]] = set()
@@ -238,6 +291,8 @@ def current() -> Loaded | None:
         return replace(last, present=False) if last is not None else None
     if last is not None and last.mtime == mtime:
         return last
+    if _start_reload(path, mtime):
+        return last  # the version being served, until the worker thread has the new one
     try:
         load(path)
     except ProvidersFileError as e:
