@@ -16,6 +16,7 @@ from aistats_gateway.providers.google.chat import GeminiChat, GeminiEmbeddings
 from aistats_gateway.providers.local_text.chat import LocalChat
 from aistats_gateway.providers.local_text.embeddings import LocalEmbeddings, LocalModerations
 from aistats_gateway.providers.minimax_chat import MiniMaxChat
+from aistats_gateway.providers.mistral.moderations import MistralModerations
 from aistats_gateway.providers.openai_compat.chat import (
     FAMILIES,
     Family,
@@ -51,6 +52,7 @@ registry.register("amazon-bedrock", "chat.completions", BedrockChat())
 registry.register("amazon-bedrock", "embeddings", BedrockEmbeddings())
 registry.register("cohere", "embeddings", CohereEmbeddings())
 registry.register("minimax", "chat.completions", MiniMaxChat())
+registry.register("mistral", "moderations", MistralModerations(FAMILIES["mistral"]))  # its own shape, mapped
 # The built-in local models: no credentials (like the local video and image renderers).
 registry.register("local", "chat.completions", LocalChat(), needs_credentials=False)
 registry.register("local", "embeddings", LocalEmbeddings(), needs_credentials=False)

@@ -80,6 +80,7 @@ class InferenceState:
     block_words: list[str] = field(default_factory=list)  # prompts refused by a safety filter (Gemini)
     flag_words: dict[str, str] = field(default_factory=lambda: {  # moderation: word → category
         "kill": "violence", "hate": "hate", "bomb": "illicit/violent", "suicide": "self-harm"})
+    moderation_usage: bool = False  # Mistral's moderations: also report usage (its documented answer has none)
     # faults
     fail_next: int = 0
     fail_status: int = 503

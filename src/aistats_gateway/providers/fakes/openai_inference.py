@@ -516,6 +516,11 @@ def inference_routes(state: InferenceState, *, flavor: str = "openai", error_sty
         Route(f"{prefix}/chat/completions", endpoint(state, error_style, chat_handler(state)), methods=["POST"]),
         Route(f"{prefix}/embeddings", endpoint(state, error_style, embeddings_handler(state)), methods=["POST"]),
     ]
+    if state.provider == "mistral":
+        from .mistral_moderations import moderations_handler as mistral_moderations
+
+        routes.append(Route(f"{prefix}/moderations", endpoint(state, error_style, mistral_moderations(state)),
+                            methods=["POST"]))
     if flavor == "openai":
         routes += [
             Route(f"{prefix}/responses", endpoint(state, error_style, responses_handler(state)), methods=["POST"]),
