@@ -104,6 +104,11 @@ def test_anthropic_sdk_native(gateway: Gateway, key: str, fakes: dict[str, Runni
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text == "x y z" and final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    with client.messages.stream(model=HAIKU, max_tokens=50, stop_sequences=["gamma"],
+                                messages=[{"role": "user", "content": "alpha beta gamma delta"}]) as s:
+        stopped = s.get_final_message()
+    assert stopped.stop_reason == "stop_sequence" and stopped.stop_sequence == "gamma"  # Anthropic's, passed on
+    assert "".join(b.text for b in stopped.content if b.type == "text").strip() == "alpha beta"
     assert_books_balance(gateway, key)
 
 

@@ -184,6 +184,11 @@ def test_anthropic_messages_plain_streaming_tools(claude: anthropic.Anthropic) -
     s = claude.messages.create(model=ECHO, max_tokens=50, stop_sequences=["!"],
                                messages=[{"role": "user", "content": "Hi there! Bye"}])
     assert s.content[0].text == "Hi there" and s.stop_reason == "stop_sequence"  # type: ignore[union-attr]
+    assert s.stop_sequence == "!"
+    with claude.messages.stream(model=ECHO, max_tokens=50, stop_sequences=["!"],
+                                messages=[{"role": "user", "content": "Hi there! Bye"}]) as ss:
+        streamed = ss.get_final_message()
+    assert streamed.stop_reason == "stop_sequence" and streamed.stop_sequence == "!"  # the stream says it too
     with claude.messages.stream(model=ECHO, max_tokens=50, messages=[{"role": "user", "content": "x y z"}]) as st:
         texts = list(st.text_stream)
         final = st.get_final_message()

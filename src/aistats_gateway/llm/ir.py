@@ -190,6 +190,7 @@ class IRDelta:
     usage: Usage | None = None
     native_id: str | None = None
     model: str | None = None
+    stop_sequence: str | None = None  # with finish_reason "stop": the stop sequence that ended the text
 
 
 @dataclass
@@ -203,6 +204,7 @@ class StreamSummary:
     usage: Usage = field(default_factory=Usage)
     native_id: str | None = None
     model: str | None = None
+    stop_sequence: str | None = None
     events: int = 0
 
     def add(self, d: IRDelta) -> None:
@@ -221,6 +223,7 @@ class StreamSummary:
                 entry.append(d.tool_call.arguments)
         if d.finish_reason:
             self.finish_reason = d.finish_reason
+            self.stop_sequence = d.stop_sequence
         if d.usage is not None:
             self.usage = self.usage.merge(d.usage)
         if d.native_id and not self.native_id:
@@ -232,7 +235,7 @@ class StreamSummary:
         calls = [ToolCall(v[0], v[1], "".join(v[2:])) for _, v in sorted(self.calls.items())]
         finish: FinishReason = self.finish_reason or ("tool_calls" if calls else "stop")
         return IRResponse("".join(self.content), "".join(self.reasoning) or None, calls, finish, self.usage,
-                          self.native_id, self.model)
+                          self.native_id, self.model, self.stop_sequence)
 
 
 # ---- reasoning effort ⇄ budgets -----------------------------------------------------------

@@ -242,6 +242,7 @@ class StreamEncoder:
         self.index = -1
         self.open: str | None = None  # "text" | "thinking" | "tool:<ir index>"
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None
 
     def start(self) -> bytes:
         return sse({"type": "message_start", "message": {
@@ -284,12 +285,21 @@ class StreamEncoder:
                 out += self._delta({"type": "input_json_delta", "partial_json": d.tool_call.arguments})
         elif d.finish_reason:
             self.finish_reason = d.finish_reason
+            self.stop_sequence = d.stop_sequence
         return out
+
+    def _stop_sequence(self) -> str | None:
+        return self.stop_sequence if (self.finish_reason or "stop") == "stop" else None
+
+    def _stop_reason(self) -> str:
+        if self._stop_sequence():
+            return "stop_sequence"
+        return TO_ANTHROPIC.get(self.finish_reason or "stop", "end_turn")
 
     def finish(self, usage: Usage) -> bytes:
         return self._stop() + sse({"type": "message_delta",
-                                   "delta": {"stop_reason": TO_ANTHROPIC.get(self.finish_reason or "stop", "end_turn"),
-                                             "stop_sequence": None},
+                                   "delta": {"stop_reason": self._stop_reason(),
+                                             "stop_sequence": self._stop_sequence()},
                                    "usage": _usage(usage, self.meta), "cost_nanos": self.meta.cost_nanos},
                                   "message_delta") + sse({"type": "message_stop"}, "message_stop")
 
@@ -436,6 +446,8 @@ class StreamDecoder:
             out = [IRDelta(usage=self.usage)]
             reason = (data.get("delta") or {}).get("stop_reason")
             if reason:
-                out.insert(0, IRDelta(finish_reason=FROM_ANTHROPIC.get(str(reason), "stop")))
+                seq = (data.get("delta") or {}).get("stop_sequence")
+                out.insert(0, IRDelta(finish_reason=FROM_ANTHROPIC.get(str(reason), "stop"),
+                                      stop_sequence=seq if isinstance(seq, str) else None))
             return out
         return []

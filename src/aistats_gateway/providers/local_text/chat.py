@@ -183,5 +183,5 @@ class LocalChat:
             for piece in tokens(a.call.arguments):
                 yield IRDelta(tool_call=ToolCallDelta(0, arguments=piece), native_id=a.native_id)
                 await asyncio.sleep(0)
-        yield IRDelta(finish_reason=a.finish, native_id=a.native_id)
+        yield IRDelta(finish_reason=a.finish, native_id=a.native_id, stop_sequence=a.stop_sequence)
         yield IRDelta(usage=a.usage, native_id=a.native_id)
