@@ -100,6 +100,30 @@ def test_minimax_chat_plain_streamed_and_base_resp_errors(oai: openai.OpenAI, ga
     assert_books_balance(gateway, key)
 
 
+def test_minimax_takes_no_forced_tool_choice(oai: openai.OpenAI, api: httpx.Client, gateway: Gateway, key: str,
+                                             fakes: dict[str, RunningFake]) -> None:
+    """MiniMax's tool_choice is none or auto: a forced choice is sent as auto (the tools kept), or, with
+    provider.require_parameters, MiniMax is not used."""
+    st = _state(fakes, "minimax")
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        c = oai.chat.completions.create(model=MINIMAX, messages=[{"role": "user", "content": "weather?"}],
+                                        tools=tools, tool_choice=choice)  # type: ignore[arg-type]
+        assert (c.model_extra or {})["provider"] == "minimax"
+        assert st.last.body["tool_choice"] == "auto" and st.last.body["tools"][0]["function"]["name"] == "get_weather"
+    auto = oai.chat.completions.create(model=MINIMAX, messages=[{"role": "user", "content": "x"}], tools=tools,
+                                       tool_choice="none")  # type: ignore[arg-type]
+    assert auto.choices and st.last.body["tool_choice"] == "none"
+    before = st.request_count
+    r = api.post("/v1/chat/completions", json={"model": MINIMAX, "messages": [{"role": "user", "content": "w"}],
+                                               "tools": tools, "tool_choice": "required",
+                                               "provider": {"require_parameters": True}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "provider.require_parameters", r.text
+    assert "tool_choice:forced" in r.json()["error"]["message"] and st.request_count == before
+    assert_books_balance(gateway, key)
+
+
 def test_titan_embeddings_over_invoke_model_signed(oai: openai.OpenAI, gateway: Gateway, key: str,
                                                    fakes: dict[str, RunningFake]) -> None:
     st = _state(fakes, "amazon-bedrock")

@@ -23,7 +23,7 @@ from aistats_gateway import routing
 from aistats_gateway.catalogue import service as catalogue
 from aistats_gateway.catalogue.schema import PriceRule
 from aistats_gateway.http.errors import APIError, bad_request
-from aistats_gateway.llm.ir import IRRequest
+from aistats_gateway.llm.ir import FORCED_TOOL_CHOICE, IRRequest, ToolChoice
 from aistats_gateway.providers import config, registry
 from aistats_gateway.providers.base import CallContext
 
@@ -130,22 +130,25 @@ def _has_price(rules: list[PriceRule], endpoint: str) -> bool:
 
 
 def _offer_supports(offer: catalogue.ProviderOffer, endpoint: str, adapter_supports: frozenset[str],
-                    native: frozenset[str] = frozenset()) -> frozenset[str]:
+                    native: frozenset[str] = frozenset(), forced_tool_choice: bool = True) -> frozenset[str]:
     """The adapter's features the catalogue lists for this offer, plus the adapter's ``native`` ones
-    (features it maps to a provider-native control, e.g. effort → Anthropic/Gemini thinking budgets)."""
+    (features it maps to a provider-native control, e.g. effort → Anthropic/Gemini thinking budgets).
+    ``tool_choice`` includes forcing a call unless the adapter says otherwise (``forced_tool_choice``)."""
     listed = offer.spec.parameters.get(endpoint)  # type: ignore[call-overload]
-    if not listed:
-        return adapter_supports
-    out = set(adapter_supports & native)
-    for feature in adapter_supports:
-        names = _CATALOGUE_NAMES.get(feature, (feature,))
-        if any(catalogue.offer_supports(offer, endpoint, n) for n in names):
-            out.add(feature)
+    out = set(adapter_supports) if not listed else set(adapter_supports & native)
+    if listed:
+        for feature in adapter_supports:
+            names = _CATALOGUE_NAMES.get(feature, (feature,))
+            if any(catalogue.offer_supports(offer, endpoint, n) for n in names):
+                out.add(feature)
+    if forced_tool_choice and "tool_choice" in out:
+        out.add(FORCED_TOOL_CHOICE)
     return frozenset(out)
 
 
-def _adapter_features(adapter: Any) -> tuple[frozenset[str], frozenset[str]]:
-    return (frozenset(getattr(adapter, "supports", frozenset())), frozenset(getattr(adapter, "native", frozenset())))
+def _adapter_features(adapter: Any) -> tuple[frozenset[str], frozenset[str], bool]:
+    return (frozenset(getattr(adapter, "supports", frozenset())), frozenset(getattr(adapter, "native", frozenset())),
+            bool(getattr(adapter, "forced_tool_choice", True)))
 
 
 def offer_features(offer: catalogue.ProviderOffer, endpoint: str) -> frozenset[str]:
@@ -224,6 +227,9 @@ def request_for(req: IRRequest, cand: Candidate) -> IRRequest:
         elif name == "reasoning_effort":
             out.reasoning_effort = None
             out.reasoning_budget = None
+        elif name == FORCED_TOOL_CHOICE:  # the provider cannot force a call: it may still make one
+            if out.tool_choice is not None:
+                out.tool_choice = ToolChoice("auto", parallel=out.tool_choice.parallel)
         elif hasattr(out, name):
             setattr(out, name, None)
     return out

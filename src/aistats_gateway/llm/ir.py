@@ -99,6 +99,12 @@ class ToolChoice:
     parallel: bool | None = None  # False: at most one call
 
 
+#: The feature a request uses when its ``tool_choice`` forces a call (``required`` or a named tool): an
+#: adapter whose provider only takes ``auto``/``none`` does not have it (the choice is then sent as
+#: ``auto``, or the provider skipped under ``provider.require_parameters``).
+FORCED_TOOL_CHOICE = "tool_choice:forced"
+
+
 @dataclass(frozen=True)
 class ResponseFormat:
     type: Literal["text", "json_object", "json_schema"]

@@ -27,7 +27,8 @@ from aistats_gateway.providers.openai_compat.chat import Family, OpenAICompatCha
 
 FAMILY = Family("minimax", "https://api.minimax.io",
                 frozenset({"max_tokens", "temperature", "top_p", "tools", "tool_choice", "response_format"}),
-                developer_role=False, max_tokens_key="max_completion_tokens", chat_path="/v1/text/chatcompletion_v2")
+                developer_role=False, max_tokens_key="max_completion_tokens", chat_path="/v1/text/chatcompletion_v2",
+                forced_tool_choice=False)  # tool_choice: "none" or "auto" only
 
 
 def check_base_resp(doc: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from aistats_gateway.llm.codecs._common import (
     usage_chat,
 )
 from aistats_gateway.llm.ir import (
+    FORCED_TOOL_CHOICE,
     FinishReason,
     ImagePart,
     IRDelta,
@@ -201,7 +202,8 @@ def mark_params(req: IRRequest) -> None:
               "frequency_penalty": req.frequency_penalty is not None, "tools": bool(req.tools),
               "tool_choice": req.tool_choice is not None, "response_format": req.response_format is not None,
               "reasoning_effort": req.reasoning_effort is not None or req.reasoning_budget is not None,
-              "user": req.user is not None, "verbosity": req.verbosity is not None}
+              "user": req.user is not None, "verbosity": req.verbosity is not None,
+              FORCED_TOOL_CHOICE: req.tool_choice is not None and req.tool_choice.mode in ("required", "tool")}
     req.params = {k for k, used in checks.items() if used}
 
 

@@ -5,7 +5,8 @@ Faithful to the documented API: ``Authorization: Bearer`` (a missing key → 100
 **errors are HTTP 200 with a non-zero ``base_resp.status_code``** (2013 invalid params naming the field,
 1002 rate limit for an injected 429); roles ``system``, ``user``,
 ``assistant``, ``tool`` (``developer`` → 2013); ``temperature`` and ``top_p`` in ``(0, 1]``;
-``max_completion_tokens`` (``max_tokens`` is deprecated but accepted) at least 1; ``n`` only 1. The answer
+``max_completion_tokens`` (``max_tokens`` is deprecated but accepted) at least 1; ``n`` only 1;
+``tool_choice`` only ``none`` or ``auto``. The answer
 is the Chat Completions shape plus ``input_sensitive``/``output_sensitive`` and ``base_resp``; streams are
 ``data: {chunk}`` events with the usage on the chunk carrying ``finish_reason``. Messages, tools,
 ``response_format``, echo replies and injected faults are the generic fake's (:mod:`.openai_inference`).
@@ -63,6 +64,8 @@ def _validate(body: dict[str, Any]) -> None:
             raise BaseResp(2013, f"invalid params, {name} must be a positive integer")
     if body.get("n") not in (None, 1):
         raise BaseResp(2013, "invalid params, n only supports 1")
+    if body.get("tool_choice") not in (None, "none", "auto"):  # documented values: none, auto
+        raise BaseResp(2013, "invalid params, tool_choice must be none or auto")
 
 
 def _handler(state: InferenceState) -> Any:

@@ -41,6 +41,7 @@ class Family:
     chat_path: str = "/chat/completions"  # below the base URL
     root_suffix: str = ""  # appended to a configured AISTATS_PROVIDER_<ID>_BASE_URL (see the module docstring)
     embed_batch: int | None = None  # most inputs per /embeddings call (more are sent in several calls)
+    forced_tool_choice: bool = True  # False: tool_choice takes only auto/none (a forced one is sent as auto)
 
 
 FAMILIES: dict[str, Family] = {f.provider_id: f for f in (
@@ -73,6 +74,7 @@ class OpenAICompatChat:
         self.family = family
         self.provider_id = family.provider_id
         self.supports = family.supports
+        self.forced_tool_choice = family.forced_tool_choice
 
     def body(self, req: IRRequest) -> dict[str, object]:
         return chat.encode_request(req, supports=self.supports, developer_role=self.family.developer_role,
