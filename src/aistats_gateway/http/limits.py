@@ -19,6 +19,7 @@ Invariants
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ _KEEP = bytes(range(256)).translate(None, b'[]{}"\\')  # every byte except the s
 _STEP = np.zeros(256, dtype=np.int8)
 _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+_SMALL = 256  # brackets left after stripping: peel pairs (a few C passes) rather than call numpy (~3 µs)
 
 
 def json_depth(raw: bytes | bytearray) -> int:
@@ -59,6 +62,18 @@ def json_depth(raw: bytes | bytearray) -> int:
         kept = b"".join(kept.split(b'"')[0::2])  # the even parts are outside strings
     if not kept:
         return 0
+    if len(kept) <= _SMALL:  # each pass removes the innermost empty pairs: passes = depth (≤ 128 passes)
+        depth = 0
+        while True:
+            peeled = _EMPTY_PAIR.sub(b"", kept)
+            if len(peeled) == len(kept):
+                return depth if not peeled else max(depth, _scan(peeled))
+            depth += 1
+            kept = peeled
+    return _scan(kept)
+
+
+def _scan(kept: bytes) -> int:
     steps = _STEP[np.frombuffer(kept, dtype=np.uint8)]
     return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
 
