@@ -73,7 +73,7 @@ def json_depth(raw: bytes | bytearray) -> int:
     return _scan(kept)
 
 
-def _scan(kept: bytes) -> int:
+def _scan(kept: bytes | bytearray) -> int:
     steps = _STEP[np.frombuffer(kept, dtype=np.uint8)]
     return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
 
