@@ -305,8 +305,15 @@ def test_compat_fakes_with_openai_sdk(name: str) -> None:
         assert "obfuscation" not in (s[1].model_extra or {})
         e = c.embeddings.create(model="embed-model", input="x")
         assert len(e.data[0].embedding) == 1536
-        r404 = httpx.post(f.base_url + "/moderations", headers={"Authorization": f"Bearer {key}"}, json={})
-        assert r404.status_code == 404
+        r404 = httpx.post(f.base_url + "/responses", headers={"Authorization": f"Bearer {key}"}, json={})
+        assert r404.status_code == 404  # the OpenAI-only routes are not on the compatible fakes
+        moderations = httpx.post(f.base_url + "/moderations", headers={"Authorization": f"Bearer {key}"},
+                                 json={"input": "x", "colour": "red"})
+        if name == "mistral":  # Mistral's own moderation API: unknown fields are a 422 in its error shape
+            assert moderations.status_code == 422 and moderations.json()["object"] == "error"
+            assert "body.colour" in moderations.json()["message"]
+        else:
+            assert moderations.status_code == 404
         bad = httpx.post(f.base_url + "/chat/completions", json={"model": "m", "messages": []},
                          headers={"Authorization": f"Bearer {key}"})
         body = bad.json()
@@ -314,7 +321,8 @@ def test_compat_fakes_with_openai_sdk(name: str) -> None:
             assert body["object"] == "error" and body["param"] == "messages"
         else:
             assert body["error"]["param"] == "messages"
-        assert f.state.request_count == 4  # the unknown route is not a request the API handled
+        # the unknown routes are not requests the API handled
+        assert f.state.request_count == (5 if name == "mistral" else 4)
 
 
 def test_xai_fake_serves_video_and_chat() -> None:
