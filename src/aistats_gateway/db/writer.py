@@ -56,9 +56,7 @@ def _sqlite_params(params: Sequence[Any]) -> list[Any]:
 
 
 def _sqlite_value(v: Any) -> Any:
-    t = type(v)
-    if t is str or t is int or v is None:  # the common case, first
-        return v
+    """A value sqlite3 does not bind as is (``_sqlite_params`` passes those through itself)."""
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, (dict, list)):

@@ -135,12 +135,10 @@ def _offer_supports(offer: catalogue.ProviderOffer, endpoint: str, adapter_suppo
     (features it maps to a provider-native control, e.g. effort → Anthropic/Gemini thinking budgets).
     ``tool_choice`` includes forcing a call unless the adapter says otherwise (``forced_tool_choice``)."""
     listed = offer.spec.parameters.get(endpoint)  # type: ignore[call-overload]
-    out = set(adapter_supports) if not listed else set(adapter_supports & native)
+    out = set(adapter_supports)
     if listed:
-        for feature in adapter_supports:
-            names = _CATALOGUE_NAMES.get(feature, (feature,))
-            if any(catalogue.offer_supports(offer, endpoint, n) for n in names):
-                out.add(feature)
+        out = {f for f in adapter_supports if f in native or any(
+            catalogue.offer_supports(offer, endpoint, n) for n in _CATALOGUE_NAMES.get(f, (f,)))}
     if forced_tool_choice and "tool_choice" in out:
         out.add(FORCED_TOOL_CHOICE)
     return frozenset(out)
